@@ -1,0 +1,47 @@
+# Secure ML pipeline: `make help` lists the targets.
+SHELL := /bin/bash
+VENV  := .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.DEFAULT_GOAL := help
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
+
+.PHONY: run
+run: $(STAMP) ## One full secure training run on the bundled dataset
+	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite (unit, integration, end to end)
+	$(BIN)/python -m pytest
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (incl. security rules) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: ui
+ui: $(STAMP) ## Start the embedded stack plus the Prefect UI and MLflow UI on localhost
+	$(BIN)/secure-pipeline local up --ui
+
+.PHONY: bench
+bench: $(STAMP) ## Speed and memory as ratios against baselines measured in the same run
+	$(BIN)/python -m benchmarks.run
+
+.PHONY: clean
+clean: ## Remove the venv and the local state directory
+	rm -rf $(VENV) .secure-pipeline

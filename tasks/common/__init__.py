@@ -1,0 +1,1 @@
+"""Shared building blocks: settings, gates, audit log, crypto, storage, local stack."""

@@ -1,0 +1,83 @@
+"""Append-only, hash-chained audit log (JSON lines).
+
+Each line holds the sha256 of the previous line's entry, so editing,
+reordering or deleting any line breaks the chain at that point; `verify`
+finds the first broken line. The head hash is also written to the object-lock
+bucket by the deploy stage, so truncating the tail is detectable too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+
+
+def _digest(entry: dict[str, Any]) -> str:
+    body = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    intact: bool
+    entries: int
+    head: str
+    detail: str
+
+
+class AuditLog:
+    """The audit trail of every stage; safe to share between processes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, event: str, **fields: Any) -> str:
+        """Append one entry and return its hash."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "r+", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # serialise writers: the chain is linear
+            fh.seek(0)
+            seq, prev = 0, GENESIS
+            for line in fh:
+                if line.strip():
+                    last = json.loads(line)
+                    seq, prev = last["seq"] + 1, last["hash"]
+            entry = {"seq": seq, "ts": datetime.now(UTC).isoformat(), "event": event,
+                     "prev": prev, **fields}
+            entry["hash"] = _digest(entry)
+            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return str(entry["hash"])
+
+    def verify(self) -> ChainStatus:
+        """Recompute the chain; report the first line that does not hold."""
+        if not self.path.exists():
+            return ChainStatus(True, 0, GENESIS, "no audit log yet")
+        prev, count = GENESIS, 0
+        with self.path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    return ChainStatus(False, count, prev, f"line {lineno}: blank line")
+                try:
+                    entry = json.loads(line)
+                    claimed = entry.pop("hash")
+                except (ValueError, KeyError, AttributeError):
+                    return ChainStatus(False, count, prev, f"line {lineno}: not an audit entry")
+                if entry.get("seq") != count or entry.get("prev") != prev:
+                    return ChainStatus(False, count, prev,
+                                       f"line {lineno}: sequence or link to previous entry broken")
+                if _digest(entry) != claimed:
+                    return ChainStatus(False, count, prev,
+                                       f"line {lineno}: content does not match its hash")
+                prev, count = claimed, count + 1
+        return ChainStatus(True, count, prev, f"{count} entries, chain intact")

@@ -1,0 +1,107 @@
+"""A gate is data: a small typed result produced by a pure check.
+
+Every check fails closed: an exception raised inside a check becomes a failed
+gate (never a pass), and `enforce` turns any failed gate into `GateFailed`,
+which the flow reports as ``blocked``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GateResult(BaseModel):
+    """Outcome of one named security check (`<stage>.<check>`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    passed: bool
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    threshold: dict[str, Any] = Field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def stage(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    def summary(self) -> str:
+        """One readable line: gate, verdict, measured value, threshold, reason."""
+        verdict = "passed" if self.passed else "BLOCKED"
+        parts = [f"{self.name} {verdict}"]
+        if self.metrics:
+            parts.append("measured " + _fmt(self.metrics))
+        if self.threshold:
+            parts.append("threshold " + _fmt(self.threshold))
+        if self.detail:
+            parts.append(self.detail)
+        return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else "")
+
+    def as_report(self) -> dict[str, Any]:
+        return {"name": self.name, "stage": self.stage, **self.model_dump()}
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+    )
+
+
+def passed(name: str, *, metrics: dict[str, Any] | None = None,
+           threshold: dict[str, Any] | None = None, detail: str = "") -> GateResult:
+    return GateResult(name=name, passed=True, metrics=metrics or {},
+                      threshold=threshold or {}, detail=detail)
+
+
+def failed(name: str, *, metrics: dict[str, Any] | None = None,
+           threshold: dict[str, Any] | None = None, detail: str = "") -> GateResult:
+    return GateResult(name=name, passed=False, metrics=metrics or {},
+                      threshold=threshold or {}, detail=detail)
+
+
+def check(name: str, *, metrics: dict[str, Any], threshold: dict[str, Any],
+          ok: bool, detail: str = "") -> GateResult:
+    """Build a result from a comparison already made by the caller."""
+    return GateResult(name=name, passed=bool(ok), metrics=metrics,
+                      threshold=threshold, detail=detail)
+
+
+def run_check(name: str, fn: Callable[..., GateResult], /, *args: Any, **kwargs: Any) -> GateResult:
+    """Run a check so that it fails closed: any exception is a failed gate.
+
+    The exception's type is reported, not its message, because messages can
+    carry data values (and Prefect persists failed-task exceptions).
+    """
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - fail closed on anything
+        return failed(name, detail=f"check raised {type(exc).__name__}; failing closed")
+    if not isinstance(result, GateResult) or result.name != name:
+        return failed(name, detail="check returned no result for this gate; failing closed")
+    return result
+
+
+class GateFailed(Exception):
+    """Raised by a stage when one of its gates fails; carries the stage's results."""
+
+    def __init__(self, results: Sequence[GateResult]):
+        self.results = list(results)
+        self.gate = next(r for r in self.results if not r.passed)
+        super().__init__(self.gate.summary())
+
+
+def enforce(results: Sequence[GateResult], *, audit: Any | None = None,
+            run_id: str | None = None) -> list[GateResult]:
+    """Record every result in the audit log, then raise if any gate failed."""
+    results = list(results)
+    for result in results:
+        if audit is not None:
+            audit.append("gate", run_id=run_id, gate=result.name, passed=result.passed,
+                         metrics=result.metrics, threshold=result.threshold,
+                         detail=result.detail)
+    if not all(r.passed for r in results):
+        raise GateFailed(results)
+    return results

@@ -1,0 +1,182 @@
+"""One settings object: a TOML file describes a dataset and its policy;
+environment variables (``SECURE_PIPELINE_<SECTION>__<KEY>``) override it.
+
+Relative paths in the file are resolved against the file's own directory, so a
+config works from any working directory. Secrets never live here: keys and
+credentials are files with 0600 permissions under the state directory (or the
+cloud's key service in production).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "data" / "breast_cancer.toml"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class ConfigError(ValueError):
+    """Bad usage or configuration (CLI exit code 2)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    source: str
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    target: str
+    features: list[str] = Field(default_factory=list)  # empty: every column but the target
+    suite: Path
+    suite_sha256: str = Field(pattern=SHA256_PATTERN)
+    reference_profile: Path
+    reference_profile_sha256: str = Field(pattern=SHA256_PATTERN)
+    max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_rows: int = Field(default=5_000_000, gt=0)
+    max_columns: int = Field(default=2_000, gt=0)
+
+
+class ScreenConfig(_Section):
+    max_label_shift: float = Field(default=0.05, ge=0, le=1)
+    max_duplicate_rate: float = Field(default=0.02, ge=0, le=1)
+
+
+class ModelConfig(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    estimator: Literal["logistic_regression"] = "logistic_regression"
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    seed: int = 42
+    test_fraction: float = Field(default=0.25, gt=0, lt=1)
+
+
+class EvaluateConfig(_Section):
+    min_accuracy: float = Field(default=0.90, ge=0, le=1)
+    attack: Literal["fgm", "pgd"] = "fgm"
+    attack_eps: float = Field(default=0.1, gt=0)  # L-inf, in standard deviations per feature
+    min_robust_accuracy: float = Field(default=0.80, ge=0, le=1)
+    attack_samples: int = Field(default=200, gt=0)
+
+
+class StorageConfig(_Section):
+    bucket: str = Field(default="secure-models", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = "models"
+    endpoint_url: str | None = None  # None: the embedded SeaweedFS over TLS
+    region: str = "us-east-1"
+    ca_bundle: Path | None = None
+    object_lock_days: int = Field(default=30, gt=0)
+
+
+class LocalStackConfig(_Section):
+    """Ports of the embedded services (all on 127.0.0.1)."""
+
+    s3_port: int = 8333
+    prefect_port: int = 4200
+    mlflow_port: int = 5000
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know, validated before anything starts."""
+
+    model_config = SettingsConfigDict(env_prefix="SECURE_PIPELINE_", env_nested_delimiter="__",
+                                      extra="forbid")
+    _toml_file: ClassVar[Path | None] = None
+
+    config_file: Path | None = None
+    state_dir: Path = Path(".secure-pipeline")
+    dataset: DatasetConfig
+    screen: ScreenConfig = ScreenConfig()
+    model: ModelConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
+    storage: StorageConfig = StorageConfig()
+    local: LocalStackConfig = LocalStackConfig()
+    mlflow_tracking_uri: str | None = None  # None: SQLite under the state dir
+    mlflow_experiment: str = "secure-training"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        base = self.config_file.parent if self.config_file else Path.cwd()
+        ds = self.dataset
+        for field in ("suite", "reference_profile"):
+            value = getattr(ds, field)
+            if not value.is_absolute():
+                setattr(ds, field, (base / value).resolve())
+        if "://" not in ds.source and not Path(ds.source).is_absolute():
+            ds.source = str((base / ds.source).resolve())
+        self.state_dir = self.state_dir.expanduser().resolve()
+        return self
+
+    # Derived locations: all state under one git-ignored directory.
+    @property
+    def audit_path(self) -> Path:
+        return self.state_dir / "audit" / "audit.jsonl"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.state_dir / "keys"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.state_dir / "mlartifacts").as_uri()
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.storage.endpoint_url is None
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the config file (``--config``, ``$SECURE_PIPELINE_CONFIG`` or the bundled one).
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or holds invalid values.
+    """
+    path = Path(config or os.environ.get("SECURE_PIPELINE_CONFIG") or DEFAULT_CONFIG)
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            tomllib.load(fh)  # fail early with a clear message on bad TOML
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    Settings._toml_file = path
+    try:
+        return Settings(config_file=path, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration in {path}: {problems}") from None
+    finally:
+        Settings._toml_file = None
