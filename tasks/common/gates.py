@@ -92,16 +92,6 @@ class GateFailed(Exception):
         self.gate = next(r for r in self.results if not r.passed)
         super().__init__(self.gate.summary())
 
+    def __reduce__(self) -> tuple[type[GateFailed], tuple[list[GateResult]]]:
+        return (GateFailed, (self.results,))  # picklable: Prefect persists task exceptions
 
-def enforce(results: Sequence[GateResult], *, audit: Any | None = None,
-            run_id: str | None = None) -> list[GateResult]:
-    """Record every result in the audit log, then raise if any gate failed."""
-    results = list(results)
-    for result in results:
-        if audit is not None:
-            audit.append("gate", run_id=run_id, gate=result.name, passed=result.passed,
-                         metrics=result.metrics, threshold=result.threshold,
-                         detail=result.detail)
-    if not all(r.passed for r in results):
-        raise GateFailed(results)
-    return results

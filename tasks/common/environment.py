@@ -1,0 +1,47 @@
+"""Process environment for the pipeline and the services it starts.
+
+Prefect, MLflow and Great Expectations read their settings from the
+environment, some at import time, so the CLI calls `configure` before it
+imports any of them. Every library's telemetry is switched off here: the
+pipeline talks to nothing the user did not configure.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tasks.common.settings import Settings
+
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> dict[str, str]:
+    """Variables for this process and for child services (Prefect, MLflow)."""
+    state = settings.state_dir
+    env = {
+        **TELEMETRY_OFF,
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        # Results stay in memory: data and secrets must not be pickled to disk.
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        # MLflow's own loader trusts the artifact's type list; we never use it.
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    if prefect_api_url:
+        env["PREFECT_API_URL"] = prefect_api_url
+    return env
+
+
+def configure(settings: Settings, *, prefect_api_url: str | None = None) -> None:
+    """Apply `service_env` to this process. Call before importing prefect/mlflow."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ.update(service_env(settings, prefect_api_url=prefect_api_url))
