@@ -77,6 +77,9 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None  # None: the embedded SeaweedFS over TLS
     region: str = "us-east-1"
     ca_bundle: Path | None = None
+    # Production: a KMS key ARN wraps the data keys and is used for SSE-KMS.
+    # None: a local master key file (0600) wraps them, and SSE is AES256.
+    kms_key_id: str | None = None
     object_lock_days: int = Field(default=30, gt=0)
 
 

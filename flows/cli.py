@@ -1,0 +1,199 @@
+"""The `secure-pipeline` command (contracts in DESIGN.md §5.1).
+
+Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
+configuration, 3 crashed. Heavy imports (Prefect, MLflow) happen only after
+the environment is configured, because they read it at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tasks.common import environment, stack
+from tasks.common.settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+log = logging.getLogger("secure_pipeline")
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect prints task tracebacks to the console; the run report and the
+    Prefect UI keep the details, the terminal gets one line."""
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.CRITICAL)
+
+
+def _data_arg(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())  # the flow may run from another cwd
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    environment.configure(settings, prefect_api_url=stack.prefect_api_url(settings))
+    from flows.training import secure_training
+
+    if not args.verbose:
+        _quiet_prefect_console()
+    report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
+    report_path = report_path.expanduser().resolve()
+    report_path.unlink(missing_ok=True)
+    secure_training(config=str(settings.config_file), data=_data_arg(args.data),
+                    report_path=str(report_path), return_state=True)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        _say("failed: the run ended without a report; see the Prefect UI or rerun with --verbose")
+        return EXIT_CRASH
+    from tasks.common.report import RunReport
+
+    _say(RunReport(**report).reason)
+    return {"deployed": EXIT_OK, "blocked": EXIT_BLOCKED}.get(report["status"], EXIT_CRASH)
+
+
+def _resolve_ref(settings: Settings, ref: str) -> str:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> the deployment URI in MLflow."""
+    if not ref.startswith("models:/"):
+        return ref
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    name, _, rest = ref[len("models:/"):].partition("@")
+    if rest:
+        mv = client.get_model_version_by_alias(name, rest)
+    else:
+        name, _, version = name.partition("/")
+        mv = client.get_model_version(name, version)
+    uri = mv.tags.get("deployment_uri")
+    if not uri:
+        raise ConfigError(f"{ref} has no deployment_uri tag: it was never deployed")
+    return str(uri)
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    environment.configure(settings)
+    from tasks.common import release
+    from tasks.common.s3 import s3_client
+    from tasks.common.signing import load_public_key
+    from tasks.deploy import key_provider
+
+    uri = _resolve_ref(settings, args.model_ref)
+    try:
+        bucket, key = release.parse_s3_uri(uri)
+    except release.ReleaseError as exc:
+        raise ConfigError(str(exc)) from None
+    with stack.s3_service(settings) as endpoint:
+        result = release.verify_release(
+            s3_client(endpoint), bucket=bucket, release_key=key,
+            public_key=load_public_key(settings.keys_dir),
+            key_provider=key_provider(settings), max_bytes=settings.dataset.max_bytes)
+    for name, ok, detail in result.checks:
+        _say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    _write_json(args.report, {
+        "uri": result.uri, "verified": result.ok,
+        "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
+        "model": result.release.get("model"), "provenance": result.provenance or None})
+    _say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
+    return EXIT_OK if result.ok else EXIT_BLOCKED
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.common.audit import AuditLog
+
+    status = AuditLog(settings.audit_path).verify()
+    _say(f"audit log {settings.audit_path}: {status.detail}; head {status.head[:16]}")
+    return EXIT_OK if status.intact else EXIT_BLOCKED
+
+
+def cmd_local(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "up":
+        info = stack.local_up(settings, ui=not args.no_ui)
+    elif args.action == "down":
+        info = stack.local_down(settings)
+    else:
+        info = stack.local_status(settings)
+    sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
+    return EXIT_OK
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    api = stack.prefect_api_url(settings)
+    if api is None:
+        raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")
+    environment.configure(settings, prefect_api_url=api)
+    from flows.training import secure_training
+
+    secure_training.serve(name="nightly", cron=args.cron,
+                          parameters={"config": str(settings.config_file)})
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secure-pipeline", description=__doc__.split("\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="pipeline config (TOML); default: the bundled one")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="one secure training run")
+    run.add_argument("--data", help="dataset path overriding the configured source")
+    run.add_argument("--report", help="write the JSON run report here")
+    run.add_argument("--verbose", action="store_true", help="show Prefect's console logs")
+    run.set_defaults(func=cmd_run)
+
+    verify = sub.add_parser("verify", parents=[common], help="verify a deployed model")
+    verify.add_argument("model_ref", metavar="MODEL_REF",
+                        help="s3://BUCKET/.../release.dsse.json, models:/NAME@champion or "
+                             "models:/NAME/VERSION")
+    verify.add_argument("--report", help="write the JSON verification report here")
+    verify.set_defaults(func=cmd_verify)
+
+    audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit log")
+    audit.add_argument("action", choices=["verify"])
+    audit.set_defaults(func=cmd_audit)
+
+    local = sub.add_parser("local", parents=[common], help="the embedded services")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument("--no-ui", action="store_true", help="SeaweedFS only, no UIs")
+    local.set_defaults(func=cmd_local)
+
+    serve = sub.add_parser("serve", parents=[common], help="serve the scheduled deployment")
+    serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: nightly 02:00)")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+        return int(args.func(settings, args))
+    except ConfigError as exc:
+        _say(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except stack.StackError as exc:
+        _say(f"local stack error: {exc}")
+        return EXIT_CRASH
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

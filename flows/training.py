@@ -1,0 +1,90 @@
+"""The secure training flow: composition only. Each stage lives in tasks/.
+
+    ingest -> validate -> screen -> train -> evaluate -> sign -> deploy
+
+A stage that finds a problem raises GateFailed; the flow then stops, writes a
+report naming the gate, and ends Failed so the Prefect UI shows it. The
+previous champion stays deployed: nothing is published before every gate has
+passed and the deployed copy has been verified.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from prefect import flow, runtime
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.common.context import RunContext
+from tasks.common.gates import GateFailed, GateResult
+from tasks.common.report import RunReport
+from tasks.common.settings import load_settings
+from tasks.deploy import deploy_task, mark_version
+from tasks.evaluate import evaluate_task
+from tasks.ingest import ingest_task
+from tasks.screen import screen_task
+from tasks.sign import sign_task
+from tasks.train import TrainedModel, train_task
+from tasks.validate import validate_task
+
+
+class RunNotDeployed(RuntimeError):
+    """Marks the flow run Failed in Prefect; the report says why."""
+
+
+@flow(name="secure-training", log_prints=False)
+def secure_training(config: str | None = None, data: str | None = None,
+                    report_path: str | None = None) -> dict[str, object]:
+    """Train, attack, sign and deploy one model, failing closed at every gate.
+
+    Args:
+        config: Pipeline config file (TOML); default: the bundled dataset's.
+        data: Dataset path overriding the configured source (new data).
+        report_path: Where to write the JSON run report.
+    """
+    settings = load_settings(config)
+    ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
+    report = RunReport(flow_run_id=ctx.run_id)
+    ctx.audit.append("run.start", run_id=ctx.run_id, config=str(settings.config_file),
+                     data=data or settings.dataset.source)
+    gates: list[GateResult] = []
+    model: TrainedModel | None = None
+    try:
+        dataset, g = ingest_task(ctx, source=data)
+        gates += g
+        report.dataset = {"uri": dataset.uri, "sha256": dataset.sha256, "rows": dataset.rows,
+                          "integrity": dataset.integrity}
+        validated, g = validate_task(ctx, dataset)
+        gates += g
+        screened, g = screen_task(ctx, validated.dataset)
+        gates += g
+        model, g = train_task(ctx, screened, suite_sha256=validated.suite_sha256)
+        gates += g
+        report.model = {"name": model.name, "version": model.version,
+                        "mlflow_run_id": model.mlflow_run_id, "sha256": model.sha256}
+        _, g = evaluate_task(ctx, model)
+        gates += g
+        signed, g = sign_task(ctx, dataset=screened, model=model,
+                              suite_sha256=validated.suite_sha256, gates=gates)
+        gates += g
+        report.deployment, g = deploy_task(ctx, model=model, signed=signed)
+        gates += g
+        report.status = "deployed"
+    except GateFailed as exc:
+        gates += exc.results
+        report.status, report.blocked_by = "blocked", exc.gate.name
+    except Exception as exc:  # noqa: BLE001 - reported as "failed", then re-raised below
+        report.status, report.error = "failed", type(exc).__name__
+    report.gates = [g.as_report() for g in gates]
+    if model is not None and report.status != "deployed":
+        mark_version(settings, model=model, status=report.status)
+    ctx.audit.append("run.end", run_id=ctx.run_id, status=report.status,
+                     blocked_by=report.blocked_by)
+    if report_path:
+        report.write(Path(report_path))
+    create_markdown_artifact(key="secure-training-report", markdown=report.markdown(),
+                             description=report.reason)
+    if report.status != "deployed":
+        raise RunNotDeployed(report.reason)
+    return report.model_dump()

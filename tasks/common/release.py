@@ -1,0 +1,139 @@
+"""The layout of a release in the bucket, and how to verify one.
+
+A release of model NAME version V lives under ``<prefix>/NAME/V/``:
+
+    model.skops.enc        the skops file, envelope-encrypted (context bound to
+                           name, version and digest), stored with SSE
+    provenance.dsse.json   the signed provenance manifest
+    release.dsse.json      written last: signed pointer to the exact object
+                           versions above; a release without it is incomplete
+
+Every object is written with If-None-Match, so a release is never overwritten;
+`verify_release` also refuses an artifact whose current version is not the
+released one (an overwrite attempt leaves a newer version behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.common.envelope import EnvelopeError, decrypt
+from tasks.common.modelio import load_model_bytes
+from tasks.common.s3 import get_bytes
+from tasks.common.signing import PROVENANCE_TYPE, RELEASE_TYPE, SignatureError, verify
+
+ARTIFACT = "model.skops.enc"
+PROVENANCE = "provenance.dsse.json"
+RELEASE = "release.dsse.json"
+
+
+class ReleaseError(ValueError):
+    """A release is missing, incomplete, altered, or not ours."""
+
+
+def release_prefix(prefix: str, name: str, version: str) -> str:
+    return "/".join(p for p in (prefix.strip("/"), name, version) if p)
+
+
+def encryption_context(*, name: str, version: str, sha256: str) -> dict[str, str]:
+    return {"model_name": name, "model_version": version, "model_sha256": sha256,
+            "purpose": "secure-pipeline-model"}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/.../V/[release.dsse.json]`` -> (bucket, release key)."""
+    if not uri.startswith("s3://"):
+        raise ReleaseError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise ReleaseError(f"expected s3://BUCKET/KEY, got {uri}")
+    if not key.endswith(RELEASE):
+        key = key.rstrip("/") + "/" + RELEASE
+    return bucket, key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class VerifiedRelease:
+    uri: str
+    release: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(ok for _, ok, _ in self.checks)
+
+
+def verify_release(client: Any, *, bucket: str, release_key: str, public_key: Any,
+                   key_provider: Any, max_bytes: int) -> VerifiedRelease:
+    """Fetch, check signatures and digests, decrypt and safely load a release.
+
+    Returns the checks done; stops at the first that fails (later ones would
+    read data that is no longer trustworthy).
+    """
+    result = VerifiedRelease(uri=f"s3://{bucket}/{release_key}")
+
+    def step(name: str, ok: bool, detail: str = "") -> None:
+        result.checks.append((name, ok, detail))
+        if not ok:
+            raise ReleaseError(f"{name}: {detail}")
+
+    try:
+        try:
+            raw = get_bytes(client, bucket=bucket, key=release_key, max_bytes=1 << 20)
+        except Exception as exc:  # noqa: BLE001 - absent or unreadable: same verdict
+            step("release.present", False, f"cannot read the release record ({type(exc).__name__})")
+        rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
+        step("release.signature", True, "signed by the pipeline's key")
+        result.release = rel
+        base = release_key.rsplit("/", 1)[0]
+        art, prov = rel["artifact"], rel["provenance"]
+        step("release.layout", art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}",
+             "the release points at objects of its own prefix")
+
+        prov_raw = get_bytes(client, bucket=bucket, key=prov["key"],
+                             version_id=prov["version_id"], max_bytes=1 << 22)
+        step("provenance.digest", sha256_hex(prov_raw) == prov["sha256"],
+             "provenance object matches the digest in the release")
+        provenance = verify(json.loads(prov_raw), public_key=public_key,
+                            payload_type=PROVENANCE_TYPE)
+        result.provenance = provenance
+        model = provenance["model"]
+        step("provenance.signature", model["sha256"] == rel["model"]["sha256"]
+             and model["version"] == rel["model"]["version"],
+             "signed provenance names the released model")
+
+        head = client.head_object(Bucket=bucket, Key=art["key"])
+        step("artifact.current_version", head.get("VersionId") == art["version_id"],
+             "the artifact's current version is the released one"
+             if head.get("VersionId") == art["version_id"]
+             else "the artifact was overwritten after release")
+        step("artifact.sse", head.get("ServerSideEncryption") == art["sse"],
+             f"stored with server-side encryption {head.get('ServerSideEncryption')}")
+        ciphertext = get_bytes(client, bucket=bucket, key=art["key"],
+                               version_id=art["version_id"], max_bytes=max_bytes)
+        step("artifact.digest", sha256_hex(ciphertext) == art["ciphertext_sha256"],
+             "ciphertext matches the digest in the release")
+        context = encryption_context(name=model["name"], version=model["version"],
+                                     sha256=model["sha256"])
+        step("artifact.context", rel["encryption_context"] == context,
+             "encryption context is bound to this model's name, version and digest")
+        plaintext = decrypt(ciphertext, key_provider=key_provider, context=context)
+        step("artifact.decrypt", True, "envelope decrypted with the expected context")
+        load_model_bytes(plaintext, expected_sha256=model["sha256"])
+        step("model.load", True, "digest matches the signed manifest; loaded with the pinned "
+                                 "type allow-list")
+    except ReleaseError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - anything unexpected is a failed verification
+        known = (SignatureError, EnvelopeError)
+        detail = str(exc) if isinstance(exc, known) else f"{type(exc).__name__} while verifying"
+        result.checks.append(("release.integrity", False, detail))
+    return result

@@ -1,0 +1,66 @@
+"""The run report (DESIGN.md §5.2): one JSON document per run, also shown as a
+Prefect markdown artifact. Other tooling parses it; keep its keys stable."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tasks.common.gates import GateResult
+
+
+class RunReport(BaseModel):
+    status: Literal["deployed", "blocked", "failed"] = "failed"
+    blocked_by: str | None = None
+    flow_run_id: str
+    dataset: dict[str, Any] | None = None
+    gates: list[dict[str, Any]] = Field(default_factory=list)
+    model: dict[str, Any] | None = None
+    deployment: dict[str, Any] | None = None
+    error: str | None = None
+
+    def add_gates(self, results: list[GateResult]) -> None:
+        self.gates.extend(r.as_report() for r in results)
+
+    @property
+    def reason(self) -> str:
+        """One line for the terminal and the Prefect state message."""
+        if self.status == "deployed" and self.deployment:
+            return f"deployed {self.deployment['uri']}"
+        if self.status == "blocked":
+            gate = next(g for g in self.gates if not g["passed"])
+            return "blocked by " + GateResult(**{k: gate[k] for k in (
+                "name", "passed", "metrics", "threshold", "detail")}).summary()
+        return f"failed: {self.error or 'unexpected error'}"
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.model_dump(), indent=2, default=str) + "\n")
+        os.replace(tmp, path)  # readers never see a half-written report
+
+    def markdown(self) -> str:
+        lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]
+        if self.dataset:
+            lines += [f"Dataset `{self.dataset.get('uri')}`, sha256 `{self.dataset.get('sha256')}`,"
+                      f" {self.dataset.get('rows')} rows", ""]
+        lines += ["| gate | result | measured | threshold | detail |", "|---|---|---|---|---|"]
+        for g in self.gates:
+            verdict = "pass" if g["passed"] else "**BLOCK**"
+            lines.append(f"| `{g['name']}` | {verdict} | {_cell(g['metrics'])} | "
+                         f"{_cell(g['threshold'])} | {g['detail'].replace('|', '/')} |")
+        if self.model:
+            lines += ["", f"Model `{self.model['name']}` v{self.model['version']}, "
+                          f"MLflow run `{self.model['mlflow_run_id']}`"]
+        if self.deployment:
+            lines += ["", f"Deployed to `{self.deployment['uri']}` (SSE {self.deployment['sse']})"]
+        return "\n".join(lines) + "\n"
+
+
+def _cell(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in values.items()).replace("|", "/")
