@@ -31,15 +31,6 @@ def _write_json(path: str | None, payload: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _quiet_prefect_console() -> None:
-    """Prefect prints task tracebacks to the console; the run report and the
-    Prefect UI keep the details, the terminal gets one line."""
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.CRITICAL)
-
-
 def _data_arg(value: str | None) -> str | None:
     if value is None or "://" in value:
         return value
@@ -47,11 +38,10 @@ def _data_arg(value: str | None) -> str | None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    environment.configure(settings, prefect_api_url=stack.prefect_api_url(settings))
+    environment.configure(settings, prefect_api_url=stack.prefect_api_url(settings),
+                          quiet_console=not args.verbose)
     from flows.training import secure_training
 
-    if not args.verbose:
-        _quiet_prefect_console()
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
     report_path = report_path.expanduser().resolve()
     report_path.unlink(missing_ok=True)

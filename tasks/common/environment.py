@@ -28,7 +28,6 @@ def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> di
     env = {
         **TELEMETRY_OFF,
         "PREFECT_HOME": str(state / "prefect"),
-        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
         # Results stay in memory: data and secrets must not be pickled to disk.
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
@@ -41,7 +40,15 @@ def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> di
     return env
 
 
-def configure(settings: Settings, *, prefect_api_url: str | None = None) -> None:
-    """Apply `service_env` to this process. Call before importing prefect/mlflow."""
+def configure(settings: Settings, *, prefect_api_url: str | None = None,
+              quiet_console: bool = False) -> None:
+    """Apply `service_env` to this process. Call before importing prefect/mlflow.
+
+    With `quiet_console`, Prefect's console handler only shows critical records:
+    task tracebacks still reach the Prefect API (and UI) and the run report,
+    while the terminal gets one readable line.
+    """
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ.update(service_env(settings, prefect_api_url=prefect_api_url))
+    if quiet_console:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"

@@ -1,0 +1,155 @@
+"""The whole flow through the `secure-pipeline` command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import BUNDLED_CSV
+from tests.e2e.conftest import Pipeline
+
+pytestmark = pytest.mark.e2e
+STAGES = {"ingest", "validate", "screen", "train", "evaluate", "sign", "deploy"}
+
+
+def test_cold_run_deploys_then_verifies(cold: Pipeline, tmp_path: Path) -> None:
+    code, report, err = cold.train(tmp_path)
+    assert code == 0, err
+    assert report["status"] == "deployed" and report["blocked_by"] is None
+    assert {g["stage"] for g in report["gates"]} == STAGES
+    assert all(g["passed"] for g in report["gates"])
+    assert report["dataset"]["rows"] == 569 and report["dataset"]["integrity"] == "config-pin"
+    assert report["deployment"]["sse"] == "AES256"
+    assert report["deployment"]["encryption_context"]["model_sha256"] == report["model"]["sha256"]
+    assert err.strip().startswith("deployed s3://"), err
+
+    verified = cold.run("verify", report["deployment"]["uri"])
+    assert verified.returncode == 0, verified.stderr
+    assert cold.run("verify", "models:/breast-cancer-classifier@champion").returncode == 0
+    assert cold.run("audit", "verify").returncode == 0
+    assert cold.champion() == report["model"]["version"]
+
+
+def _variant(tmp: Path, name: str, frame: pd.DataFrame) -> str:
+    path = tmp / name
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _assert_blocked(pipe: Pipeline, tmp: Path, data: str, gate: str) -> dict:
+    champion, objects = pipe.champion(), pipe.bucket_keys()
+    code, report, err = pipe.train(tmp, "--data", data)
+    assert code == 1, err
+    assert report["status"] == "blocked" and report["blocked_by"] == gate, report.get("blocked_by")
+    assert report["deployment"] is None
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"blocked by {gate}")
+    assert pipe.champion() == champion, "the previous champion must stay"
+    assert pipe.bucket_keys() == objects, "a blocked run must not write to the bucket"
+    return report
+
+
+def test_label_flip_is_blocked_and_champion_kept(kept_up: Pipeline, tmp_path: Path) -> None:
+    frame = pd.read_csv(BUNDLED_CSV)
+    ones = frame.index[frame["target"] == 1]
+    frame.loc[ones[: int(0.10 * len(frame))], "target"] = 0  # 10% of rows, one class
+    report = _assert_blocked(kept_up, tmp_path, _variant(tmp_path, "flip.csv", frame),
+                             "screen.label_distribution")
+    gate = next(g for g in report["gates"] if g["name"] == "screen.label_distribution")
+    assert gate["metrics"] and gate["threshold"]
+    assert kept_up.run("verify", "models:/breast-cancer-classifier@champion").returncode == 0
+
+
+@pytest.mark.parametrize(("case", "gate"), [
+    ("extra_column", "validate.expectations"),
+    ("missing_column", "validate.expectations"),
+    ("strings_in_numeric", "validate.expectations"),
+    ("pickle_named_csv", "ingest.format"),
+    ("empty", "ingest.format"),
+    ("random_bytes", "ingest.format"),
+    ("missing_file", "ingest.source"),
+])
+def test_bad_input_is_blocked(kept_up: Pipeline, tmp_path: Path, case: str, gate: str) -> None:
+    frame = pd.read_csv(BUNDLED_CSV)
+    marker = tmp_path / "payload-ran"
+    if case == "extra_column":
+        data = _variant(tmp_path, "x.csv", frame.assign(extra=1.0))
+    elif case == "missing_column":
+        data = _variant(tmp_path, "x.csv", frame.drop(columns=["mean radius"]))
+    elif case == "strings_in_numeric":
+        frame["mean area"] = frame["mean area"].astype(str)
+        frame.loc[:20, "mean area"] = "lots"
+        data = _variant(tmp_path, "x.csv", frame)
+    elif case == "pickle_named_csv":
+        data = str(tmp_path / "x.csv")
+        Path(data).write_bytes(pickle.dumps(_Payload(marker)))
+    elif case == "empty":
+        data = str(tmp_path / "x.csv")
+        Path(data).write_bytes(b"")
+    elif case == "random_bytes":
+        data = str(tmp_path / "x.csv")
+        Path(data).write_bytes(bytes(range(256)) * 64)
+    else:
+        data = str(tmp_path / "does-not-exist.csv")
+    _assert_blocked(kept_up, tmp_path, data, gate)
+    assert not marker.exists(), "the pickle payload ran"
+
+
+class _Payload:
+    """Unpickling this creates a marker file: proof that input was unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_tampered_deployment_fails_verify(kept_up: Pipeline, tmp_path: Path) -> None:
+    from tasks.common.s3 import s3_client
+    from tasks.common.stack import s3_service
+
+    code, report, err = kept_up.train(tmp_path)
+    assert code == 0, err
+    uri = report["deployment"]["uri"]
+    assert kept_up.run("verify", uri).returncode == 0
+    settings = kept_up.settings()
+    key = uri.split("/", 3)[3].rsplit("/", 1)[0] + "/model.skops.enc"
+    with s3_service(settings) as endpoint:  # an insider with write access
+        client = s3_client(endpoint)
+        body = bytearray(client.get_object(Bucket=settings.storage.bucket, Key=key)["Body"].read())
+        body[len(body) // 2] ^= 0x01
+        client.put_object(Bucket=settings.storage.bucket, Key=key, Body=bytes(body),
+                          ServerSideEncryption="AES256")
+    out = kept_up.run("verify", uri, "--report", str(tmp_path / "v.json"))
+    assert out.returncode == 1, out.stderr
+    checks = json.loads((tmp_path / "v.json").read_text())["checks"]
+    assert any(c["name"] == "artifact.current_version" and not c["passed"] for c in checks)
+
+
+def test_edited_audit_line_fails_audit_verify(kept_up: Pipeline) -> None:
+    assert kept_up.run("audit", "verify").returncode == 0
+    log = kept_up.state_dir / "audit" / "audit.jsonl"
+    original = log.read_text()
+    lines = original.splitlines()
+    entry = json.loads(lines[3])
+    entry["passed"] = not entry.get("passed")
+    lines[3] = json.dumps(entry, sort_keys=True)
+    log.write_text("\n".join(lines) + "\n")
+    try:
+        out = kept_up.run("audit", "verify")
+        assert out.returncode == 1 and "line 4" in out.stderr, out.stderr
+    finally:
+        log.write_text(original)
+
+
+def test_bad_config_is_usage_error(kept_up: Pipeline, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dataset]\nname = 'x'\n")
+    out = kept_up.run("run", "--config", str(bad))
+    assert out.returncode == 2 and "configuration error" in out.stderr
+    assert kept_up.run("run", "--no-such-flag").returncode == 2
