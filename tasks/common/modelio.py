@@ -1,0 +1,109 @@
+"""The only way the project turns bytes into a model.
+
+A model file is code in disguise: pickle runs whatever it was told to, and
+MLflow's own loader trusts the list of types written *inside* the artifact
+(STACK-NOTES), so an attacker who can write the artifact can also widen what
+is trusted. Here the order is fixed: the file's sha256 is compared with a
+digest from a trusted place *before* a single byte is parsed, then skops
+rebuilds the object only from types in `TRUSTED_TYPES`, a list pinned in this
+repository and reviewed like code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from pathlib import Path
+
+import skops.io as sio
+from sklearn.base import BaseEstimator
+from skops.io.exceptions import UntrustedTypesFoundException
+
+# Types skops must trust beyond its defaults to load the project's model.
+# A StandardScaler + LogisticRegression Pipeline needs none: skops 0.16 trusts
+# every type in it by default (checked with `skops.io.get_untrusted_types`,
+# and re-checked by tests/unit/test_modelio.py), so the list is empty.
+#
+# A fork that trains another model adds exactly what
+#     skops.io.get_untrusted_types(data=dumps_model(fitted_model))
+# prints, after reading each entry, and never a module-wide or callable type:
+#   RandomForest / DecisionTree / GradientBoosting -> "sklearn.tree._tree.Tree"
+#   HistGradientBoosting -> "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+#   diffprivlib LogisticRegression -> "diffprivlib.models.logistic_regression.LogisticRegression",
+#                                     "diffprivlib.accountant.BudgetAccountant"
+# An entry such as "posix.system" or "builtins.eval" means the file can run code: refuse it.
+TRUSTED_TYPES: tuple[str, ...] = ()
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ModelIntegrityError(Exception):
+    """A model file was refused: wrong digest, untrusted content or not a model."""
+
+
+class UntrustedModelError(ModelIntegrityError):
+    """The file holds types outside `TRUSTED_TYPES` (it could run code on load)."""
+
+    def __init__(self, types: list[str]):
+        self.types = sorted(types)
+        super().__init__(
+            "model file holds types outside the pinned allow-list: "
+            f"{', '.join(self.types)}; review them and add them to "
+            "tasks/common/modelio.py TRUSTED_TYPES only if they cannot run code"
+        )
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of `data`."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (models can be large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dumps_model(model: BaseEstimator) -> bytes:
+    """Serialise a fitted estimator with skops (never pickle)."""
+    return sio.dumps(model)
+
+
+def load_model_bytes(data: bytes, *, expected_sha256: str) -> BaseEstimator:
+    """Load a skops model after checking its digest and its types.
+
+    Args:
+        data: The bytes of a `.skops` file, read once (no re-read between check and use).
+        expected_sha256: The digest the bytes must have, from a trusted source
+            (the signed manifest, the registry record made at training time).
+
+    Returns:
+        The fitted estimator.
+
+    Raises:
+        ModelIntegrityError: the digest differs (checked before parsing), or the
+            file does not hold a scikit-learn estimator.
+        UntrustedModelError: the file holds a type outside `TRUSTED_TYPES`.
+    """
+    expected = expected_sha256.strip().lower()
+    if not _SHA256.match(expected):
+        raise ModelIntegrityError("expected_sha256 is not a hex sha256 digest")
+    if not hmac.compare_digest(sha256_bytes(data), expected):
+        raise ModelIntegrityError("model file digest does not match the expected sha256")
+    try:
+        # Only the pinned list: never `get_untrusted_types` of this very file.
+        model = sio.loads(data, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:
+        raise UntrustedModelError(sio.get_untrusted_types(data=data)) from None
+    if not isinstance(model, BaseEstimator):
+        raise ModelIntegrityError("model file does not hold a scikit-learn estimator")
+    return model
+
+
+def load_model_file(path: Path, *, expected_sha256: str) -> BaseEstimator:
+    """Read a `.skops` file once and load it with `load_model_bytes`."""
+    return load_model_bytes(Path(path).read_bytes(), expected_sha256=expected_sha256)
