@@ -33,6 +33,8 @@ def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> di
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         # MLflow's own loader trusts the artifact's type list; we never use it.
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"),
         "GIT_PYTHON_REFRESH": "quiet",
     }
     if prefect_api_url:

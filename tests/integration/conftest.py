@@ -1,0 +1,59 @@
+"""A real SeaweedFS for the session, started through `s3_service` like the CLI does."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.common import stack
+from tasks.common.s3 import s3_client
+from tasks.common.settings import LocalStackConfig, Settings, load_settings
+from tasks.common.stack import S3Endpoint, s3_service
+
+
+@pytest.fixture(scope="session")
+def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(state_dir=tmp_path_factory.mktemp("s3") / "state")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_settings: Settings) -> Iterator[S3Endpoint]:
+    with s3_service(s3_settings) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint: S3Endpoint):
+    """Client with the pipeline identity (what the deploy stage gets)."""
+    return s3_client(s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def admin_s3(s3_settings: Settings, s3_endpoint: S3Endpoint):
+    return s3_client(stack._endpoint(s3_settings, s3_endpoint.url, identity="admin"))
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_settings: Settings) -> str:
+    return s3_settings.storage.bucket
+
+
+def free_port() -> int:
+    """A port that is free together with port + 10000 (SeaweedFS's gRPC pairing)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + stack.GRPC_OFFSET < 65536 and stack._port_free(port + stack.GRPC_OFFSET):
+            return port
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> Settings:
+    """Settings for `local_up` with free ports, so a developer's own stack is never touched."""
+    ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(),
+                             mlflow_port=free_port())
+    return load_settings(state_dir=tmp_path / "state", local=ports)
