@@ -36,7 +36,7 @@ lint: $(STAMP) ## ruff (incl. security rules) and mypy
 
 .PHONY: ui
 ui: $(STAMP) ## Start the embedded stack plus the Prefect UI and MLflow UI on localhost
-	$(BIN)/secure-pipeline local up --ui
+	$(BIN)/secure-pipeline local up
 
 .PHONY: bench
 bench: $(STAMP) ## Speed and memory as ratios against baselines measured in the same run

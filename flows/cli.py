@@ -8,8 +8,8 @@ the environment is configured, because they read it at import time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import sys
 import uuid
 from pathlib import Path
@@ -19,7 +19,6 @@ from tasks.common import environment, stack
 from tasks.common.settings import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
-log = logging.getLogger("secure_pipeline")
 
 
 def _say(message: str) -> None:
@@ -45,12 +44,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
     report_path = report_path.expanduser().resolve()
     report_path.unlink(missing_ok=True)
-    secure_training(config=str(settings.config_file), data=_data_arg(args.data),
-                    report_path=str(report_path), return_state=True)
+    console_log = settings.state_dir / "logs" / "last-run.log"
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack_:
+        if not args.verbose:
+            # Libraries print progress to stderr (MLflow, GX); keep it in a file so
+            # the terminal gets one line. Prefect's UI holds the full run logs.
+            sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
+            stack_.enter_context(contextlib.redirect_stderr(sink))
+        secure_training(config=str(settings.config_file), data=_data_arg(args.data),
+                        report_path=str(report_path), return_state=True)
     try:
         report = json.loads(report_path.read_text())
     except (OSError, ValueError):
-        _say("failed: the run ended without a report; see the Prefect UI or rerun with --verbose")
+        _say(f"failed: the run ended without a report; see {console_log} or rerun with --verbose")
         return EXIT_CRASH
     from tasks.common.report import RunReport
 
@@ -171,7 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
         return int(args.func(settings, args))

@@ -28,17 +28,20 @@ class GateResult(BaseModel):
     def stage(self) -> str:
         return self.name.split(".", 1)[0]
 
-    def summary(self) -> str:
-        """One readable line: gate, verdict, measured value, threshold, reason."""
-        verdict = "passed" if self.passed else "BLOCKED"
-        parts = [f"{self.name} {verdict}"]
+    def explain(self) -> str:
+        """Measured value, threshold and what to do, in one line."""
+        parts = []
         if self.metrics:
             parts.append("measured " + _fmt(self.metrics))
         if self.threshold:
             parts.append("threshold " + _fmt(self.threshold))
         if self.detail:
             parts.append(self.detail)
-        return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else "")
+        return "; ".join(parts)
+
+    def summary(self) -> str:
+        """One readable line: gate, verdict, measured value, threshold, reason."""
+        return f"{self.name} {'passed' if self.passed else 'BLOCKED'}: {self.explain()}"
 
     def as_report(self) -> dict[str, Any]:
         return {"name": self.name, "stage": self.stage, **self.model_dump()}

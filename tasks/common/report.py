@@ -33,8 +33,9 @@ class RunReport(BaseModel):
             return f"deployed {self.deployment['uri']}"
         if self.status == "blocked":
             gate = next(g for g in self.gates if not g["passed"])
-            return "blocked by " + GateResult(**{k: gate[k] for k in (
-                "name", "passed", "metrics", "threshold", "detail")}).summary()
+            result = GateResult(**{k: gate[k] for k in (
+                "name", "passed", "metrics", "threshold", "detail")})
+            return f"blocked by {result.name}: {result.explain()}"
         return f"failed: {self.error or 'unexpected error'}"
 
     def write(self, path: Path) -> None:

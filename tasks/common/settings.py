@@ -86,9 +86,9 @@ class StorageConfig(_Section):
 class LocalStackConfig(_Section):
     """Ports of the embedded services (all on 127.0.0.1)."""
 
-    s3_port: int = 8333
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
+    s3_port: int = Field(default=8333, ge=1024, le=55535)  # SeaweedFS also binds port + 10000
+    prefect_port: int = Field(default=4200, ge=1024, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1024, le=65535)
 
 
 class Settings(BaseSettings):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,9 +21,19 @@ CLI = str(Path(sys.executable).parent / "secure-pipeline")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below 45000: SeaweedFS also binds each port + 10000 (gRPC),
+    and on-demand stacks take ports from 10000-22000."""
+    while True:
+        port = random.randint(23000, 45000)  # noqa: S311 - not security relevant
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                s.close()
+                with socket.socket() as g:
+                    g.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 @dataclass
