@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -37,6 +38,11 @@ def _data_arg(value: str | None) -> str | None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    data = _data_arg(args.data)
+    if data and "://" not in data:
+        # A path typed at the shell is the operator's choice: confine ingestion to
+        # its directory. Deployment parameters stay confined to dataset.data_root.
+        os.environ["SECURE_PIPELINE_DATASET__DATA_ROOT"] = str(Path(data).parent)
     environment.configure(settings, prefect_api_url=stack.prefect_api_url(settings),
                           quiet_console=not args.verbose)
     from flows.training import secure_training
@@ -52,7 +58,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             # the terminal gets one line. Prefect's UI holds the full run logs.
             sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
             stack_.enter_context(contextlib.redirect_stderr(sink))
-        secure_training(config=str(settings.config_file), data=_data_arg(args.data),
+        secure_training(config=str(settings.config_file), data=data,
                         report_path=str(report_path), return_state=True)
     try:
         report = json.loads(report_path.read_text())

@@ -73,10 +73,15 @@ def build_pipeline(config: ModelConfig) -> Pipeline:
     return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
 
 
-def split(dataset: Dataset, *, config: ModelConfig) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                             pd.Series, pd.Series]:
-    """Stratified, seeded train/test split: (x_train, x_test, y_train, y_test)."""
-    x = dataset.frame[dataset.features]
+def split(dataset: Dataset, *, config: ModelConfig,
+          features: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                      pd.Series, pd.Series]:
+    """Stratified, seeded train/test split: (x_train, x_test, y_train, y_test).
+
+    `features` defaults to every numeric column but the target (pseudonymised
+    PII columns are strings: kept for joins and audit, never model inputs).
+    """
+    x = dataset.frame[features or dataset.features]
     y = dataset.frame[dataset.target]
     parts = train_test_split(x, y, test_size=config.test_fraction, random_state=config.seed,
                              stratify=y)
@@ -152,6 +157,12 @@ def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
                              context="training", tags={"sha256": dataset.sha256})
             head = x_train.head(5)
             signature = infer_signature(head, pipeline.predict(head))
+        # Evidence of the data stages (GX result, Data Docs, screen reports) rides
+        # along with the model that the data produced.
+        evidence = s.state_dir / "runs" / ctx.run_id
+        for part in sorted(evidence.iterdir()) if evidence.is_dir() else []:
+            if part.is_dir() and part.name != "model":
+                mlflow.log_artifacts(str(part), artifact_path=f"evidence/{part.name}")
         info = mlflow.sklearn.log_model(
             pipeline, name="model", serialization_format="skops",
             pip_requirements=PIP_REQUIREMENTS, registered_model_name=s.model.name,
@@ -183,7 +194,8 @@ def train(ctx: RunContext, dataset: Dataset, *,
     if Path(ctx.run_id).name != ctx.run_id or ctx.run_id in ("", ".", ".."):
         raise ValueError("run id must be a plain name")  # it becomes a directory name
     gates = StageGates(ctx)
-    x_train, x_test, y_train, y_test = split(dataset, config=s.model)
+    x_train, x_test, y_train, y_test = split(dataset, config=s.model,
+                                             features=s.dataset.features)
     pipeline = build_pipeline(s.model).fit(x_train, y_train)
     run_id, version, artifact_uri = _log_to_mlflow(
         ctx, dataset, pipeline, suite_sha256=suite_sha256, x_train=x_train, y_train=y_train)

@@ -66,4 +66,6 @@ class Dataset:
 
     @property
     def features(self) -> list[str]:
-        return [c for c in self.frame.columns if c != self.target]
+        """Numeric columns but the target (the model's inputs by default)."""
+        numeric = self.frame.select_dtypes("number").columns
+        return [c for c in numeric if c != self.target]

@@ -41,10 +41,23 @@ class DatasetConfig(_Section):
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
     target: str
     features: list[str] = Field(default_factory=list)  # empty: every column but the target
+    # A dataset name or path given at run time (a deployment parameter) must
+    # resolve inside data_root. Default: the config file's directory.
+    data_root: Path = Path(".")
+    # Remote sources must start with one of these prefixes, e.g.
+    # "s3://nightly-data/" or "https://data.example.org/exports/". Empty: none.
+    allowed_sources: list[str] = Field(default_factory=list)
+    ca_bundle: Path | None = None  # extra CA for https sources (None: system trust)
     suite: Path
     suite_sha256: str = Field(pattern=SHA256_PATTERN)
     reference_profile: Path
-    reference_profile_sha256: str = Field(pattern=SHA256_PATTERN)
+    # The profile must carry a valid signature (PROFILE.sig) by the pipeline's
+    # own key or one of these public keys (PEM files).
+    profile_signers: list[Path] = Field(default_factory=list)
+    reference_profile_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    # Columns holding personal data, and what to do with them before training.
+    # Any other column that looks like PII (by name or value) blocks the run.
+    pii: dict[str, Literal["drop", "pseudonymize"]] = Field(default_factory=dict)
     max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_rows: int = Field(default=5_000_000, gt=0)
     max_columns: int = Field(default=2_000, gt=0)
@@ -53,6 +66,12 @@ class DatasetConfig(_Section):
 class ScreenConfig(_Section):
     max_label_shift: float = Field(default=0.05, ge=0, le=1)
     max_duplicate_rate: float = Field(default=0.02, ge=0, le=1)
+    max_near_duplicate_rate: float = Field(default=0.05, ge=0, le=1)
+    max_label_noise_excess: float = Field(default=0.05, ge=0, le=1)
+    max_outlier_rate_excess: float = Field(default=0.02, ge=0, le=1)
+    max_backdoor_score: float = Field(default=0.02, ge=0, le=1)
+    # Key for HMAC-SHA256 pseudonymisation; None: <state>/keys/pii-hmac.key (0600).
+    pii_key_file: Path | None = None
 
 
 class ModelConfig(_Section):
@@ -127,10 +146,12 @@ class Settings(BaseSettings):
     def _resolve_paths(self) -> Settings:
         base = self.config_file.parent if self.config_file else Path.cwd()
         ds = self.dataset
-        for field in ("suite", "reference_profile"):
+        for field in ("suite", "reference_profile", "data_root", "ca_bundle"):
             value = getattr(ds, field)
-            if not value.is_absolute():
+            if value is not None and not value.is_absolute():
                 setattr(ds, field, (base / value).resolve())
+        ds.profile_signers = [p if p.is_absolute() else (base / p).resolve()
+                              for p in ds.profile_signers]
         if "://" not in ds.source and not Path(ds.source).is_absolute():
             ds.source = str((base / ds.source).resolve())
         self.state_dir = self.state_dir.expanduser().resolve()
