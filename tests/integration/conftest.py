@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common import stack
+from tasks.common import processes, seaweedfs, seaweedfs_access
 from tasks.common.s3 import s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
 from tasks.common.stack import S3Endpoint, s3_service
@@ -33,7 +33,7 @@ def s3(s3_endpoint: S3Endpoint):
 
 @pytest.fixture(scope="session")
 def admin_s3(s3_settings: Settings, s3_endpoint: S3Endpoint):
-    return s3_client(stack._endpoint(s3_settings, s3_endpoint.url, identity="admin"))
+    return s3_client(seaweedfs_access.endpoint_at(s3_settings, s3_endpoint.url, identity="admin"))
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +47,8 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + stack.GRPC_OFFSET < 65536 and stack._port_free(port + stack.GRPC_OFFSET):
+        grpc = port + seaweedfs.GRPC_OFFSET
+        if grpc < 65536 and processes.port_free(grpc):
             return port
 
 

@@ -19,7 +19,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, SSLError
 
-from tasks.common import stack
+from tasks.common import processes, seaweedfs, seaweedfs_access, stack
 from tasks.common.s3 import (
     ObjectExists,
     ObjectTooLarge,
@@ -85,24 +85,23 @@ def test_plain_http_endpoint_never_gets_the_transport_deny(tmp_path):
     """STACK-NOTES trap: that deny over plain http locked even the admin out for good."""
     settings = load_settings(state_dir=tmp_path / "state")
     (settings.state_dir / "seaweedfs").mkdir(parents=True)
-    ports = stack._weed_ports(None)
-    argv = [a for a in stack._weed_argv(settings, stack.BIN_DIR / "weed", ports)
+    ports = seaweedfs.weed_ports(None)
+    argv = [a for a in seaweedfs.weed_argv(settings, processes.BIN_DIR / "weed", ports)
             if not a.startswith(("-s3.cert.file", "-s3.key.file"))]
-    child = stack._spawn(argv, env={**os.environ, **stack._weed_secrets(settings)},
-                         log_path=tmp_path / "weed.log", cwd=tmp_path)
+    child = processes.spawn(argv, env={**os.environ, **seaweedfs_access.weed_secrets(settings)},
+                            log_path=tmp_path / "weed.log", cwd=tmp_path)
     url = f"http://127.0.0.1:{ports['s3']}"
     try:
-        admin = s3_client(stack._endpoint(settings, url, identity="admin"))
-        stack._wait("weed over http", lambda: _answers(admin), child, tmp_path / "weed.log", 30)
+        admin = s3_client(seaweedfs_access.endpoint_at(settings, url, identity="admin"))
+        processes.wait_until_healthy("weed over http", lambda: _answers(admin), child,
+                                     tmp_path / "weed.log", 30)
         ensure_deploy_bucket(admin, bucket="plain", object_lock_days=1)
         posture = bucket_posture(admin, bucket="plain")
         assert posture["denies_unencrypted_put"] and posture["object_lock"]
         assert posture["denies_insecure_transport"] is False
         admin.put_object(Bucket="plain", Key="k", Body=b"v", ServerSideEncryption="AES256")
     finally:
-        stack._terminate([child.pid])
-        child.wait()
-        stack._remove_grpc_sockets(ports)
+        seaweedfs.stop(child, ports)
 
 
 def _answers(client) -> bool:
@@ -114,8 +113,8 @@ def _answers(client) -> bool:
 
 
 def test_ensure_deploy_bucket_is_idempotent(s3, s3_settings, s3_endpoint, bucket):
-    stack._ensure_bucket(s3_settings, s3_endpoint)
-    stack._ensure_bucket(s3_settings, s3_endpoint)
+    seaweedfs.ensure_bucket(s3_settings, s3_endpoint)
+    seaweedfs.ensure_bucket(s3_settings, s3_endpoint)
     posture = bucket_posture(s3, bucket=bucket)
     assert {k: posture[k] for k in ALL_GOOD} == ALL_GOOD
 
@@ -241,8 +240,8 @@ def test_restart_keeps_data_and_settings(tmp_path):
     with s3_service(settings) as endpoint:
         version = put_immutable(s3_client(endpoint), bucket=settings.storage.bucket,
                                 key="kept", body=b"survives restarts")
-        pid = stack._read_lock_pid(settings)
-    assert stack._proc_identity(pid) is None, "the on-demand server outlived its block"
+        pid = seaweedfs.read_lock_pid(settings)
+    assert processes.proc_identity(pid) is None, "the on-demand server outlived its block"
     with s3_service(settings) as endpoint:
         client = s3_client(endpoint)
         assert get_bytes(client, bucket=settings.storage.bucket, key="kept",
@@ -267,11 +266,11 @@ def test_two_stacks_run_side_by_side(s3, s3_endpoint, bucket, tmp_path):
 
 def test_a_second_server_on_the_same_state_dir_is_refused(s3_settings, s3_endpoint):
     with pytest.raises(StackError, match="already serves"):
-        stack._start_seaweedfs(s3_settings, s3_port=None)
+        seaweedfs.start(s3_settings, s3_port=None)
 
 
 def test_missing_weed_binary_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(stack, "BIN_DIR", tmp_path)
+    monkeypatch.setattr(seaweedfs, "BIN_DIR", tmp_path)
     with pytest.raises(StackError, match="SeaweedFS binary not found"), \
             s3_service(load_settings(state_dir=tmp_path / "state")):
         pass
@@ -309,10 +308,10 @@ def test_local_up_status_down_round_trip(local_settings: Settings):
     finally:
         down = local_down(local_settings)
     assert down["s3"] == {"stopped": True, "pid": s3_entry["pid"]}
-    assert stack._proc_identity(s3_entry["pid"]) is None
+    assert processes.proc_identity(s3_entry["pid"]) is None
     assert not local_status(local_settings)["s3"]["running"]
     assert not (local_settings.state_dir / "stack.json").exists()
-    assert stack._port_free(local_settings.local.s3_port)
+    assert processes.port_free(local_settings.local.s3_port)
 
 
 def test_local_up_with_ui(local_settings: Settings):
@@ -327,7 +326,7 @@ def test_local_up_with_ui(local_settings: Settings):
         local_down(local_settings)
     for name in ("s3", "prefect", "mlflow"):
         pid = status[name]["pid"]
-        assert stack._proc_identity(pid) is None
+        assert processes.proc_identity(pid) is None
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # no worker of the group survives
     assert stack.prefect_api_url(local_settings) is None
