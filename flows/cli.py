@@ -122,7 +122,16 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     status = AuditLog(settings.audit_path).verify()
     _say(f"audit log {settings.audit_path}: {status.detail}; head {status.head[:16]}")
-    return EXIT_OK if status.intact else EXIT_BLOCKED
+    if not status.intact or status.entries == 0:
+        return EXIT_OK if status.intact else EXIT_BLOCKED
+    environment.configure(settings)
+    from tasks.common.audit_mirror import check_anchors
+    from tasks.common.s3 import s3_client
+
+    with stack.s3_service(settings) as endpoint:
+        anchored, detail = check_anchors(settings, s3_client(endpoint))
+    _say(f"anchors in s3://{settings.storage.bucket}: {detail}")
+    return EXIT_OK if anchored else EXIT_BLOCKED
 
 
 def cmd_local(settings: Settings, args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
 from tasks.common.settings import load_settings
-from tasks.deploy import deploy_task, mark_version
+from tasks.deploy import anchor_audit_task, deploy_task, mark_version
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
 from tasks.screen import screen_task
@@ -81,6 +81,7 @@ def secure_training(config: str | None = None, data: str | None = None,
         mark_version(settings, model=model, status=report.status)
     ctx.audit.append("run.end", run_id=ctx.run_id, status=report.status,
                      blocked_by=report.blocked_by)
+    report.audit_anchor = anchor_audit_task(ctx)
     if report_path:
         report.write(Path(report_path))
     create_markdown_artifact(key="secure-training-report", markdown=report.markdown(),

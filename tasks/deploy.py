@@ -15,6 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import release as rel
+from tasks.common.audit_mirror import anchor_head
 from tasks.common.context import RunContext, StageGates
 from tasks.common.envelope import encrypt, kms_master_key, local_master_key
 from tasks.common.gates import GateResult, check, failed, passed, run_check
@@ -57,11 +58,15 @@ def publish(ctx: RunContext, client: Any, *, model: TrainedModel,
     ciphertext = encrypt(plaintext, key_provider=key_provider(ctx.settings), context=context)
     base = rel.release_prefix(st.prefix, model.name, model.version)
     sse = "aws:kms" if st.kms_key_id else "AES256"
-    common = {"bucket": st.bucket, "sse": sse, "kms_key_id": st.kms_key_id}
+
+    def put(key: str, body: bytes) -> str:
+        return put_immutable(client, bucket=st.bucket, key=key, body=body, sse=sse,
+                             kms_key_id=st.kms_key_id)
+
     art_key, prov_key = f"{base}/{rel.ARTIFACT}", f"{base}/{rel.PROVENANCE}"
-    art_vid = put_immutable(client, key=art_key, body=ciphertext, **common)
+    art_vid = put(art_key, ciphertext)
     prov_body = canonical_json(signed.envelope)
-    prov_vid = put_immutable(client, key=prov_key, body=prov_body, **common)
+    prov_vid = put(prov_key, prov_body)
     record = {
         "schema": "secure-pipeline/release/v1",
         "deployed_at": datetime.now(UTC).isoformat(),
@@ -75,7 +80,7 @@ def publish(ctx: RunContext, client: Any, *, model: TrainedModel,
     }
     envelope = Signer.local(ctx.settings.keys_dir).sign(record, payload_type=RELEASE_TYPE)
     release_key = f"{base}/{rel.RELEASE}"
-    release_vid = put_immutable(client, key=release_key, body=canonical_json(envelope), **common)
+    release_vid = put(release_key, canonical_json(envelope))
     return {"uri": f"s3://{st.bucket}/{release_key}", "version_id": release_vid,
             "artifact_version_id": art_vid, "sse": sse, "encryption_context": context}
 
@@ -128,6 +133,25 @@ def deploy(ctx: RunContext, *, model: TrainedModel,
                             detail="; ".join(failing) or "fetched, decrypted and verified"))
     move_champion(settings, model=model, deployment_uri=deployment["uri"])
     return deployment, gates.results
+
+
+@task(name="anchor-audit", cache_policy=NO_CACHE, persist_result=False)
+def anchor_audit_task(ctx: RunContext) -> str | None:
+    """Anchor the audit chain's head in the object-locked bucket (every run,
+    blocked ones included: those are the entries an insider would hide).
+
+    Returns:
+        The anchor's URI, or None when the bucket could not be reached (the
+        run's verdict stands; `secure-pipeline audit verify` reports the gap).
+    """
+    settings = ctx.settings
+    try:
+        with s3_service(settings) as endpoint:
+            key = anchor_head(settings, s3_client(endpoint), run_id=ctx.run_id)
+    except Exception as exc:  # noqa: BLE001 - an unreachable bucket must not hide the verdict
+        ctx.audit.append("audit.anchor_failed", run_id=ctx.run_id, error=type(exc).__name__)
+        return None
+    return f"s3://{settings.storage.bucket}/{key}"
 
 
 @task(name="deploy", cache_policy=NO_CACHE, persist_result=False)

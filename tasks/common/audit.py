@@ -2,8 +2,9 @@
 
 Each line holds the sha256 of the previous line's entry, so editing,
 reordering or deleting any line breaks the chain at that point; `verify`
-finds the first broken line. The head hash is also written to the object-lock
-bucket by the deploy stage, so truncating the tail is detectable too.
+finds the first broken line. At the end of every run the head is also anchored
+in the object-locked bucket (tasks/common/audit_mirror.py), so rewriting the
+chain or truncating its tail is detectable too.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ class RunReport(BaseModel):
     model: dict[str, Any] | None = None
     deployment: dict[str, Any] | None = None
     error: str | None = None
+    audit_anchor: str | None = None
 
     def add_gates(self, results: list[GateResult]) -> None:
         self.gates.extend(r.as_report() for r in results)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import BUNDLED_CSV
-from tests.e2e.conftest import Pipeline
+from tests.e2e.conftest import CLI, Pipeline
 
 pytestmark = pytest.mark.e2e
 STAGES = {"ingest", "validate", "screen", "train", "evaluate", "sign", "deploy"}
@@ -153,3 +153,52 @@ def test_bad_config_is_usage_error(kept_up: Pipeline, tmp_path: Path) -> None:
     out = kept_up.run("run", "--config", str(bad))
     assert out.returncode == 2 and "configuration error" in out.stderr
     assert kept_up.run("run", "--no-such-flag").returncode == 2
+
+
+def test_rewritten_audit_chain_fails_against_bucket_anchors(kept_up: Pipeline) -> None:
+    """An insider who rewrites the log *and* recomputes every hash still gets
+    caught: the heads anchored in the object-locked bucket no longer match."""
+    from tasks.common.audit import GENESIS, _digest
+
+    log = kept_up.state_dir / "audit" / "audit.jsonl"
+    original = log.read_text()
+    entries = [json.loads(line) for line in original.splitlines()]
+    entries[3]["passed"] = not entries[3].get("passed")
+    prev = GENESIS
+    for entry in entries:
+        entry.pop("hash")
+        entry["prev"] = prev
+        entry["hash"] = prev = _digest(entry)
+    log.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    try:
+        out = kept_up.run("audit", "verify")
+        assert "chain intact" in out.stderr  # the local chain alone looks fine
+        assert out.returncode == 1 and "rewritten" in out.stderr, out.stderr
+    finally:
+        log.write_text(original)
+    assert kept_up.run("audit", "verify").returncode == 0
+
+
+def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    status = json.loads(kept_up.run("local", "status").stdout)
+    api = status["prefect"]["url"].rstrip("/") + "/api"
+    proc = subprocess.Popen([CLI, "serve", "--cron", "15 3 * * *"], env=kept_up.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, found = time.monotonic() + 90, []
+        while time.monotonic() < deadline and not found:
+            time.sleep(2)
+            resp = httpx.post(f"{api}/deployments/filter", json={}, timeout=10)
+            found = [d for d in resp.json() if d["name"] == "nightly"]
+        assert found, "the deployment was not registered"
+        schedules = [s["schedule"].get("cron") for s in found[0]["schedules"]]
+        assert schedules == ["15 3 * * *"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
