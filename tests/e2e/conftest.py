@@ -63,15 +63,15 @@ class Pipeline:
             mlflow_port=int(self.env["SECURE_PIPELINE_LOCAL__MLFLOW_PORT"]))
         return load_settings(state_dir=self.state_dir, local=ports)
 
-    def bucket_keys(self) -> list[str]:
-        """Every object version in the deployment bucket."""
+    def bucket_keys(self, prefix: str = "") -> list[str]:
+        """Every object version in the deployment bucket under `prefix`."""
         from tasks.common.s3 import s3_client
         from tasks.common.stack import s3_service
 
         settings = self.settings()
         with s3_service(settings) as endpoint:
             client = s3_client(endpoint)
-            out = client.list_object_versions(Bucket=settings.storage.bucket)
+            out = client.list_object_versions(Bucket=settings.storage.bucket, Prefix=prefix)
         return sorted(f"{v['Key']}@{v['VersionId']}" for v in out.get("Versions", []))
 
     def champion(self) -> str | None:

@@ -41,7 +41,8 @@ def _variant(tmp: Path, name: str, frame: pd.DataFrame) -> str:
 
 
 def _assert_blocked(pipe: Pipeline, tmp: Path, data: str, gate: str) -> dict:
-    champion, objects = pipe.champion(), pipe.bucket_keys()
+    champion, objects = pipe.champion(), pipe.bucket_keys("models/")
+    anchors = pipe.bucket_keys("audit-anchors/")
     code, report, err = pipe.train(tmp, "--data", data)
     assert code == 1, err
     assert report["status"] == "blocked" and report["blocked_by"] == gate, report.get("blocked_by")
@@ -49,7 +50,8 @@ def _assert_blocked(pipe: Pipeline, tmp: Path, data: str, gate: str) -> dict:
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"blocked by {gate}")
     assert pipe.champion() == champion, "the previous champion must stay"
-    assert pipe.bucket_keys() == objects, "a blocked run must not write to the bucket"
+    assert pipe.bucket_keys("models/") == objects, "a blocked run must not publish anything"
+    assert len(pipe.bucket_keys("audit-anchors/")) == len(anchors) + 1, "audit head not anchored"
     return report
 
 
