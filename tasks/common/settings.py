@@ -68,8 +68,8 @@ class ScreenConfig(_Section):
     max_duplicate_rate: float = Field(default=0.02, ge=0, le=1)
     max_near_duplicate_rate: float = Field(default=0.05, ge=0, le=1)
     max_label_noise_excess: float = Field(default=0.05, ge=0, le=1)
-    max_outlier_rate_excess: float = Field(default=0.02, ge=0, le=1)
-    max_backdoor_score: float = Field(default=0.02, ge=0, le=1)
+    max_outlier_rate_excess: float = Field(default=0.04, ge=0, le=1)
+    max_backdoor_score: float = Field(default=0.04, ge=0, le=1)
     # Key for HMAC-SHA256 pseudonymisation; None: <state>/keys/pii-hmac.key (0600).
     pii_key_file: Path | None = None
 

@@ -1,29 +1,35 @@
-"""Screen gates (profile pin, label shift, duplicates) and the calibration of the
-ingest -> validate -> screen chain on clean resamples and on poisoned data."""
+"""The screen stage end to end on the bundled data: gate order, PII handling, detection
+of each attack, and the calibration of ingest -> validate -> screen on clean resamples.
+Pure checks are tested in test_poisoning.py, test_pii.py and test_profile.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tasks.common.context import Dataset, RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.ingest import ingest
-from tasks.screen import (
-    build_profile,
-    check_duplicates,
-    check_label_distribution,
-    check_profile_integrity,
-    label_shares,
-    screen,
-)
+from tasks.screen import screen
 from tasks.validate import validate
-from tests.conftest import BUNDLED_CSV
+from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
+
+GATES = ["screen.profile_integrity", "screen.pii", "screen.label_distribution",
+         "screen.label_noise", "screen.duplicates", "screen.near_duplicates",
+         "screen.outliers", "screen.backdoor"]
+# The measured value of each gate and the settings field it is compared with.
+MEASURE = {"screen.label_distribution": ("max_shift", "max_label_shift"),
+           "screen.label_noise": ("excess", "max_label_noise_excess"),
+           "screen.duplicates": ("duplicate_rate", "max_duplicate_rate"),
+           "screen.near_duplicates": ("excess", "max_near_duplicate_rate"),
+           "screen.outliers": ("excess", "max_outlier_rate_excess"),
+           "screen.backdoor": ("score", "max_backdoor_score")}
 
 
 @pytest.fixture(scope="module")
@@ -42,122 +48,197 @@ def variant(ctx: RunContext, **dataset: Any) -> RunContext:
                       ctx.run_id)
 
 
-def blocked(ctx: RunContext, frame: pd.DataFrame) -> GateResult:
+def blocked(ctx: RunContext, frame: pd.DataFrame) -> tuple[GateResult, dict[str, GateResult]]:
+    """The first failed gate, and every result of the stage by name."""
     with pytest.raises(GateFailed) as info:
         screen(ctx, as_dataset(frame))
-    return info.value.gate
+    return info.value.gate, {r.name: r for r in info.value.results}
 
 
-def flip_labels(frame: pd.DataFrame, *, share: float, seed: int) -> pd.DataFrame:
-    """Flip `share` of all rows from class 1 to class 0."""
-    ones = frame.index[frame["target"] == 1].to_series().sample(n=round(share * len(frame)),
-                                                                random_state=seed)
-    return frame.assign(target=frame["target"].where(~frame.index.isin(ones), 0))
+def flip_labels(frame: pd.DataFrame, *, share: float, seed: int, src: int = 1,
+                dst: int = 0) -> pd.DataFrame:
+    """Flip `share` of all rows from class `src` to class `dst`."""
+    rows = frame.index[frame["target"] == src].to_series().sample(n=round(share * len(frame)),
+                                                                  random_state=seed)
+    return frame.assign(target=frame["target"].where(~frame.index.isin(rows), dst))
 
 
-def duplicate_flood(frame: pd.DataFrame, *, share: float, seed: int) -> pd.DataFrame:
-    """Append copies of existing rows until `share` of the result are duplicates."""
+def duplicate_flood(frame: pd.DataFrame, *, share: float, seed: int,
+                    jitter: float = 0.0) -> pd.DataFrame:
+    """Append copies of existing rows until `share` of the result are copies; `jitter`
+    multiplies each feature by 1 + N(0, jitter) so exact deduplication misses them."""
     extra = round(share * len(frame) / (1 - share))
     copies = frame.sample(n=extra, replace=True, random_state=seed)
+    if jitter:
+        feats = [c for c in frame.columns if c != "target"]
+        noise = np.random.default_rng(seed).normal(0.0, jitter, size=(extra, len(feats)))
+        copies[feats] = copies[feats] * (1 + noise)
     return pd.concat([frame, copies], ignore_index=True).sample(frac=1, random_state=seed)
 
 
-# --- the bundled profile ---------------------------------------------------------------------
-
-def test_bundled_profile_is_what_build_profile_writes(ctx: RunContext,
-                                                      bundled: pd.DataFrame) -> None:
-    text = json.dumps(build_profile(bundled, target="target"), indent=2, sort_keys=True) + "\n"
-    assert text == ctx.settings.dataset.reference_profile.read_text()
-    profile = json.loads(text)
-    assert profile["rows"] == 569 and len(profile["features"]) == 30
-    assert set(profile["label_shares"]) == {"0", "1"} and profile["duplicate_rate"] == 0.0
-    assert set(profile["features"]["mean radius"]) == {"mean", "std", "quantiles"}
-
-
-def test_build_profile_tiny() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 3.0], "target": [0, 1, 1, 1]})
-    profile = build_profile(frame, target="target")
-    assert profile["label_shares"] == {"0": 0.25, "1": 0.75}
-    assert profile["features"]["x"]["quantiles"]["q00"] == 1.0
-    assert profile["features"]["x"]["quantiles"]["q100"] == 3.0
-    assert profile["duplicate_rate"] == 0.25 and profile["columns"] == ["x", "target"]
+def backdoor(frame: pd.DataFrame, profile: dict[str, Any], *, feature: str, share: float,
+             label: int, seed: int) -> pd.DataFrame:
+    """Stamp a trigger on `share` of the rows: a value just beyond the reference's 99th
+    percentile (inside the observed range, so the validation suite's bounds pass) and
+    the attacker's label."""
+    q = profile["features"][feature]["quantiles"]
+    rows = frame.sample(frac=share, random_state=seed).index
+    out = frame.copy()
+    out.loc[rows, feature] = q["q99"] + 0.1 * (q["q100"] - q["q99"])
+    out.loc[rows, "target"] = label
+    return out
 
 
-def test_label_keys_are_type_independent() -> None:
-    assert label_shares(pd.Series([1.0, 0.0])) == label_shares(pd.Series([1, 0]))
+@pytest.fixture(scope="module")
+def profile() -> dict[str, Any]:
+    return json.loads((PROJECT_ROOT / "data" / "breast_cancer.profile.json").read_text())
 
 
-# --- screen.profile_integrity --------------------------------------------------------------
+# --- the bundled data ------------------------------------------------------------------------
 
 def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
     dataset, results = screen(ctx, as_dataset(bundled))
-    assert [r.name for r in results] == ["screen.profile_integrity",
-                                         "screen.label_distribution", "screen.duplicates"]
+    assert [r.name for r in results] == GATES
     assert all(r.passed for r in results) and dataset.frame is bundled
-    assert results[1].metrics["max_shift"] < 1e-12
-    assert results[2].metrics["duplicate_rate"] == 0.0
-
-
-def test_tampered_profile_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
-    profile = json.loads(ctx.settings.dataset.reference_profile.read_text())
-    profile["label_shares"] = {"0": 0.5, "1": 0.5}  # re-baselined to hide a flip
-    copy = tmp_path / "profile.json"
-    copy.write_text(json.dumps(profile))
-    g = blocked(variant(ctx, reference_profile=copy), bundled)
-    assert g.name == "screen.profile_integrity" and g.metrics["matched"] is False
-
-
-def test_missing_profile_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
-    g = blocked(variant(ctx, reference_profile=tmp_path / "absent.json"), bundled)
-    assert g.name == "screen.profile_integrity" and g.metrics["readable"] is False
-
-
-def test_check_profile_integrity_pure() -> None:
-    assert check_profile_integrity(b"p", expected=hashlib.sha256(b"p").hexdigest()).passed
-    assert not check_profile_integrity(b"q", expected=hashlib.sha256(b"p").hexdigest()).passed
-
-
-# --- screen.label_distribution -------------------------------------------------------------
-
-def test_label_flip_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
-    g = blocked(ctx, flip_labels(bundled, share=0.10, seed=0))
-    assert g.name == "screen.label_distribution"
-    assert g.metrics["max_shift"] == pytest.approx(0.10, abs=0.002)
-    assert g.threshold == {"max_label_shift": 0.05} and "label flipping" in g.detail
-
-
-def test_label_distribution_pure() -> None:
-    ref = {"0": 0.4, "1": 0.6}
-    assert check_label_distribution({"0": 0.42, "1": 0.58}, ref, max_shift=0.05).passed
-    assert not check_label_distribution({"0": 0.5, "1": 0.5}, ref, max_shift=0.05).passed
-    new = check_label_distribution({"0": 0.4, "1": 0.59, "2": 0.01}, ref, max_shift=0.05)
-    assert not new.passed and new.metrics["max_shift"] == 1.0
-    assert new.metrics["unknown_classes"] == 1
-    gone = check_label_distribution({"1": 1.0}, ref, max_shift=0.05)
-    assert not gone.passed and gone.metrics["max_shift"] == pytest.approx(0.4)
+    by = {r.name: r for r in results}
+    assert by["screen.label_distribution"].metrics["max_shift"] < 1e-12
+    for name, (metric, _) in MEASURE.items():
+        assert by[name].metrics[metric] == pytest.approx(0.0, abs=1e-12), name
 
 
 def test_missing_target_fails_closed(ctx: RunContext, bundled: pd.DataFrame) -> None:
-    g = blocked(ctx, bundled.drop(columns=["target"]))
+    g, every = blocked(ctx, bundled.drop(columns=["target"]))
     assert g.name == "screen.label_distribution" and "raised KeyError" in g.detail
+    assert all(not every[n].passed for n in MEASURE)  # nothing passes without the label
 
 
-# --- screen.duplicates ---------------------------------------------------------------------
+# --- detection -------------------------------------------------------------------------------
+
+def test_label_flip_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    g, every = blocked(ctx, flip_labels(bundled, share=0.10, seed=0))
+    assert g.name == "screen.label_distribution"
+    assert g.metrics["max_shift"] == pytest.approx(0.10, abs=0.002)
+    assert g.threshold == {"max_label_shift": 0.05} and "label flipping" in g.detail
+    noise = every["screen.label_noise"]
+    assert not noise.passed and noise.metrics["excess"] > 0.08
+
+
+def test_balanced_label_flip_blocked_by_label_noise(ctx: RunContext,
+                                                    bundled: pd.DataFrame) -> None:
+    both = flip_labels(flip_labels(bundled, share=0.05, seed=1), share=0.05, seed=1, src=0,
+                       dst=1)
+    g, every = blocked(ctx, both)
+    assert every["screen.label_distribution"].passed  # the class shares barely move
+    assert g.name == "screen.label_noise" and g.metrics["excess"] > 0.05
+
 
 def test_duplicate_flood_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
-    g = blocked(ctx, duplicate_flood(bundled, share=0.40, seed=0))
+    g, every = blocked(ctx, duplicate_flood(bundled, share=0.40, seed=0))
     assert g.name == "screen.duplicates"
     assert g.metrics["duplicate_rate"] == pytest.approx(0.40, abs=0.01)
     assert g.threshold == {"max_duplicate_rate": 0.02}
+    assert not every["screen.near_duplicates"].passed
 
 
-def test_duplicates_pure() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 1.0], "target": [0, 1, 1, 0]})
-    g = check_duplicates(frame, max_rate=0.25)
-    assert g.passed and g.metrics == {"duplicate_rows": 1, "rows": 4, "duplicate_rate": 0.25}
-    assert not check_duplicates(frame, max_rate=0.2).passed
-    relabelled = frame.assign(target=[0, 1, 1, 1])  # same features, other label: not exact
-    assert check_duplicates(relabelled, max_rate=0.0).passed
+def test_jittered_flood_blocked_by_near_duplicates(ctx: RunContext,
+                                                   bundled: pd.DataFrame) -> None:
+    g, every = blocked(ctx, duplicate_flood(bundled, share=0.40, seed=0, jitter=1e-3))
+    assert every["screen.duplicates"].passed
+    assert g.name == "screen.near_duplicates" and g.metrics["excess"] > 0.5
+
+
+@pytest.mark.parametrize(("feature", "label"), [("mean texture", 1), ("worst symmetry", 1),
+                                                ("radius error", 0), ("worst area", 1)])
+def test_backdoor_trigger_blocked(ctx: RunContext, bundled: pd.DataFrame,
+                                  profile: dict[str, Any], feature: str, label: int) -> None:
+    poisoned = backdoor(bundled, profile, feature=feature, share=0.06, label=label, seed=0)
+    _, every = blocked(ctx, poisoned)
+    g = every["screen.backdoor"]
+    assert not g.passed and g.metrics["feature"] == feature and g.metrics["tail"] == "high"
+    assert g.metrics["score"] > 0.05 and g.metrics["purity"] > 0.8
+    assert every["screen.label_distribution"].passed  # the relabelling alone goes unseen
+
+
+# --- PII -------------------------------------------------------------------------------------
+
+def emails(n: int) -> list[str]:
+    return [f"patient{i}@example.org" for i in range(n)]
+
+
+def ssns(n: int) -> list[str]:
+    rng = np.random.default_rng(0)
+    return [f"{a:03d}-{g:02d}-{s:04d}" for a, g, s in zip(rng.integers(1, 600, n),
+                                                         rng.integers(1, 99, n),
+                                                         rng.integers(1, 9999, n), strict=True)]
+
+
+def no_values_leak(ctx: RunContext, results: list[GateResult], values: list[str]) -> None:
+    text = "".join(r.model_dump_json() for r in results)
+    text += ctx.settings.audit_path.read_text()
+    assert not any(v in text for v in values)
+
+
+@pytest.mark.parametrize(("column", "make", "kind", "by"), [
+    ("email", emails, "email", ["name", "value"]),
+    ("ssn", ssns, "national_id", ["name", "value"]),
+    ("customer_ref", ssns, "national_id", ["value"]),  # found by its values alone
+])
+def test_undeclared_pii_blocked(ctx: RunContext, bundled: pd.DataFrame, column: str,
+                                make: Any, kind: str, by: list[str]) -> None:
+    values = make(len(bundled))
+    with pytest.raises(GateFailed) as info:
+        screen(ctx, as_dataset(bundled.assign(**{column: values})))
+    g = info.value.gate
+    assert g.name == "screen.pii" and [r.name for r in info.value.results] == GATES[:2]
+    assert g.metrics["undeclared"] == [column]
+    assert g.metrics["flagged"] == [{"column": column, "kinds": [kind], "by": by}]
+    no_values_leak(ctx, info.value.results, values)
+
+
+def test_declared_email_pseudonymized(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    values = emails(len(bundled))
+    declared = variant(ctx, pii={"email": "pseudonymize", "phone": "drop"})
+    dataset, results = screen(declared, as_dataset(bundled.assign(email=values)))
+    assert all(r.passed for r in results) and [r.name for r in results] == GATES
+    pii = results[1].metrics
+    assert pii["pseudonymized"] == ["email"] and pii["declared_missing"] == ["phone"]
+    out = dataset.frame["email"]
+    assert out.str.fullmatch(r"[0-9a-f]{64}").all() and out.nunique() == len(bundled)
+    assert not set(out) & set(values)
+    no_values_leak(ctx, results, values)
+    key = ctx.settings.keys_dir / "pii-hmac.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    again, _ = screen(declared, as_dataset(bundled.assign(email=values)))
+    assert again.frame["email"].tolist() == out.tolist()  # same key, same pseudonyms
+
+
+def test_declared_email_dropped(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    values = emails(len(bundled))
+    dataset, results = screen(variant(ctx, pii={"email": "drop"}),
+                              as_dataset(bundled.assign(email=values)))
+    assert all(r.passed for r in results) and "email" not in dataset.frame.columns
+    assert list(dataset.frame.columns) == list(bundled.columns)
+    assert not (ctx.settings.keys_dir / "pii-hmac.key").exists()  # no key needed
+    no_values_leak(ctx, results, values)
+
+
+def test_configured_pii_key_file_used(ctx: RunContext, bundled: pd.DataFrame,
+                                      tmp_path: Path) -> None:
+    key_file = tmp_path / "pii.key"
+    key_file.write_bytes(b"k" * 32)
+    key_file.chmod(0o600)
+    s = ctx.settings
+    keyed = RunContext(s.model_copy(update={
+        "dataset": s.dataset.model_copy(update={"pii": {"email": "pseudonymize"}}),
+        "screen": s.screen.model_copy(update={"pii_key_file": key_file})}), ctx.run_id)
+    frame = bundled.assign(email=emails(len(bundled)))
+    a, _ = screen(keyed, as_dataset(frame))
+    b, _ = screen(variant(ctx, pii={"email": "pseudonymize"}), as_dataset(frame))
+    assert (a.frame["email"] != b.frame["email"]).all()  # another key, other pseudonyms
+    key_file.chmod(0o644)
+    with pytest.raises(GateFailed) as info:
+        screen(keyed, as_dataset(frame))
+    assert info.value.gate.name == "screen.pii" and "KeyFileError" in info.value.gate.detail
 
 
 # --- calibration: clean resamples pass every gate of ingest, validate and screen -------------
@@ -172,5 +253,9 @@ def test_clean_resamples_pass_every_gate(ctx: RunContext, bundled: pd.DataFrame,
     validated, r2 = validate(ctx, dataset)
     _, r3 = screen(ctx, validated.dataset)
     assert all(r.passed for r in r1 + r2 + r3)
-    shift = next(r for r in r3 if r.name == "screen.label_distribution").metrics["max_shift"]
-    assert shift < ctx.settings.screen.max_label_shift / 2  # well inside the threshold
+    assert [r.name for r in r3] == GATES
+    limits = ctx.settings.screen
+    for r in r3:
+        if r.name in MEASURE:
+            metric, field = MEASURE[r.name]
+            assert r.metrics[metric] < getattr(limits, field) / 2, r.summary()  # well inside

@@ -1,0 +1,229 @@
+"""The trusted reference profile: build it from trusted data, sign it, verify it.
+
+The screen compares every run's data with this profile, so whoever can edit it can
+re-baseline the screen to hide poisoning. It is therefore a signed statement: the
+profile JSON sits next to ``<profile>.sig``, a DSSE envelope whose payload is the
+profile itself, signed by the pipeline's own key (``secure-pipeline profile``) or
+by a data owner's key listed in ``dataset.profile_signers`` (signed offline; only
+the public key is shipped). The file's parsed content must equal the signed
+payload. ``dataset.reference_profile_sha256`` is an optional extra pin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tasks.common.gates import GateResult, check, failed
+from tasks.common.signing import SignatureError, Signer, key_id, load_public_key, verify
+from tasks.ingest import read_capped, sniff_format
+from tasks.poisoning import (
+    PARAMS,
+    duplicate_rate,
+    feature_values,
+    label_keys,
+    label_shares,
+    neighbour_stats,
+    outlier_rate,
+    tail_label_shares,
+    tail_masks,
+)
+
+PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
+PROFILE_VERSION = 2
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+MAX_PROFILE_BYTES = 16 * 1024 * 1024
+
+
+class ProfileError(ValueError):
+    """The profile or its signature is missing, malformed or not trusted."""
+
+
+def _f(x: float) -> float:
+    return 0.0 if not np.isfinite(x) else float(x)  # JSON has no NaN; a 1-row std is 0
+
+
+def _feature_stats(values: np.ndarray, labels: pd.Series, params: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+    s = pd.Series(values)
+    median = _f(s.median())
+    qs = s.quantile(list(QUANTILES))
+    lo, hi = (_f(s.quantile(q)) for q in params["tail_quantiles"])
+    st: dict[str, Any] = {
+        "mean": _f(s.mean()), "std": _f(s.std(ddof=1)), "median": median,
+        "mad": _f((s - median).abs().median()), "tail_low": lo, "tail_high": hi,
+        "quantiles": {f"q{round(q * 100):02d}": _f(v) for q, v in qs.items()}}
+    st["outlier_rate"] = outlier_rate(values, st, z=params["outlier_z"])
+    st["tails"] = {t: tail_label_shares(m, labels) for t, m in tail_masks(values, st).items()}
+    return st
+
+
+def build_profile(frame: pd.DataFrame, *, target: str,
+                  exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """The reference profile of a trusted dataset (deterministic for up to 50k rows).
+
+    Every column but the target and `exclude` (e.g. declared PII) must be numeric.
+    Write it with `write_profile` (signed) or ``json.dumps(p, indent=2, sort_keys=True)``.
+    """
+    skip = {target, *exclude}
+    features = [c for c in frame.columns if c not in skip]
+    labels = label_keys(frame[target])
+    params = dict(PARAMS)
+    stats = {c: _feature_stats(feature_values(frame, c), labels, params) for c in features}
+    profile: dict[str, Any] = {
+        "version": PROFILE_VERSION, "rows": len(frame), "columns": list(frame.columns),
+        "target": target, "params": params, "label_shares": label_shares(frame[target]),
+        "duplicate_rate": duplicate_rate(frame[[*features, target]]), "features": stats}
+    nb = neighbour_stats(frame, profile, seed=0)
+    profile["label_noise_rate"] = nb.label_noise_rate
+    profile["near_duplicate_rate"] = nb.near_duplicate_rate
+    return profile
+
+
+def profile_text(profile: Mapping[str, Any]) -> str:
+    return json.dumps(profile, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def signature_path(profile_path: Path) -> Path:
+    return profile_path.with_name(profile_path.name + ".sig")
+
+
+def write_profile(profile: Mapping[str, Any], out: Path, *, signer: Signer) -> str:
+    """Write the profile and ``<out>.sig``; return the profile file's sha256."""
+    text = profile_text(profile)
+    envelope = signer.sign(json.loads(text), payload_type=PROFILE_TYPE)
+    out.write_text(text)
+    signature_path(out).write_text(json.dumps(envelope, indent=2) + "\n")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_table(path: Path, *, max_bytes: int = 1024**3) -> pd.DataFrame:
+    """A CSV or Parquet file, the format decided by content (never unpickled)."""
+    data = read_capped(path, max_bytes=max_bytes, follow_symlinks=True)
+    kind = sniff_format(data)
+    if kind == "parquet":
+        return pd.read_parquet(io.BytesIO(data))
+    if kind == "csv":
+        return pd.read_csv(io.StringIO(data.decode("utf-8-sig")))
+    raise ProfileError(f"{path.name}: content is {kind}, not CSV or Parquet")
+
+
+def build_and_sign_profile(data: Path, *, target: str, out: Path, signer: Signer,
+                           exclude: Iterable[str] = ()) -> str:
+    """`secure-pipeline profile DATA --out PROFILE`: profile trusted data and sign it.
+
+    Args:
+        data: Trusted CSV or Parquet file.
+        target: Label column.
+        out: Profile path; the signature goes to ``<out>.sig``.
+        signer: Usually ``Signer.local(settings.keys_dir)``.
+        exclude: Columns to leave out (declared PII: ``settings.dataset.pii``).
+
+    Returns:
+        The sha256 of the written profile (for the optional pin).
+    """
+    frame = read_table(data)
+    return write_profile(build_profile(frame, target=target, exclude=exclude), out, signer=signer)
+
+
+def load_signer_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(read_capped(path, max_bytes=64 * 1024,
+                                                        follow_symlinks=True))
+    if not isinstance(key, Ed25519PublicKey):
+        raise ProfileError(f"profile signer {path.name} is not an Ed25519 public key")
+    return key
+
+
+def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
+    """The pipeline's own public key (if it has one yet) and the configured signers.
+
+    Raises:
+        ProfileError: a configured signer file is missing or not an Ed25519 PEM key.
+    """
+    keys: dict[str, Ed25519PublicKey] = {}
+    if (keys_dir / "signing.pub").is_file():
+        keys["pipeline"] = load_public_key(keys_dir)
+    for path in signers:
+        try:
+            keys[path.name] = load_signer_key(path)
+        except (OSError, ValueError) as exc:
+            raise ProfileError(f"profile signer {path.name} unreadable "
+                               f"({type(exc).__name__})") from None
+    return keys
+
+
+def verify_profile(raw: bytes, sig_raw: bytes,
+                   keys: Mapping[str, Ed25519PublicKey]) -> tuple[dict[str, Any], str]:
+    """Return (profile, signer name) if a trusted key signed exactly this profile.
+
+    Raises:
+        ProfileError: malformed envelope, no trusted signature, or the file differs
+            from the signed payload.
+    """
+    try:
+        envelope = json.loads(sig_raw)
+        content = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProfileError("profile or signature is not valid JSON") from None
+    if not isinstance(envelope, dict):
+        raise ProfileError("signature file is not a DSSE envelope")
+    for name, key in keys.items():
+        try:
+            payload = verify(envelope, public_key=key, payload_type=PROFILE_TYPE)
+        except SignatureError:
+            continue
+        if payload != content:
+            raise ProfileError(f"profile file differs from what {name} signed: it was edited "
+                               "after signing")
+        return payload, name
+    raise ProfileError("no valid signature by a trusted key (the pipeline's key or "
+                       "dataset.profile_signers)")
+
+
+def check_profile_integrity(raw: bytes | None, sig_raw: bytes | None, *,
+                            keys: Mapping[str, Ed25519PublicKey] | None,
+                            expected_sha256: str | None, key_error: str = "") -> GateResult:
+    """`screen.profile_integrity`: signed by a trusted key, unchanged, and pinned if pinned.
+
+    Args:
+        raw: The profile file's bytes (None: missing or unreadable).
+        sig_raw: The ``.sig`` file's bytes (None: missing or unreadable).
+        keys: Trusted public keys by name (None: they could not be loaded, see key_error).
+        expected_sha256: The optional pin.
+    """
+    name = "screen.profile_integrity"
+    threshold = {"signed_by": sorted(keys or {}), "sha256": expected_sha256}
+    if raw is None or sig_raw is None:
+        what = "reference profile" if raw is None else "its signature (PROFILE.sig)"
+        return failed(name, metrics={"readable": raw is not None, "signed": False},
+                      threshold=threshold,
+                      detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
+                             "with `secure-pipeline profile`")
+    digest = hashlib.sha256(raw).hexdigest()
+    metrics: dict[str, Any] = {"sha256": digest, "signed": False, "signer": None,
+                               "pin_matched": None if expected_sha256 is None
+                               else digest == expected_sha256}
+    if keys is None:
+        return failed(name, metrics=metrics, threshold=threshold, detail=key_error)
+    try:
+        profile, signer = verify_profile(raw, sig_raw, keys)
+    except ProfileError as exc:
+        return failed(name, metrics=metrics, threshold=threshold, detail=str(exc))
+    metrics.update(signed=True, signer=signer, signer_key_id=key_id(keys[signer])[:16],
+                   version=profile.get("version"))
+    if profile.get("version") != PROFILE_VERSION:
+        return failed(name, metrics=metrics, threshold=threshold,
+                      detail=f"profile version is not {PROFILE_VERSION}; rebuild it")
+    ok = metrics["pin_matched"] is not False
+    return check(name, metrics=metrics, threshold=threshold, ok=ok,
+                 detail="" if ok else "profile differs from dataset.reference_profile_sha256: "
+                                      "re-pin after review, or remove the pin")
