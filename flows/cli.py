@@ -157,6 +157,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.common.signing import Signer
+    from tasks.profile import build_and_sign_profile
+
+    out = Path(args.out).expanduser().resolve()
+    try:
+        digest = build_and_sign_profile(
+            Path(args.data).expanduser().resolve(), target=settings.dataset.target, out=out,
+            signer=Signer.local(settings.keys_dir), exclude=settings.dataset.pii.keys())
+    except (OSError, ValueError, KeyError) as exc:
+        _say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
+        return EXIT_USAGE
+    _say(f"wrote {out} and {out}.sig (signed by {settings.keys_dir / 'signing.pub'}); "
+         f"sha256 {digest}: set dataset.reference_profile and, optionally, "
+         "dataset.reference_profile_sha256 in your config")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secure-pipeline", description=__doc__.split("\n")[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -184,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("action", choices=["up", "down", "status"])
     local.add_argument("--no-ui", action="store_true", help="SeaweedFS only, no UIs")
     local.set_defaults(func=cmd_local)
+
+    profile = sub.add_parser("profile", parents=[common],
+                             help="build and sign a reference profile from trusted data")
+    profile.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
+    profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
+    profile.set_defaults(func=cmd_profile)
 
     serve = sub.add_parser("serve", parents=[common], help="serve the scheduled deployment")
     serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: nightly 02:00)")

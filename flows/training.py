@@ -1,6 +1,6 @@
 """The secure training flow: composition only. Each stage lives in tasks/.
 
-    ingest -> validate -> screen -> train -> evaluate -> sign -> deploy
+    ingest -> PII guard -> validate -> screen -> train -> evaluate -> sign -> deploy
 
 A stage that finds a problem raises GateFailed; the flow then stops, writes a
 report naming the gate, and ends Failed so the Prefect UI shows it. The
@@ -23,7 +23,7 @@ from tasks.common.settings import load_settings
 from tasks.deploy import anchor_audit_task, deploy_task, mark_version
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
-from tasks.screen import screen_task
+from tasks.screen import pii_task, screen_task
 from tasks.sign import sign_task
 from tasks.train import TrainedModel, train_task
 from tasks.validate import validate_task
@@ -55,6 +55,8 @@ def secure_training(config: str | None = None, data: str | None = None,
         gates += g
         report.dataset = {"uri": dataset.uri, "sha256": dataset.sha256, "rows": dataset.rows,
                           "integrity": dataset.integrity}
+        dataset, g = pii_task(ctx, dataset)  # before anything copies a personal value
+        gates += g
         validated, g = validate_task(ctx, dataset)
         gates += g
         screened, g = screen_task(ctx, validated.dataset)

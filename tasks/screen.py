@@ -1,8 +1,9 @@
 """Screen: guard personal data, then compare the data with its signed reference profile.
 
-Order: the profile's signature (``screen.profile_integrity``), the PII guard
-(``screen.pii``: undeclared PII-looking columns block; declared ones are dropped
-or pseudonymised before anything else sees them), then the poisoning screens,
+Two steps. `guard_pii` (``screen.pii``) runs right after ingestion: undeclared
+PII-looking columns block; declared ones are dropped or pseudonymised before
+validation, reports or models see them. `screen` runs after validation: the
+profile's signature (``screen.profile_integrity``), then the poisoning screens,
 each against the verified profile (see `tasks.poisoning`): label_distribution,
 label_noise, duplicates, near_duplicates, outliers, backdoor. Every check fails
 closed, and all poisoning gates are reported together so one block shows them all.
@@ -91,23 +92,47 @@ def poisoning_gates(frame: pd.DataFrame, profile: dict[str, Any], *, limits: Scr
     ]
 
 
+def guard_pii(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
+    """Block undeclared personal data; drop or pseudonymise the declared columns.
+
+    Runs right after ingestion, before validation, so that no later stage, report
+    or Data Docs page ever holds a personal value.
+
+    Raises:
+        GateFailed: a column looks like PII (by name or by value) and is not declared.
+    """
+    s = ctx.settings
+    ds, gates, frame = s.dataset, StageGates(ctx), dataset.frame
+    handled: list[pd.DataFrame] = []
+
+    def pii_gate() -> GateResult:
+        result = check_pii(scan(frame), ds.pii, columns=[str(c) for c in frame.columns],
+                           target=dataset.target)
+        if result.passed:
+            needs_key = any(a == "pseudonymize" and c in frame.columns for c, a in ds.pii.items())
+            key = pii_key(s.screen.pii_key_file, s.keys_dir) if needs_key else None
+            handled.append(apply_pii(frame, ds.pii, key=key) if ds.pii else frame)
+        return result
+
+    gates.enforce(run_check("screen.pii", pii_gate))
+    return dataclasses.replace(dataset, frame=handled[0]), gates.results
+
+
 def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
-    """Verify the profile, guard PII, then screen for poisoning.
+    """Verify the reference profile, then screen the data for poisoning against it.
 
     Args:
         ctx: The run's context.
-        dataset: The validated dataset.
+        dataset: The validated dataset (PII already handled by `guard_pii`).
 
     Returns:
-        The dataset with declared PII columns dropped or pseudonymised, and this
-        stage's gate results.
+        The dataset, and this stage's gate results.
 
     Raises:
-        GateFailed: the profile is untrusted, undeclared PII was found, or the
-            data looks poisoned.
+        GateFailed: the profile is untrusted, or the data looks poisoned.
     """
     s = ctx.settings
-    ds, limits, gates = s.dataset, s.screen, StageGates(ctx)
+    ds, gates = s.dataset, StageGates(ctx)
     raw, sig_raw = _read(ds.reference_profile), _read(signature_path(ds.reference_profile))
     try:
         keys, key_error = trusted_keys(s.keys_dir, ds.profile_signers), ""
@@ -118,35 +143,34 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
                             key_error=key_error))
     assert raw is not None and sig_raw is not None and keys is not None  # the gate passed
     profile, _ = verify_profile(raw, sig_raw, keys)
-
-    frame = dataset.frame
-    handled: list[pd.DataFrame] = []
-
-    def pii_gate() -> GateResult:
-        result = check_pii(scan(frame), ds.pii, columns=[str(c) for c in frame.columns],
-                           target=dataset.target)
-        if result.passed:
-            needs_key = any(a == "pseudonymize" and c in frame.columns for c, a in ds.pii.items())
-            key = pii_key(limits.pii_key_file, s.keys_dir) if needs_key else None
-            handled.append(apply_pii(frame, ds.pii, key=key) if ds.pii else frame)
-        return result
-
-    gates.enforce(run_check("screen.pii", pii_gate))
-    clean = handled[0]
-    gates.enforce(poisoning_gates(clean, profile, limits=limits,
+    gates.enforce(poisoning_gates(dataset.frame, profile, limits=s.screen,
                                   seed=secrets.randbelow(2**32)))
-    return dataclasses.replace(dataset, frame=clean), gates.results
+    return dataset, gates.results
+
+
+@task(name="pii-guard", cache_policy=NO_CACHE, persist_result=False)  # cached = gates skipped
+def pii_task(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
+    """Prefect task: block undeclared PII, handle declared PII (see `guard_pii`).
+
+    Args:
+        ctx: The run's context.
+        dataset: The ingested dataset.
+
+    Returns:
+        The dataset with declared PII columns dropped or pseudonymised, and the gate results.
+    """
+    return guard_pii(ctx, dataset)
 
 
 @task(name="screen", cache_policy=NO_CACHE, persist_result=False)  # cached = gates skipped
 def screen_task(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
-    """Prefect task: guard PII and screen the dataset for poisoning (see `screen`).
+    """Prefect task: screen the dataset for poisoning (see `screen`).
 
     Args:
         ctx: The run's context.
         dataset: The validated dataset.
 
     Returns:
-        The dataset with PII handled, and this stage's gate results.
+        The dataset, and this stage's gate results.
     """
     return screen(ctx, dataset)

@@ -45,10 +45,12 @@ def _assert_blocked(pipe: Pipeline, tmp: Path, data: str, gate: str) -> dict:
     anchors = pipe.bucket_keys("audit-anchors/")
     code, report, err = pipe.train(tmp, "--data", data)
     assert code == 1, err
-    assert report["status"] == "blocked" and report["blocked_by"] == gate, report.get("blocked_by")
+    failing = [g["name"] for g in report["gates"] if not g["passed"]]
+    assert report["status"] == "blocked" and gate in failing, (report.get("blocked_by"), failing)
+    assert report["blocked_by"] == failing[0]
     assert report["deployment"] is None
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"blocked by {gate}")
+    assert err.startswith(f"blocked by {report['blocked_by']}: measured ")
     assert pipe.champion() == champion, "the previous champion must stay"
     assert pipe.bucket_keys("models/") == objects, "a blocked run must not publish anything"
     assert len(pipe.bucket_keys("audit-anchors/")) == len(anchors) + 1, "audit head not anchored"

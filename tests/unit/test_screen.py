@@ -16,11 +16,12 @@ import pytest
 from tasks.common.context import Dataset, RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.ingest import ingest
-from tasks.screen import screen
+from tasks.screen import guard_pii
+from tasks.screen import screen as screen_poisoning
 from tasks.validate import validate
 from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
 
-GATES = ["screen.profile_integrity", "screen.pii", "screen.label_distribution",
+GATES = ["screen.pii", "screen.profile_integrity", "screen.label_distribution",
          "screen.label_noise", "screen.duplicates", "screen.near_duplicates",
          "screen.outliers", "screen.backdoor"]
 # The measured value of each gate and the settings field it is compared with.
@@ -30,6 +31,16 @@ MEASURE = {"screen.label_distribution": ("max_shift", "max_label_shift"),
            "screen.near_duplicates": ("excess", "max_near_duplicate_rate"),
            "screen.outliers": ("excess", "max_outlier_rate_excess"),
            "screen.backdoor": ("score", "max_backdoor_score")}
+
+
+def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
+    """Both screen steps as the flow runs them: PII guard, then the poisoning screens."""
+    guarded, first = guard_pii(ctx, dataset)
+    try:
+        screened, rest = screen_poisoning(ctx, guarded)
+    except GateFailed as exc:
+        raise GateFailed(first + exc.results) from None
+    return screened, first + rest
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +200,7 @@ def test_undeclared_pii_blocked(ctx: RunContext, bundled: pd.DataFrame, column: 
     with pytest.raises(GateFailed) as info:
         screen(ctx, as_dataset(bundled.assign(**{column: values})))
     g = info.value.gate
-    assert g.name == "screen.pii" and [r.name for r in info.value.results] == GATES[:2]
+    assert g.name == "screen.pii" and [r.name for r in info.value.results] == GATES[:1]
     assert g.metrics["undeclared"] == [column]
     assert g.metrics["flagged"] == [{"column": column, "kinds": [kind], "by": by}]
     no_values_leak(ctx, info.value.results, values)
@@ -200,7 +211,7 @@ def test_declared_email_pseudonymized(ctx: RunContext, bundled: pd.DataFrame) ->
     declared = variant(ctx, pii={"email": "pseudonymize", "phone": "drop"})
     dataset, results = screen(declared, as_dataset(bundled.assign(email=values)))
     assert all(r.passed for r in results) and [r.name for r in results] == GATES
-    pii = results[1].metrics
+    pii = results[0].metrics
     assert pii["pseudonymized"] == ["email"] and pii["declared_missing"] == ["phone"]
     out = dataset.frame["email"]
     assert out.str.fullmatch(r"[0-9a-f]{64}").all() and out.nunique() == len(bundled)
