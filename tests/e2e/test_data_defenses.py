@@ -149,7 +149,7 @@ def test_profile_command_signs_a_profile_the_pipeline_trusts(kept_up: Pipeline,
         if key in ("source", "suite"):
             line = f'{key} = "{(data / json.loads(line.split("=", 1)[1].split("#")[0])).resolve()}"'
         if key == "reference_profile":
-            line = f'reference_profile = "{out}"'
+            line = f'reference_profile = "{out}"\ndata_root = "{data}"'
         lines.append(line)
     config.write_text("\n".join(lines) + "\n")
     code, report, err = kept_up.train(tmp_path, "--config", str(config))

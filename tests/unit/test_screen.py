@@ -260,6 +260,7 @@ def test_clean_resamples_pass_every_gate(ctx: RunContext, bundled: pd.DataFrame,
     sample = bundled.sample(frac=0.95, random_state=seed)  # without replacement, shuffled
     path = tmp_path / f"resample-{seed}.csv"
     sample.to_csv(path, index=False)
+    ctx = variant(ctx, data_root=tmp_path)
     dataset, r1 = ingest(ctx, source=str(path))
     validated, r2 = validate(ctx, dataset)
     _, r3 = screen(ctx, validated.dataset)

@@ -1,10 +1,13 @@
-"""Validate gates: the suite's pin, then the bundled GX suite on good and broken data."""
+"""Validate gates: the suite's pin, then the bundled GX suite on clean resamples and on
+broken data; the evidence (result JSON + Data Docs) and the Prefect summary artifact."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,20 @@ import pytest
 
 from tasks.common.context import Dataset, RunContext
 from tasks.common.gates import GateFailed, GateResult
-from tasks.validate import check_expectations, check_suite_integrity, validate
+from tasks.validate import (
+    check_expectations,
+    check_suite_integrity,
+    derive_suite,
+    failing_expectations,
+    main,
+    summary_markdown,
+    validate,
+    validate_task,
+)
 from tests.conftest import BUNDLED_CSV
 
 SECRET = "SECRET-CELL-VALUE"
+N_EXPECTATIONS = 186
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +49,19 @@ def variant(ctx: RunContext, **dataset: Any) -> RunContext:
                       ctx.run_id)
 
 
+def evidence(ctx: RunContext) -> Path:
+    return ctx.settings.state_dir / "runs" / ctx.run_id / "validation"
+
+
 def blocked(ctx: RunContext, frame: pd.DataFrame) -> GateResult:
     with pytest.raises(GateFailed) as info:
         validate(ctx, as_dataset(frame))
     return info.value.gate
+
+
+def saved_failures(ctx: RunContext) -> list[str]:
+    return failing_expectations(json.loads((evidence(ctx) / "validation_result.json")
+                                           .read_text()))
 
 
 def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
@@ -47,14 +69,63 @@ def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
     assert [r.name for r in results] == ["validate.suite_integrity", "validate.expectations"]
     assert all(r.passed for r in results)
     exp = results[1]
-    assert exp.metrics["evaluated"] == exp.metrics["successful"] == 94
+    assert exp.metrics["evaluated"] == exp.metrics["successful"] == N_EXPECTATIONS
     assert exp.metrics["failed"] == 0 and exp.metrics["success_rate"] == 1.0
     assert out.suite_sha256 == ctx.settings.dataset.suite_sha256
-    run_dir = ctx.settings.state_dir / "runs" / "test-run"
-    assert out.result_path == run_dir / "validation_result.json"
-    assert json.loads(out.result_path.read_text())["success"] is True
+    assert out.evidence_dir == evidence(ctx)
+    assert out.result_path == evidence(ctx) / "validation_result.json"
+    saved = json.loads(out.result_path.read_text())
+    assert saved["success"] is True and all(o["success"] is True for o in saved["results"])
+    assert (out.evidence_dir / "data_docs" / "index.html").is_file()
+    pages = list((out.evidence_dir / "data_docs" / "validations").rglob("*.html"))
+    assert len(pages) == 1 and "sha256-0000" in pages[0].name
+    size = sum(p.stat().st_size for p in (out.evidence_dir / "data_docs").rglob("*"))
+    assert size < 1_000_000  # unused GX tutorial assets pruned
     assert out.dataset.frame is bundled
 
+
+def test_suite_covers_schema_types_nulls_ranges_labels_rows_and_distribution() -> None:
+    suite = json.loads((Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json")
+                       .read_text())
+    kinds = Counter(e["type"] for e in suite["expectations"])
+    assert kinds == {
+        "expect_table_columns_to_match_set": 1, "expect_table_row_count_to_be_between": 1,
+        "expect_column_values_to_be_in_type_list": 31, "expect_column_values_to_not_be_null": 31,
+        "expect_column_values_to_be_in_set": 1, "expect_column_distinct_values_to_equal_set": 1,
+        "expect_column_values_to_be_between": 30, "expect_column_mean_to_be_between": 30,
+        "expect_column_stdev_to_be_between": 30,
+        "expect_column_quantile_values_to_be_between": 30}
+    assert "Uniqueness: none" in suite["meta"]["notes"]
+
+
+def test_bundled_suite_is_the_derived_one(bundled: pd.DataFrame) -> None:
+    """The suite file is reproducible from the data with `python -m tasks.validate`."""
+    suite = json.loads((Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json")
+                       .read_text())
+    derived = derive_suite(bundled, name="breast_cancer", target="target",
+                           notes=suite["meta"]["notes"])
+    assert derived == suite
+
+
+def test_derive_command_prints_the_bundled_suite_byte_for_byte(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json"
+    notes = json.loads(path.read_text())["meta"]["notes"]
+    assert main([str(BUNDLED_CSV), "--target", "target", "--name", "breast_cancer",
+                 "--notes", notes]) == 0
+    assert capsys.readouterr().out == path.read_text()
+
+
+# --- calibration: clean resamples pass --------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(20))
+def test_clean_resamples_pass(ctx: RunContext, bundled: pd.DataFrame, seed: int) -> None:
+    sample = bundled.sample(frac=0.95, random_state=seed)  # without replacement, shuffled
+    _, results = validate(ctx, as_dataset(sample.reset_index(drop=True)))
+    assert all(r.passed for r in results)
+
+
+# --- broken data is blocked by validate.expectations ------------------------------------------
 
 def _extra(f: pd.DataFrame) -> pd.DataFrame:
     return f.assign(extra=1.0)
@@ -77,7 +148,16 @@ def _strings(f: pd.DataFrame) -> pd.DataFrame:
 
 def _nans(f: pd.DataFrame) -> pd.DataFrame:
     g = f.copy()
-    g.loc[[3, 7], "worst radius"] = np.nan
+    rng = np.random.default_rng(3)
+    for col in ("worst radius", "mean texture", "area error"):
+        g.loc[rng.choice(len(g), size=round(0.05 * len(g)), replace=False), col] = np.nan
+    return g
+
+
+def _scaled_few(f: pd.DataFrame) -> pd.DataFrame:
+    g = f.copy()
+    rows = np.random.default_rng(4).choice(len(g), size=round(0.03 * len(g)), replace=False)
+    g.loc[rows, "mean area"] = g.loc[rows, "mean area"] * 1000
     return g
 
 
@@ -91,8 +171,8 @@ def _unit_error(f: pd.DataFrame) -> pd.DataFrame:
     return f.assign(**{"mean area": f["mean area"] * 1000})  # m^2 vs mm^2 style mistake
 
 
-def _too_few_rows(f: pd.DataFrame) -> pd.DataFrame:
-    return f.head(50)
+def _twenty_rows(f: pd.DataFrame) -> pd.DataFrame:
+    return f.head(20)
 
 
 def _null_label(f: pd.DataFrame) -> pd.DataFrame:
@@ -102,32 +182,86 @@ def _null_label(f: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-@pytest.mark.parametrize(("mutate", "expected_failure"), [
-    (_extra, "expect_table_columns_to_match_set(table)"),
-    (_missing, "expect_column_values_to_not_be_null(mean texture)"),
-    (_renamed, "expect_table_columns_to_match_set(table)"),
-    (_strings, "expect_column_values_to_be_in_type_list(mean area)"),
-    (_nans, "expect_column_values_to_not_be_null(worst radius)"),
-    (_unknown_label, "expect_column_values_to_be_in_set(target)"),
-    (_unit_error, "expect_column_values_to_be_between(mean area)"),
-    (_too_few_rows, "expect_table_row_count_to_be_between(table)"),
-    (_null_label, "expect_column_values_to_not_be_null(target)"),
+def _one_class(f: pd.DataFrame) -> pd.DataFrame:
+    return f[f["target"] == 1].reset_index(drop=True)
+
+
+def _shifted(f: pd.DataFrame) -> pd.DataFrame:
+    """Every value moved by one standard deviation: inside the range bounds, a drift."""
+    return f.assign(**{"mean texture": f["mean texture"] + f["mean texture"].std()})
+
+
+@pytest.mark.parametrize(("mutate", "expected_failures"), [
+    (_extra, ["expect_table_columns_to_match_set(table)"]),
+    (_missing, ["expect_table_columns_to_match_set(table)"]),
+    (_renamed, ["expect_table_columns_to_match_set(table)"]),
+    (_strings, ["expect_column_values_to_be_in_type_list(mean area)"]),
+    (_nans, [f"expect_column_values_to_not_be_null({c})"
+             for c in ("area error", "mean texture", "worst radius")]),
+    (_scaled_few, ["expect_column_values_to_be_between(mean area)",
+                   "expect_column_mean_to_be_between(mean area)",
+                   "expect_column_stdev_to_be_between(mean area)"]),
+    (_unknown_label, ["expect_column_values_to_be_in_set(target)",
+                      "expect_column_distinct_values_to_equal_set(target)"]),
+    (_unit_error, ["expect_column_values_to_be_between(mean area)"]),
+    (_twenty_rows, ["expect_table_row_count_to_be_between(table)"]),
+    (_null_label, ["expect_column_values_to_not_be_null(target)",
+                   "expect_column_values_to_be_in_type_list(target)"]),
+    (_one_class, ["expect_column_distinct_values_to_equal_set(target)"]),
+    (_shifted, ["expect_column_mean_to_be_between(mean texture)"]),
 ])
 def test_broken_data_blocked(ctx: RunContext, bundled: pd.DataFrame,
                              mutate: Callable[[pd.DataFrame], pd.DataFrame],
-                             expected_failure: str) -> None:
+                             expected_failures: list[str]) -> None:
     g = blocked(ctx, mutate(bundled))
     assert g.name == "validate.expectations"
     assert g.metrics["failed"] >= 1 and g.metrics["success_rate"] < 1
-    assert g.threshold == {"max_failed": 0, "expectations": 94}
-    assert expected_failure in g.detail
+    assert g.threshold == {"max_failed": 0, "expectations": N_EXPECTATIONS}
+    assert g.detail.startswith("failing: expect_")
+    failures = saved_failures(ctx)
+    for expected in expected_failures:
+        assert any(f.startswith(expected) for f in failures), (expected, failures)
+    assert (evidence(ctx) / "data_docs" / "index.html").is_file()  # evidence when blocked too
 
 
-def test_no_cell_values_in_gate_or_result_file(ctx: RunContext, bundled: pd.DataFrame) -> None:
-    g = blocked(ctx, _strings(bundled))
+def test_shifted_feature_passes_the_range_bounds(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    """Only the distribution bounds catch a drift that stays inside the value ranges."""
+    blocked(ctx, _shifted(bundled))
+    failures = saved_failures(ctx)
+    assert "expect_column_values_to_be_between(mean texture)" not in failures
+
+
+@pytest.mark.parametrize("column", ["mean area", "target"])
+def test_no_cell_values_in_gate_result_file_or_data_docs(ctx: RunContext, bundled: pd.DataFrame,
+                                                         column: str) -> None:
+    frame = bundled.copy()
+    frame[column] = frame[column].astype(str)
+    frame.loc[5, column] = SECRET
+    g = blocked(ctx, frame)
     assert SECRET not in g.model_dump_json()
-    result_file = ctx.settings.state_dir / "runs" / "test-run" / "validation_result.json"
-    assert result_file.exists() and SECRET not in result_file.read_text()
+    files = [evidence(ctx) / "validation_result.json",
+             *(evidence(ctx) / "data_docs").rglob("*.html")]
+    assert len(files) >= 3
+    for path in files:
+        assert SECRET not in path.read_text(), path
+
+
+def test_data_docs_render_a_blocked_run_without_errors(ctx: RunContext, bundled: pd.DataFrame,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        blocked(ctx, _unknown_label(_strings(bundled)))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    page = next((evidence(ctx) / "data_docs" / "validations").rglob("*.html")).read_text()
+    assert "Unsuccessful Expectations" in page and ctx.run_id in page
+
+
+def test_quantile_values_are_scrubbed_means_kept(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    out, _ = validate(ctx, as_dataset(bundled))
+    saved = json.loads(out.result_path.read_text())["results"]
+    by_type = {o["expectation_config"]["type"]: o["result"] for o in saved}
+    assert "observed_value" not in by_type["expect_column_quantile_values_to_be_between"]
+    assert "observed_value" not in by_type["expect_column_distinct_values_to_equal_set"]
+    assert isinstance(by_type["expect_column_mean_to_be_between"]["observed_value"], float)
 
 
 def test_row_cap_from_settings_tightens_the_suite(ctx: RunContext, bundled: pd.DataFrame) -> None:
@@ -172,7 +306,7 @@ def test_check_suite_integrity_pure() -> None:
 
 
 def test_check_expectations_counts_and_fails_closed() -> None:
-    def outcome(ok: bool) -> dict[str, Any]:
+    def outcome(ok: Any) -> dict[str, Any]:
         config = {"type": "expect_x", "kwargs": {"column": "c"}}
         return {"success": ok, "expectation_config": config}
 
@@ -184,3 +318,47 @@ def test_check_expectations_counts_and_fails_closed() -> None:
     short = check_expectations({"success": True, "results": [outcome(True)]}, expected=2)
     assert not short.passed and "1 of 2" in short.detail  # an expectation was skipped
     assert not check_expectations(None, expected=2, error="ValueError").passed
+    odd = check_expectations({"success": True, "results": [outcome("True")]}, expected=1)
+    assert not odd.passed  # only a real True passes
+
+
+# --- the Prefect summary artifact -------------------------------------------------------------
+
+def test_summary_markdown_lists_counts_failures_and_docs(ctx: RunContext,
+                                                         bundled: pd.DataFrame) -> None:
+    with pytest.raises(GateFailed) as info:
+        validate(ctx, as_dataset(_unknown_label(bundled)))
+    text = summary_markdown(info.value.results, evidence(ctx))
+    assert "validate.expectations | **BLOCKED**" in text
+    assert "Failing expectations: 2" in text
+    assert "`expect_column_values_to_be_in_set(target)`" in text
+    assert f"Data Docs: `{evidence(ctx) / 'data_docs' / 'index.html'}`" in text
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+def test_task_publishes_validation_summary_artifact(prefect_api: None, ctx: RunContext,
+                                                    bundled: pd.DataFrame) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    @flow
+    def run_validation() -> None:
+        validate_task(ctx, as_dataset(_unknown_label(bundled)))
+
+    state = run_validation(return_state=True)
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["validation-summary"])))
+    assert len(artifacts) == 1 and artifacts[0].type == "markdown"
+    body = str(artifacts[0].data)
+    assert "**BLOCKED**" in body and "expect_column_values_to_be_in_set(target)" in body
+    assert str(evidence(ctx) / "data_docs" / "index.html") in body
