@@ -9,7 +9,7 @@ whose manifest does not verify against the pipeline's own public key.
 from __future__ import annotations
 
 import hashlib
-import subprocess  # noqa: S404 - fixed argv, used only to read the git commit
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path

@@ -10,6 +10,7 @@ to still be in the local chain: a rewritten or truncated log no longer matches.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -28,11 +29,9 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
     body = json.dumps({"seq": seq, "hash": status.head, "run_id": run_id,
                        "intact": status.intact}, sort_keys=True).encode()
     sse = "aws:kms" if settings.storage.kms_key_id else "AES256"
-    try:
+    with contextlib.suppress(ObjectExists):  # the same head twice: nothing new to say
         put_immutable(client, bucket=settings.storage.bucket, key=key, body=body, sse=sse,
                       kms_key_id=settings.storage.kms_key_id)
-    except ObjectExists:
-        pass  # the same head anchored twice: nothing new to say
     return key
 
 

@@ -49,7 +49,6 @@ def local_master_key(keys_dir: Path) -> RawMasterKey:
 def kms_master_key(key_arn: str, *, region: str) -> Any:
     """A KMS master key provider restricted to exactly one key (production)."""
     import botocore.session  # only on the KMS path
-
     from aws_encryption_sdk import StrictAwsKmsMasterKeyProvider
 
     session = botocore.session.Session()

@@ -7,6 +7,7 @@ file that group or others can read: a key that leaked on disk is not a key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -40,8 +41,6 @@ def read_secret(path: Path) -> bytes:
 def ensure_secret(path: Path, *, generate: bytes) -> bytes:
     """Return the key in `path`, creating it from `generate` on first use."""
     if not path.exists():
-        try:
+        with contextlib.suppress(FileExistsError):  # another process was first: use theirs
             write_secret(path, generate)
-        except FileExistsError:
-            pass  # another process created it first: use theirs
     return read_secret(path)

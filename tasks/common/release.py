@@ -95,7 +95,8 @@ def verify_release(client: Any, *, bucket: str, release_key: str, public_key: An
         result.release = rel
         base = release_key.rsplit("/", 1)[0]
         art, prov = rel["artifact"], rel["provenance"]
-        step("release.layout", art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}",
+        own = art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}"
+        step("release.layout", own,
              "the release points at objects of its own prefix")
 
         prov_raw = get_bytes(client, bucket=bucket, key=prov["key"],

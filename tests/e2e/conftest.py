@@ -24,7 +24,7 @@ def free_port() -> int:
     """A free port below 45000: SeaweedFS also binds each port + 10000 (gRPC),
     and on-demand stacks take ports from 10000-22000."""
     while True:
-        port = random.randint(23000, 45000)  # noqa: S311 - not security relevant
+        port = random.randint(23000, 45000)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))

@@ -48,7 +48,7 @@ def test_gate_failed_survives_pickling() -> None:
     import pickle
 
     exc = GateFailed([check("a.b", ok=False, metrics={}, threshold={})])
-    clone = pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own object
+    clone = pickle.loads(pickle.dumps(exc))
     assert clone.gate.name == "a.b"
 
 
