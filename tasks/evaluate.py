@@ -34,6 +34,7 @@ from tasks.common.context import RunContext, StageGates
 from tasks.common.gates import GateResult, check, failed, run_check
 from tasks.common.settings import EvaluateConfig
 from tasks.common.tracking import mlflow_client
+from tasks.privacy import MEMBERSHIP, check_membership_inference
 from tasks.train import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def _record(ctx: RunContext, model: TrainedModel, results: list[GateResult]) -> 
 
 
 def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], list[GateResult]]:
-    """Check test quality and adversarial robustness; record both in MLflow.
+    """Check test quality, adversarial robustness and membership leakage; record in MLflow.
 
     Args:
         ctx: Run settings, identity and audit trail.
@@ -184,6 +185,10 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
                   y=model.y_test, min_accuracy=cfg.min_accuracy),
         run_check(ADVERSARIAL, check_adversarial, pipeline=model.pipeline,
                   x_train=model.x_train, x=x_att, y=y_att, config=cfg),
+        run_check(MEMBERSHIP, check_membership_inference, pipeline=model.pipeline,
+                  x_train=model.x_train, y_train=model.y_train, x_test=model.x_test,
+                  y_test=model.y_test, max_advantage=cfg.max_membership_advantage,
+                  seed=ctx.settings.model.seed),
     ]
     _record(ctx, model, results)
     for r in results:

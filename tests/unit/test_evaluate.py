@@ -56,13 +56,15 @@ def with_evaluate(ctx: RunContext, **changes: Any) -> RunContext:
 def test_defaults_pass_and_are_recorded(trained):
     ctx, model = trained
     metrics, results = evaluate(ctx, model)
-    assert [(r.name, r.passed) for r in results] == [(QUALITY, True), (ADVERSARIAL, True)]
+    assert [(r.name, r.passed) for r in results] == [(QUALITY, True), (ADVERSARIAL, True),
+                                                     ("evaluate.membership_inference", True)]
     assert metrics["accuracy"] >= 0.95 and metrics["roc_auc"] > 0.99 and metrics["f1"] > 0.95
     assert metrics["samples"] == len(model.x_test)  # 143 test rows < attack_samples=200
     assert metrics["clean_accuracy"] == metrics["accuracy"]
     assert 0.8 <= metrics["robust_accuracy"] < metrics["clean_accuracy"]
     assert metrics["max_perturbation_std"] == pytest.approx(0.1, abs=1e-5)
-    quality, adversarial = results
+    quality, adversarial, membership = results
+    assert membership.threshold == {"max_advantage": 0.2}
     assert quality.threshold == {"min_accuracy": 0.9}
     assert adversarial.threshold == {"min_robust_accuracy": 0.8}
     client = mlflow_client(ctx.settings)
