@@ -19,20 +19,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.common import sources
+from tasks.common.content import control_byte, encoding_error, formula_cells, parse, sniff_format
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.settings import DatasetConfig
-from tasks.common.sources import (  # re-exported: screen and profile import them from here
-    encoding_error,
-    formula_cells,
-    parse,
-    read_capped,
-    sniff_format,
-)
-
-__all__ = ["check_format", "check_formula_cells", "check_integrity", "check_size",
-           "check_source", "formula_cells", "ingest", "ingest_task", "read_capped",
-           "sniff_format"]
 
 _LISTED = 20
 Integrity = Literal["config-pin", "sidecar", "none"]
@@ -80,7 +70,7 @@ def check_format(*, kind: str, rows: int | None, columns: int | None,
                              f"(line {where.get('line')}); expected UTF-8: re-export as UTF-8 "
                              "(e.g. iconv -f latin1 -t utf-8)")
     if kind == "binary":
-        at = sources.control_byte(data)
+        at = control_byte(data)
         return failed(name, metrics={"detected": kind, "offset": at}, threshold=threshold,
                       detail=f"content detected as binary (control byte at offset {at}); only "
                              "UTF-8 CSV or Parquet is accepted: export the data as CSV/Parquet")

@@ -23,9 +23,10 @@ import pandas as pd
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from tasks.common.content import sniff_format
 from tasks.common.gates import GateResult, check, failed
+from tasks.common.local_files import read_capped
 from tasks.common.signing import SignatureError, Signer, key_id, load_public_key, verify
-from tasks.ingest import read_capped, sniff_format
 from tasks.poisoning import (
     PARAMS,
     duplicate_rate,

@@ -22,8 +22,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateResult, run_check
+from tasks.common.local_files import read_capped
 from tasks.common.settings import ScreenConfig
-from tasks.ingest import read_capped
 from tasks.pii import apply_pii, check_pii, pii_key, scan
 from tasks.poisoning import (
     NeighbourStats,

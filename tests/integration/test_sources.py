@@ -22,9 +22,10 @@ import pytest
 from tasks.common import seaweedfs_access, stack
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
+from tasks.common.remote import fetch_https, fetch_s3
 from tasks.common.s3 import s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
-from tasks.common.sources import FetchFailed, Remote, SourceRefused, TooLarge, fetch_https, fetch_s3
+from tasks.common.sources import FetchFailed, Remote, SourceRefused, TooLarge
 from tasks.common.stack import S3Endpoint
 from tasks.common.tls import TlsFiles, ensure_tls
 from tasks.ingest import ingest

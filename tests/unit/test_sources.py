@@ -10,18 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common import sources
-from tasks.common.sources import (
-    Located,
-    Remote,
-    SourceRefused,
-    locate,
-    match_prefix,
-    parse_remote,
-    parse_sidecar,
-    read_local,
-    same_source,
-)
+from tasks.common.local_files import read_local
+from tasks.common.remote import tls_context
+from tasks.common.source_rules import match_prefix, parse_remote, parse_sidecar
+from tasks.common.sources import Located, Remote, SourceRefused, TooLarge, locate, same_source
 
 CSV = b"a,target\n1.0,0\n"
 
@@ -114,7 +106,7 @@ def test_read_local_refuses_a_symlink_swapped_in_after_the_check(root: Path,
 
 
 def test_read_local_sizes_before_reading(root: Path) -> None:
-    with pytest.raises(sources.TooLarge) as info:
+    with pytest.raises(TooLarge) as info:
         read_local(locate("d.csv", root=root, allowed=()), max_bytes=len(CSV) - 1)
     assert info.value.n_bytes == len(CSV) and info.value.measured == "stat"
 
@@ -200,8 +192,8 @@ def test_parse_sidecar() -> None:
 def test_tls_context_verifies_and_adds_the_extra_ca(tmp_path: Path) -> None:
     from tasks.common.tls import ensure_tls
 
-    plain = sources.tls_context(None)
+    plain = tls_context(None)
     assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname
     assert plain.minimum_version >= ssl.TLSVersion.TLSv1_2
-    with_ca = sources.tls_context(ensure_tls(tmp_path).ca)
+    with_ca = tls_context(ensure_tls(tmp_path).ca)
     assert "secure-pipeline local CA" in str(with_ca.get_ca_certs())

@@ -17,12 +17,11 @@ import pytest
 
 from tasks.common.context import Dataset, RunContext
 from tasks.common.gates import GateFailed, GateResult
+from tasks.common.suite_builder import derive_suite, main
 from tasks.validate import (
     check_expectations,
     check_suite_integrity,
-    derive_suite,
     failing_expectations,
-    main,
     summary_markdown,
     validate,
     validate_task,
@@ -99,7 +98,7 @@ def test_suite_covers_schema_types_nulls_ranges_labels_rows_and_distribution() -
 
 
 def test_bundled_suite_is_the_derived_one(bundled: pd.DataFrame) -> None:
-    """The suite file is reproducible from the data with `python -m tasks.validate`."""
+    """The suite file is reproducible from the data with `python -m tasks.common.suite_builder`."""
     suite = json.loads((Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json")
                        .read_text())
     derived = derive_suite(bundled, name="breast_cancer", target="target",
