@@ -79,9 +79,15 @@ def stages(path: str, *, state: str, upto: str) -> dict[str, Any]:
     from tasks.train import train
     from tasks.validate import validate
 
-    settings = load_settings(state_dir=state, dataset={
-        **load_settings().dataset.model_dump(), "data_root": str(Path(path).parent),
-        "max_bytes": 4 << 30, "max_rows": 50_000_000})
+    settings = load_settings(
+        state_dir=state,
+        dataset={
+            **load_settings().dataset.model_dump(),
+            "data_root": str(Path(path).parent),
+            "max_bytes": 4 << 30,
+            "max_rows": 50_000_000,
+        },
+    )
     ctx = RunContext(settings=settings, run_id="bench")
     times: dict[str, float] = {}
     blocked = None
@@ -113,8 +119,11 @@ def stages(path: str, *, state: str, upto: str) -> dict[str, Any]:
 def child(kind: str, path: str, state: str) -> None:
     """Entry point of one measurement process: prints one JSON line."""
     t = time.perf_counter()
-    extra = baseline(path) if kind == "baseline" else stages(
-        path, state=state, upto="all" if kind == "stages" else "data")
+    extra = (
+        baseline(path)
+        if kind == "baseline"
+        else stages(path, state=state, upto="all" if kind == "stages" else "data")
+    )
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": _peak_mb(), **extra}))  # noqa: T201
 
 
@@ -150,8 +159,13 @@ def full_run(state: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURE_PIPELINE_")}
     env["SECURE_PIPELINE_STATE_DIR"] = str(state)
     t = time.perf_counter()
-    out = subprocess.run([str(cli), "run"], env=env, capture_output=True, text=True,  # noqa: S603
-                         check=False)
+    out = subprocess.run(  # noqa: S603 - our own argv
+        [str(cli), "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return {"seconds": time.perf_counter() - t, "exit": out.returncode}
 
 
@@ -178,15 +192,18 @@ def main() -> int:
     lines = [f"{'measurement':<20}{'seconds':>9}{'peak MB':>9}  stages"]
     for name, r in results.items():
         note = r.get("blocked_by") or ("" if r.get("exit", 0) == 0 else f"exit {r['exit']}")
-        lines.append(f"{name:<20}{r['seconds']:>9.2f}{r.get('peak_mb', 0):>9.0f}  "
-                     f"{r.get('stages', '')} {note}")
+        lines.append(
+            f"{name:<20}{r['seconds']:>9.2f}{r.get('peak_mb', 0):>9.0f}  "
+            f"{r.get('stages', '')} {note}"
+        )
     lines.append("")
     for ratio, limit in TARGETS.items():
         (a, ma), (b, mb) = (part.split(".") for part in ratio.split(" / "))
         value = results[a][ma] / results[b][mb]
         ok &= value <= limit
-        lines.append(f"{ratio:<55} {value:6.2f}  (target <= {limit}) "
-                     f"{'ok' if value <= limit else 'MISSED'}")
+        lines.append(
+            f"{ratio:<55} {value:6.2f}  (target <= {limit}) {'ok' if value <= limit else 'MISSED'}"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"results": results, "targets": TARGETS}, indent=2))

@@ -43,8 +43,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         # A path typed at the shell is the operator's choice: confine ingestion to
         # its directory. Deployment parameters stay confined to dataset.data_root.
         os.environ["SECURE_PIPELINE_DATASET__DATA_ROOT"] = str(Path(data).parent)
-    environment.configure(settings, prefect_api_url=stack.prefect_api_url(settings),
-                          quiet_console=not args.verbose)
+    environment.configure(
+        settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
+    )
     from flows.training import secure_training
 
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
@@ -58,8 +59,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             # the terminal gets one line. Prefect's UI holds the full run logs.
             sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
             stack_.enter_context(contextlib.redirect_stderr(sink))
-        secure_training(config=str(settings.config_file), data=data,
-                        report_path=str(report_path), return_state=True)
+        secure_training(
+            config=str(settings.config_file),
+            data=data,
+            report_path=str(report_path),
+            return_state=True,
+        )
     try:
         report = json.loads(report_path.read_text())
     except (OSError, ValueError):
@@ -78,7 +83,7 @@ def _resolve_ref(settings: Settings, ref: str) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=settings.tracking_uri)
-    name, _, rest = ref[len("models:/"):].partition("@")
+    name, _, rest = ref[len("models:/") :].partition("@")
     if rest:
         mv = client.get_model_version_by_alias(name, rest)
     else:
@@ -104,15 +109,25 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     with stack.s3_service(settings) as endpoint:
         result = release.verify_release(
-            s3_client(endpoint), bucket=bucket, release_key=key,
+            s3_client(endpoint),
+            bucket=bucket,
+            release_key=key,
             public_key=load_public_key(settings.keys_dir),
-            key_provider=key_provider(settings), max_bytes=settings.dataset.max_bytes)
+            key_provider=key_provider(settings),
+            max_bytes=settings.dataset.max_bytes,
+        )
     for name, ok, detail in result.checks:
         _say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    _write_json(args.report, {
-        "uri": result.uri, "verified": result.ok,
-        "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
-        "model": result.release.get("model"), "provenance": result.provenance or None})
+    _write_json(
+        args.report,
+        {
+            "uri": result.uri,
+            "verified": result.ok,
+            "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
+            "model": result.release.get("model"),
+            "provenance": result.provenance or None,
+        },
+    )
     _say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
     return EXIT_OK if result.ok else EXIT_BLOCKED
 
@@ -152,8 +167,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings, prefect_api_url=api)
     from flows.training import secure_training
 
-    secure_training.serve(name="nightly", cron=args.cron,
-                          parameters={"config": str(settings.config_file)})
+    secure_training.serve(
+        name="nightly", cron=args.cron, parameters={"config": str(settings.config_file)}
+    )
     return EXIT_OK
 
 
@@ -164,14 +180,20 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
     try:
         digest = build_and_sign_profile(
-            Path(args.data).expanduser().resolve(), target=settings.dataset.target, out=out,
-            signer=Signer.local(settings.keys_dir), exclude=settings.dataset.pii.keys())
+            Path(args.data).expanduser().resolve(),
+            target=settings.dataset.target,
+            out=out,
+            signer=Signer.local(settings.keys_dir),
+            exclude=settings.dataset.pii.keys(),
+        )
     except (OSError, ValueError, KeyError) as exc:
         _say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
-    _say(f"wrote {out} and {out}.sig (signed by {settings.keys_dir / 'signing.pub'}); "
-         f"sha256 {digest}: set dataset.reference_profile and, optionally, "
-         "dataset.reference_profile_sha256 in your config")
+    _say(
+        f"wrote {out} and {out}.sig (signed by {settings.keys_dir / 'signing.pub'}); "
+        f"sha256 {digest}: set dataset.reference_profile and, optionally, "
+        "dataset.reference_profile_sha256 in your config"
+    )
     return EXIT_OK
 
 
@@ -188,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", parents=[common], help="verify a deployed model")
-    verify.add_argument("model_ref", metavar="MODEL_REF",
-                        help="s3://BUCKET/.../release.dsse.json, models:/NAME@champion or "
-                             "models:/NAME/VERSION")
+    verify.add_argument(
+        "model_ref",
+        metavar="MODEL_REF",
+        help="s3://BUCKET/.../release.dsse.json, models:/NAME@champion or models:/NAME/VERSION",
+    )
     verify.add_argument("--report", help="write the JSON verification report here")
     verify.set_defaults(func=cmd_verify)
 
@@ -203,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--no-ui", action="store_true", help="SeaweedFS only, no UIs")
     local.set_defaults(func=cmd_local)
 
-    profile = sub.add_parser("profile", parents=[common],
-                             help="build and sign a reference profile from trusted data")
+    profile = sub.add_parser(
+        "profile", parents=[common], help="build and sign a reference profile from trusted data"
+    )
     profile.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
     profile.set_defaults(func=cmd_profile)

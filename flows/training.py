@@ -34,8 +34,9 @@ class RunNotDeployed(RuntimeError):
 
 
 @flow(name="secure-training", log_prints=False)
-def secure_training(config: str | None = None, data: str | None = None,
-                    report_path: str | None = None) -> dict[str, object]:
+def secure_training(
+    config: str | None = None, data: str | None = None, report_path: str | None = None
+) -> dict[str, object]:
     """Train, attack, sign and deploy one model, failing closed at every gate.
 
     Args:
@@ -46,15 +47,23 @@ def secure_training(config: str | None = None, data: str | None = None,
     settings = load_settings(config)
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
     report = RunReport(flow_run_id=ctx.run_id)
-    ctx.audit.append("run.start", run_id=ctx.run_id, config=str(settings.config_file),
-                     data=data or settings.dataset.source)
+    ctx.audit.append(
+        "run.start",
+        run_id=ctx.run_id,
+        config=str(settings.config_file),
+        data=data or settings.dataset.source,
+    )
     gates: list[GateResult] = []
     model: TrainedModel | None = None
     try:
         dataset, g = ingest_task(ctx, source=data)
         gates += g
-        report.dataset = {"uri": dataset.uri, "sha256": dataset.sha256, "rows": dataset.rows,
-                          "integrity": dataset.integrity}
+        report.dataset = {
+            "uri": dataset.uri,
+            "sha256": dataset.sha256,
+            "rows": dataset.rows,
+            "integrity": dataset.integrity,
+        }
         dataset, g = pii_task(ctx, dataset)  # before anything copies a personal value
         gates += g
         validated, g = validate_task(ctx, dataset)
@@ -63,12 +72,17 @@ def secure_training(config: str | None = None, data: str | None = None,
         gates += g
         model, g = train_task(ctx, screened, suite_sha256=validated.suite_sha256)
         gates += g
-        report.model = {"name": model.name, "version": model.version,
-                        "mlflow_run_id": model.mlflow_run_id, "sha256": model.sha256}
+        report.model = {
+            "name": model.name,
+            "version": model.version,
+            "mlflow_run_id": model.mlflow_run_id,
+            "sha256": model.sha256,
+        }
         _, g = evaluate_task(ctx, model)
         gates += g
-        signed, g = sign_task(ctx, dataset=screened, model=model,
-                              suite_sha256=validated.suite_sha256, gates=gates)
+        signed, g = sign_task(
+            ctx, dataset=screened, model=model, suite_sha256=validated.suite_sha256, gates=gates
+        )
         gates += g
         report.deployment, g = deploy_task(ctx, model=model, signed=signed)
         gates += g
@@ -81,13 +95,15 @@ def secure_training(config: str | None = None, data: str | None = None,
     report.gates = [g.as_report() for g in gates]
     if model is not None and report.status != "deployed":
         mark_version(settings, model=model, status=report.status)
-    ctx.audit.append("run.end", run_id=ctx.run_id, status=report.status,
-                     blocked_by=report.blocked_by)
+    ctx.audit.append(
+        "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
+    )
     report.audit_anchor = anchor_audit_task(ctx)
     if report_path:
         report.write(Path(report_path))
-    create_markdown_artifact(key="secure-training-report", markdown=report.markdown(),
-                             description=report.reason)
+    create_markdown_artifact(
+        key="secure-training-report", markdown=report.markdown(), description=report.reason
+    )
     if report.status != "deployed":
         raise RunNotDeployed(report.reason)
     return report.model_dump()

@@ -38,17 +38,29 @@ def key_provider(settings: Settings) -> Any:
 def check_bucket_posture(posture: dict[str, Any], *, sse: str) -> GateResult:
     """The bucket must be versioned, object-locked, encrypted by default and
     refuse unencrypted or plain-http writes before we put a model in it."""
-    wanted = {"exists": True, "versioning": "Enabled", "object_lock": True, "default_sse": sse,
-              "denies_unencrypted_put": True, "denies_insecure_transport": True}
+    wanted = {
+        "exists": True,
+        "versioning": "Enabled",
+        "object_lock": True,
+        "default_sse": sse,
+        "denies_unencrypted_put": True,
+        "denies_insecure_transport": True,
+    }
     wrong = [k for k, v in wanted.items() if posture.get(k) != v]
-    return check("deploy.bucket_posture", ok=not wrong,
-                 metrics={k: posture.get(k) for k in wanted}, threshold=wanted,
-                 detail=f"fix the bucket settings: {', '.join(wrong)} (see infra/terraform)"
-                 if wrong else "")
+    return check(
+        "deploy.bucket_posture",
+        ok=not wrong,
+        metrics={k: posture.get(k) for k in wanted},
+        threshold=wanted,
+        detail=f"fix the bucket settings: {', '.join(wrong)} (see infra/terraform)"
+        if wrong
+        else "",
+    )
 
 
-def publish(ctx: RunContext, client: Any, *, model: TrainedModel,
-            signed: SignedProvenance) -> dict[str, Any]:
+def publish(
+    ctx: RunContext, client: Any, *, model: TrainedModel, signed: SignedProvenance
+) -> dict[str, Any]:
     """Write artifact, provenance, then the signed release record, all conditionally."""
     st = ctx.settings.storage
     plaintext = model.skops_path.read_bytes()
@@ -60,8 +72,9 @@ def publish(ctx: RunContext, client: Any, *, model: TrainedModel,
     sse = "aws:kms" if st.kms_key_id else "AES256"
 
     def put(key: str, body: bytes) -> str:
-        return put_immutable(client, bucket=st.bucket, key=key, body=body, sse=sse,
-                             kms_key_id=st.kms_key_id)
+        return put_immutable(
+            client, bucket=st.bucket, key=key, body=body, sse=sse, kms_key_id=st.kms_key_id
+        )
 
     art_key, prov_key = f"{base}/{rel.ARTIFACT}", f"{base}/{rel.PROVENANCE}"
     art_vid = put(art_key, ciphertext)
@@ -72,17 +85,30 @@ def publish(ctx: RunContext, client: Any, *, model: TrainedModel,
         "deployed_at": datetime.now(UTC).isoformat(),
         "flow_run_id": ctx.run_id,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "artifact": {"key": art_key, "version_id": art_vid, "sse": sse, "size": len(ciphertext),
-                     "ciphertext_sha256": rel.sha256_hex(ciphertext)},
-        "provenance": {"key": prov_key, "version_id": prov_vid,
-                       "sha256": rel.sha256_hex(prov_body)},
+        "artifact": {
+            "key": art_key,
+            "version_id": art_vid,
+            "sse": sse,
+            "size": len(ciphertext),
+            "ciphertext_sha256": rel.sha256_hex(ciphertext),
+        },
+        "provenance": {
+            "key": prov_key,
+            "version_id": prov_vid,
+            "sha256": rel.sha256_hex(prov_body),
+        },
         "encryption_context": context,
     }
     envelope = Signer.local(ctx.settings.keys_dir).sign(record, payload_type=RELEASE_TYPE)
     release_key = f"{base}/{rel.RELEASE}"
     release_vid = put(release_key, canonical_json(envelope))
-    return {"uri": f"s3://{st.bucket}/{release_key}", "version_id": release_vid,
-            "artifact_version_id": art_vid, "sse": sse, "encryption_context": context}
+    return {
+        "uri": f"s3://{st.bucket}/{release_key}",
+        "version_id": release_vid,
+        "artifact_version_id": art_vid,
+        "sse": sse,
+        "encryption_context": context,
+    }
 
 
 def move_champion(settings: Settings, *, model: TrainedModel, deployment_uri: str) -> None:
@@ -102,8 +128,9 @@ def mark_version(settings: Settings, *, model: TrainedModel, status: str) -> Non
     client.set_model_version_tag(model.name, model.version, "gate_status", status)
 
 
-def deploy(ctx: RunContext, *, model: TrainedModel,
-           signed: SignedProvenance) -> tuple[dict[str, Any], list[GateResult]]:
+def deploy(
+    ctx: RunContext, *, model: TrainedModel, signed: SignedProvenance
+) -> tuple[dict[str, Any], list[GateResult]]:
     settings, gates = ctx.settings, StageGates(ctx)
     sse = "aws:kms" if settings.storage.kms_key_id else "AES256"
     with s3_service(settings) as endpoint:
@@ -113,24 +140,45 @@ def deploy(ctx: RunContext, *, model: TrainedModel,
         try:
             deployment = publish(ctx, client, model=model, signed=signed)
         except ObjectExists as exc:
-            gates.enforce(failed("deploy.no_overwrite", metrics={"existing_key": str(exc)},
-                                 threshold={"overwrites": 0},
-                                 detail="releases are immutable; an object already exists "
-                                        "there: use a new model version, prefix or bucket"))
-        gates.enforce(passed("deploy.no_overwrite", metrics={"objects_written": 3},
-                             threshold={"overwrites": 0},
-                             detail="every object written with If-None-Match"))
+            gates.enforce(
+                failed(
+                    "deploy.no_overwrite",
+                    metrics={"existing_key": str(exc)},
+                    threshold={"overwrites": 0},
+                    detail="releases are immutable; an object already exists "
+                    "there: use a new model version, prefix or bucket",
+                )
+            )
+        gates.enforce(
+            passed(
+                "deploy.no_overwrite",
+                metrics={"objects_written": 3},
+                threshold={"overwrites": 0},
+                detail="every object written with If-None-Match",
+            )
+        )
         bucket, release_key = rel.parse_s3_uri(deployment["uri"])
         verified = rel.verify_release(
-            client, bucket=bucket, release_key=release_key,
+            client,
+            bucket=bucket,
+            release_key=release_key,
             public_key=load_public_key(settings.keys_dir),
-            key_provider=key_provider(settings), max_bytes=settings.dataset.max_bytes)
+            key_provider=key_provider(settings),
+            max_bytes=settings.dataset.max_bytes,
+        )
         failing = [f"{n}: {d}" for n, ok, d in verified.checks if not ok]
-        gates.enforce(check("deploy.roundtrip", ok=verified.ok,
-                            metrics={"checks_passed": sum(ok for _, ok, _ in verified.checks),
-                                     "checks": len(verified.checks)},
-                            threshold={"all_checks": True},
-                            detail="; ".join(failing) or "fetched, decrypted and verified"))
+        gates.enforce(
+            check(
+                "deploy.roundtrip",
+                ok=verified.ok,
+                metrics={
+                    "checks_passed": sum(ok for _, ok, _ in verified.checks),
+                    "checks": len(verified.checks),
+                },
+                threshold={"all_checks": True},
+                detail="; ".join(failing) or "fetched, decrypted and verified",
+            )
+        )
     move_champion(settings, model=model, deployment_uri=deployment["uri"])
     return deployment, gates.results
 
@@ -155,8 +203,9 @@ def anchor_audit_task(ctx: RunContext) -> str | None:
 
 
 @task(name="deploy", cache_policy=NO_CACHE, persist_result=False)
-def deploy_task(ctx: RunContext, *, model: TrainedModel,
-                signed: SignedProvenance) -> tuple[dict[str, Any], list[GateResult]]:
+def deploy_task(
+    ctx: RunContext, *, model: TrainedModel, signed: SignedProvenance
+) -> tuple[dict[str, Any], list[GateResult]]:
     """Publish the signed, encrypted model and make it the champion once verified.
 
     Args:

@@ -43,30 +43,49 @@ QUALITY = "evaluate.quality"
 ADVERSARIAL = "evaluate.adversarial"
 
 
-def check_quality(*, pipeline: Pipeline, x: pd.DataFrame, y: pd.Series,
-                  min_accuracy: float) -> GateResult:
+def check_quality(
+    *, pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, min_accuracy: float
+) -> GateResult:
     """Test accuracy must reach `min_accuracy`; f1 and ROC AUC are reported too."""
     pred = pipeline.predict(x)
     classes = list(pipeline.classes_)
     binary = len(classes) == 2
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(f1_score(y, pred, average="binary" if binary else "macro",
-                             pos_label=classes[-1] if binary else 1)),
-        "roc_auc": None, "rows": len(x)}
+        "f1": float(
+            f1_score(
+                y,
+                pred,
+                average="binary" if binary else "macro",
+                pos_label=classes[-1] if binary else 1,
+            )
+        ),
+        "roc_auc": None,
+        "rows": len(x),
+    }
     if hasattr(pipeline, "predict_proba"):
         proba = pipeline.predict_proba(x)
-        metrics["roc_auc"] = float(roc_auc_score(y, proba[:, 1]) if binary else
-                                   roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+        metrics["roc_auc"] = float(
+            roc_auc_score(y, proba[:, 1])
+            if binary
+            else roc_auc_score(y, proba, multi_class="ovr", labels=classes)
+        )
     ok = metrics["accuracy"] >= min_accuracy
-    return check(QUALITY, metrics=metrics, threshold={"min_accuracy": min_accuracy}, ok=ok,
-                 detail="test accuracy meets the floor" if ok else
-                 "test accuracy is below the floor: improve the data or the model, or "
-                 "lower evaluate.min_accuracy only with a documented reason")
+    return check(
+        QUALITY,
+        metrics=metrics,
+        threshold={"min_accuracy": min_accuracy},
+        ok=ok,
+        detail="test accuracy meets the floor"
+        if ok
+        else "test accuracy is below the floor: improve the data or the model, or "
+        "lower evaluate.min_accuracy only with a documented reason",
+    )
 
 
-def attack_rows(x: pd.DataFrame, y: pd.Series, *, samples: int,
-                seed: int) -> tuple[pd.DataFrame, pd.Series]:
+def attack_rows(
+    x: pd.DataFrame, y: pd.Series, *, samples: int, seed: int
+) -> tuple[pd.DataFrame, pd.Series]:
     """Up to `samples` test rows, chosen by a seeded generator (same rows every run)."""
     if len(x) <= samples:
         return x, y
@@ -75,15 +94,25 @@ def attack_rows(x: pd.DataFrame, y: pd.Series, *, samples: int,
 
 
 def _no_attack(model_type: str, threshold: dict[str, Any]) -> GateResult:
-    return failed(ADVERSARIAL, metrics={"model_type": model_type}, threshold=threshold,
-                  detail=f"no attack configured for this model type ({model_type}): gradient "
-                  "attacks need a StandardScaler + gradient model pipeline (e.g. "
-                  "LogisticRegression); add a decision-based black-box attack (ART "
-                  "HopSkipJump) to tasks/evaluate.py for this model; failing closed")
+    return failed(
+        ADVERSARIAL,
+        metrics={"model_type": model_type},
+        threshold=threshold,
+        detail=f"no attack configured for this model type ({model_type}): gradient "
+        "attacks need a StandardScaler + gradient model pipeline (e.g. "
+        "LogisticRegression); add a decision-based black-box attack (ART "
+        "HopSkipJump) to tasks/evaluate.py for this model; failing closed",
+    )
 
 
-def check_adversarial(*, pipeline: BaseEstimator, x_train: pd.DataFrame, x: pd.DataFrame,
-                      y: pd.Series, config: EvaluateConfig) -> GateResult:
+def check_adversarial(
+    *,
+    pipeline: BaseEstimator,
+    x_train: pd.DataFrame,
+    x: pd.DataFrame,
+    y: pd.Series,
+    config: EvaluateConfig,
+) -> GateResult:
     """Accuracy of the pipeline under an FGM/PGD attack must reach `min_robust_accuracy`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "PyTorch not found": harmless
@@ -95,8 +124,11 @@ def check_adversarial(*, pipeline: BaseEstimator, x_train: pd.DataFrame, x: pd.D
     threshold = {"min_robust_accuracy": config.min_robust_accuracy}
     steps = pipeline.steps if isinstance(pipeline, Pipeline) else [("model", pipeline)]
     pre, final = [s for _, s in steps[:-1]], steps[-1][1]
-    if (len(pre) != 1 or not isinstance(pre[0], StandardScaler)
-            or not (pre[0].with_mean and pre[0].with_std)):
+    if (
+        len(pre) != 1
+        or not isinstance(pre[0], StandardScaler)
+        or not (pre[0].with_mean and pre[0].with_std)
+    ):
         return _no_attack("+".join(type(s).__name__ for s in [*pre, final]), threshold)
     scaler: StandardScaler = pre[0]
     mean, scale = np.asarray(scaler.mean_), np.asarray(scaler.scale_)
@@ -116,31 +148,55 @@ def check_adversarial(*, pipeline: BaseEstimator, x_train: pd.DataFrame, x: pd.D
     if config.attack == "fgm":
         attack: Any = FastGradientMethod(clf, norm=np.inf, eps=eps, eps_step=eps)
     else:
-        attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=eps / 10,
-                                          max_iter=40, num_random_init=0, verbose=False)
+        attack = ProjectedGradientDescent(
+            clf,
+            norm=np.inf,
+            eps=eps,
+            eps_step=eps / 10,
+            max_iter=40,
+            num_random_init=0,
+            verbose=False,
+        )
     started = time.perf_counter()
     xs_adv = np.asarray(attack.generate(x=xs, y=onehot), dtype=np.float64)
-    log.info("%s attack on %d rows took %.3f s", config.attack, len(xs),
-             time.perf_counter() - started)
+    log.info(
+        "%s attack on %d rows took %.3f s", config.attack, len(xs), time.perf_counter() - started
+    )
     x_adv = pd.DataFrame(xs_adv * scale + mean, columns=x.columns, index=x.index)
     clean_pred = pipeline.predict(x)
     wrapper_mismatch = int(np.sum(classes[clf.predict(xs).argmax(1)] != clean_pred))
     clean = float(np.mean(clean_pred == y.to_numpy()))
     robust = float(np.mean(pipeline.predict(x_adv) == y.to_numpy()))
     max_pert = float(np.max(np.abs(xs_adv - xs))) if len(xs) else 0.0
-    metrics = {"attack": config.attack, "eps_std": eps, "samples": len(x),
-               "clean_accuracy": clean, "robust_accuracy": robust,
-               "accuracy_drop": clean - robust, "max_perturbation_std": max_pert}
+    metrics = {
+        "attack": config.attack,
+        "eps_std": eps,
+        "samples": len(x),
+        "clean_accuracy": clean,
+        "robust_accuracy": robust,
+        "accuracy_drop": clean - robust,
+        "max_perturbation_std": max_pert,
+    }
     if wrapper_mismatch or max_pert > eps * (1 + 1e-4) + 1e-6:  # ART works in float32
-        return failed(ADVERSARIAL, metrics=metrics, threshold=threshold,
-                      detail="the attack does not model this pipeline (prediction mismatch "
-                      "or budget exceeded); failing closed")
+        return failed(
+            ADVERSARIAL,
+            metrics=metrics,
+            threshold=threshold,
+            detail="the attack does not model this pipeline (prediction mismatch "
+            "or budget exceeded); failing closed",
+        )
     ok = robust >= config.min_robust_accuracy
-    return check(ADVERSARIAL, metrics=metrics, threshold=threshold, ok=ok,
-                 detail="robust accuracy meets the floor" if ok else
-                 f"a {config.attack} attack of {eps} std per feature drops accuracy to "
-                 "below the floor: train with more regularisation or adversarial examples, "
-                 "or review evaluate.min_robust_accuracy / attack_eps")
+    return check(
+        ADVERSARIAL,
+        metrics=metrics,
+        threshold=threshold,
+        ok=ok,
+        detail="robust accuracy meets the floor"
+        if ok
+        else f"a {config.attack} attack of {eps} std per feature drops accuracy to "
+        "below the floor: train with more regularisation or adversarial examples, "
+        "or review evaluate.min_robust_accuracy / attack_eps",
+    )
 
 
 def _record(ctx: RunContext, model: TrainedModel, results: list[GateResult]) -> None:
@@ -149,14 +205,18 @@ def _record(ctx: RunContext, model: TrainedModel, results: list[GateResult]) -> 
 
     client = mlflow_client(ctx.settings)
     now = int(time.time() * 1000)
-    metrics = [Metric(f"{r.name}.{k}", float(v), now, 0) for r in results
-               for k, v in r.metrics.items()
-               if isinstance(v, int | float) and not isinstance(v, bool)]
+    metrics = [
+        Metric(f"{r.name}.{k}", float(v), now, 0)
+        for r in results
+        for k, v in r.metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
     client.log_batch(model.mlflow_run_id, metrics=metrics)
     client.set_tag(model.mlflow_run_id, "evaluate.attack", ctx.settings.evaluate.attack)
     for r in results:
-        client.set_model_version_tag(model.name, model.version, r.name,
-                                     "passed" if r.passed else "failed")
+        client.set_model_version_tag(
+            model.name, model.version, r.name, "passed" if r.passed else "failed"
+        )
     blocked = next((r for r in results if not r.passed), None)
     if blocked is not None:
         client.set_model_version_tag(model.name, model.version, "gate_status", "blocked")
@@ -178,30 +238,56 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
     """
     cfg = ctx.settings.evaluate
     gates = StageGates(ctx)
-    x_att, y_att = attack_rows(model.x_test, model.y_test, samples=cfg.attack_samples,
-                               seed=ctx.settings.model.seed)
+    x_att, y_att = attack_rows(
+        model.x_test, model.y_test, samples=cfg.attack_samples, seed=ctx.settings.model.seed
+    )
     results = [
-        run_check(QUALITY, check_quality, pipeline=model.pipeline, x=model.x_test,
-                  y=model.y_test, min_accuracy=cfg.min_accuracy),
-        run_check(ADVERSARIAL, check_adversarial, pipeline=model.pipeline,
-                  x_train=model.x_train, x=x_att, y=y_att, config=cfg),
-        run_check(MEMBERSHIP, check_membership_inference, pipeline=model.pipeline,
-                  x_train=model.x_train, y_train=model.y_train, x_test=model.x_test,
-                  y_test=model.y_test, max_advantage=cfg.max_membership_advantage,
-                  seed=ctx.settings.model.seed),
+        run_check(
+            QUALITY,
+            check_quality,
+            pipeline=model.pipeline,
+            x=model.x_test,
+            y=model.y_test,
+            min_accuracy=cfg.min_accuracy,
+        ),
+        run_check(
+            ADVERSARIAL,
+            check_adversarial,
+            pipeline=model.pipeline,
+            x_train=model.x_train,
+            x=x_att,
+            y=y_att,
+            config=cfg,
+        ),
+        run_check(
+            MEMBERSHIP,
+            check_membership_inference,
+            pipeline=model.pipeline,
+            x_train=model.x_train,
+            y_train=model.y_train,
+            x_test=model.x_test,
+            y_test=model.y_test,
+            max_advantage=cfg.max_membership_advantage,
+            seed=ctx.settings.model.seed,
+        ),
     ]
     _record(ctx, model, results)
     for r in results:
         log.info("%s", r.summary())
     gates.enforce(*results)
-    out = {k: float(v) for r in results for k, v in r.metrics.items()
-           if isinstance(v, int | float) and not isinstance(v, bool)}
+    out = {
+        k: float(v)
+        for r in results
+        for k, v in r.metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     return out, gates.results
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, persist_result=False)  # a cached result skips gates
-def evaluate_task(ctx: RunContext,
-                  model: TrainedModel) -> tuple[dict[str, float], list[GateResult]]:
+def evaluate_task(
+    ctx: RunContext, model: TrainedModel
+) -> tuple[dict[str, float], list[GateResult]]:
     """Prefect task: quality and adversarial gates (see `evaluate`).
 
     Args:

@@ -25,35 +25,108 @@ import pandas as pd
 from tasks.common.gates import GateResult, check
 from tasks.common.keyfiles import ensure_secret, read_secret
 
-SAMPLE_VALUES = 200     # non-null values tested per text column
+SAMPLE_VALUES = 200  # non-null values tested per text column
 MIN_MATCH_SHARE = 0.05  # a column is flagged when more than this share of them match
 _MIN_KEY_BYTES = 32
 
 # Token sequences per kind; a name matches when its tokens contain a sequence.
 _NAME_PATTERNS: dict[str, tuple[str, ...]] = {
     "email": ("email", "emails", "e mail", "mail", "emailaddress", "mailaddress"),
-    "phone": ("phone", "phones", "telephone", "tel", "mobile", "cellphone", "cell phone",
-              "phonenumber", "mobilenumber", "fax", "msisdn"),
-    "national_id": ("ssn", "social security", "socialsecurity", "national id", "nationalid",
-                    "national insurance", "nino", "tax id", "taxid", "driver license",
-                    "drivers license", "driving licence", "driverslicense"),
-    "person_name": ("name", "names", "firstname", "lastname", "fullname", "surname",
-                    "forename", "givenname", "familyname", "middlename", "maidenname",
-                    "username", "nickname"),
-    "address": ("address", "addr", "street", "zip", "zipcode", "postcode", "postalcode",
-                "postal code", "streetaddress", "homeaddress"),
-    "birth_date": ("dob", "birthdate", "birthday", "dateofbirth", "birth date",
-                   "date of birth", "born on"),
+    "phone": (
+        "phone",
+        "phones",
+        "telephone",
+        "tel",
+        "mobile",
+        "cellphone",
+        "cell phone",
+        "phonenumber",
+        "mobilenumber",
+        "fax",
+        "msisdn",
+    ),
+    "national_id": (
+        "ssn",
+        "social security",
+        "socialsecurity",
+        "national id",
+        "nationalid",
+        "national insurance",
+        "nino",
+        "tax id",
+        "taxid",
+        "driver license",
+        "drivers license",
+        "driving licence",
+        "driverslicense",
+    ),
+    "person_name": (
+        "name",
+        "names",
+        "firstname",
+        "lastname",
+        "fullname",
+        "surname",
+        "forename",
+        "givenname",
+        "familyname",
+        "middlename",
+        "maidenname",
+        "username",
+        "nickname",
+    ),
+    "address": (
+        "address",
+        "addr",
+        "street",
+        "zip",
+        "zipcode",
+        "postcode",
+        "postalcode",
+        "postal code",
+        "streetaddress",
+        "homeaddress",
+    ),
+    "birth_date": (
+        "dob",
+        "birthdate",
+        "birthday",
+        "dateofbirth",
+        "birth date",
+        "date of birth",
+        "born on",
+    ),
     "ip_address": ("ip", "ipaddress", "ipaddr", "ipv4", "ipv6", "ip address"),
     "iban": ("iban", "bank account", "bankaccount", "account number", "accountnumber"),
-    "payment_card": ("credit card", "creditcard", "card number", "cardnumber", "cc number",
-                     "ccnumber", "ccnum", "cvv", "cvc", "pan number"),
+    "payment_card": (
+        "credit card",
+        "creditcard",
+        "card number",
+        "cardnumber",
+        "cc number",
+        "ccnumber",
+        "ccnum",
+        "cvv",
+        "cvc",
+        "pan number",
+    ),
     "passport": ("passport", "passportnumber", "passport number"),
     "health_id": ("mrn", "medical record", "medicalrecordnumber", "patient id", "patientid"),
 }
 # A more specific kind wins: "ip address" is an ip_address, not an address.
-_KIND_ORDER = ("ip_address", "email", "birth_date", "payment_card", "iban", "passport",
-               "national_id", "health_id", "phone", "person_name", "address")
+_KIND_ORDER = (
+    "ip_address",
+    "email",
+    "birth_date",
+    "payment_card",
+    "iban",
+    "passport",
+    "national_id",
+    "health_id",
+    "phone",
+    "person_name",
+    "address",
+)
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _SSN = re.compile(r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)")
@@ -72,14 +145,17 @@ def name_tokens(column: str) -> list[str]:
 
 def _contains(tokens: list[str], phrase: tuple[str, ...]) -> bool:
     n = len(phrase)
-    return any(tuple(tokens[i:i + n]) == phrase for i in range(len(tokens) - n + 1))
+    return any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1))
 
 
 def kinds_by_name(column: str) -> list[str]:
     """PII kinds suggested by a column's name (token matches, compounds joined too)."""
     tokens = [t for t in name_tokens(column) if not t.isdigit()]
-    joined = ["".join(tokens[i:j]) for i in range(len(tokens))
-              for j in range(i + 2, min(len(tokens), i + 4) + 1)]
+    joined = [
+        "".join(tokens[i:j])
+        for i in range(len(tokens))
+        for j in range(i + 2, min(len(tokens), i + 4) + 1)
+    ]
     found = []
     for kind in _KIND_ORDER:
         for pattern in _NAME_PATTERNS[kind]:
@@ -102,10 +178,14 @@ def luhn_ok(digits: str) -> bool:
 
 def _card_brand_ok(d: str) -> bool:
     n = len(d)
-    return ((d[0] == "4" and n in (13, 16, 19)) or (n == 16 and 51 <= int(d[:2]) <= 55)
-            or (n == 16 and 2221 <= int(d[:4]) <= 2720) or (n == 15 and d[:2] in ("34", "37"))
-            or (n in (16, 19) and (d[:4] == "6011" or d[:2] == "65"))
-            or (n in (16, 19) and 3528 <= int(d[:4]) <= 3589))
+    return (
+        (d[0] == "4" and n in (13, 16, 19))
+        or (n == 16 and 51 <= int(d[:2]) <= 55)
+        or (n == 16 and 2221 <= int(d[:4]) <= 2720)
+        or (n == 15 and d[:2] in ("34", "37"))
+        or (n in (16, 19) and (d[:4] == "6011" or d[:2] == "65"))
+        or (n in (16, 19) and 3528 <= int(d[:4]) <= 3589)
+    )
 
 
 def iban_ok(value: str) -> bool:
@@ -141,15 +221,24 @@ def value_kinds(value: str) -> set[str]:
         found.add("ip_address")
     except ValueError:
         pass
-    if (not found and _PHONE.fullmatch(v) and not _DATE.fullmatch(v)
-            and (8 if v.startswith("+") else 10) <= sum(c.isdigit() for c in v) <= 15
-            and (v.startswith("+") or not _is_float(v))):
+    if (
+        not found
+        and _PHONE.fullmatch(v)
+        and not _DATE.fullmatch(v)
+        and (8 if v.startswith("+") else 10) <= sum(c.isdigit() for c in v) <= 15
+        and (v.startswith("+") or not _is_float(v))
+    ):
         found.add("phone")
     return found
 
 
-def kinds_by_value(values: pd.Series, *, sample: int = SAMPLE_VALUES,
-                   min_share: float = MIN_MATCH_SHARE, seed: int = 0) -> list[str]:
+def kinds_by_value(
+    values: pd.Series,
+    *,
+    sample: int = SAMPLE_VALUES,
+    min_share: float = MIN_MATCH_SHARE,
+    seed: int = 0,
+) -> list[str]:
     """PII kinds matched by more than `min_share` of up to `sample` non-null values."""
     present = values.dropna()
     if present.empty:
@@ -164,8 +253,11 @@ def kinds_by_value(values: pd.Series, *, sample: int = SAMPLE_VALUES,
 
 
 def _is_text(series: pd.Series) -> bool:
-    return (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)
-            or isinstance(series.dtype, pd.CategoricalDtype))
+    return (
+        pd.api.types.is_object_dtype(series)
+        or pd.api.types.is_string_dtype(series)
+        or isinstance(series.dtype, pd.CategoricalDtype)
+    )
 
 
 @dataclass(frozen=True)
@@ -190,26 +282,44 @@ def scan(frame: pd.DataFrame, *, seed: int = 0) -> list[Finding]:
     return findings
 
 
-def check_pii(findings: list[Finding], declared: Mapping[str, str], *,
-              columns: list[str], target: str) -> GateResult:
+def check_pii(
+    findings: list[Finding], declared: Mapping[str, str], *, columns: list[str], target: str
+) -> GateResult:
     """`screen.pii`: no undeclared PII-looking column; the label is never declared PII."""
     present = set(columns)
     undeclared = [f.column for f in findings if f.column not in declared]
     missing = sorted(c for c in declared if c not in present)
     bad_target = target in declared
     ok = not undeclared and not bad_target
-    metrics = {"flagged": [f.report() for f in findings], "undeclared": undeclared,
-               "dropped": sorted(c for c, a in declared.items() if a == "drop" and c in present),
-               "pseudonymized": sorted(c for c, a in declared.items()
-                                       if a == "pseudonymize" and c in present),
-               "declared_missing": missing, "columns_scanned": len(columns)}
-    detail = ("the label column cannot be declared PII" if bad_target else
-              f"{len(undeclared)} column(s) look like personal data: {', '.join(undeclared)}; "
-              "declare each in dataset.pii as \"drop\" or \"pseudonymize\", or remove it"
-              if undeclared else "")
-    return check("screen.pii", metrics=metrics, ok=ok, detail=detail,
-                 threshold={"undeclared_pii_columns": 0, "min_match_share": MIN_MATCH_SHARE,
-                            "sample_values": SAMPLE_VALUES})
+    metrics = {
+        "flagged": [f.report() for f in findings],
+        "undeclared": undeclared,
+        "dropped": sorted(c for c, a in declared.items() if a == "drop" and c in present),
+        "pseudonymized": sorted(
+            c for c, a in declared.items() if a == "pseudonymize" and c in present
+        ),
+        "declared_missing": missing,
+        "columns_scanned": len(columns),
+    }
+    detail = (
+        "the label column cannot be declared PII"
+        if bad_target
+        else f"{len(undeclared)} column(s) look like personal data: {', '.join(undeclared)}; "
+        'declare each in dataset.pii as "drop" or "pseudonymize", or remove it'
+        if undeclared
+        else ""
+    )
+    return check(
+        "screen.pii",
+        metrics=metrics,
+        ok=ok,
+        detail=detail,
+        threshold={
+            "undeclared_pii_columns": 0,
+            "min_match_share": MIN_MATCH_SHARE,
+            "sample_values": SAMPLE_VALUES,
+        },
+    )
 
 
 def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
@@ -223,8 +333,9 @@ def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
     return out
 
 
-def apply_pii(frame: pd.DataFrame, declared: Mapping[str, str], *,
-              key: bytes | None) -> pd.DataFrame:
+def apply_pii(
+    frame: pd.DataFrame, declared: Mapping[str, str], *, key: bytes | None
+) -> pd.DataFrame:
     """Drop or pseudonymise the declared columns that are present (a new frame)."""
     present = [c for c in declared if c in frame.columns]
     out = frame.drop(columns=[c for c in present if declared[c] == "drop"])
@@ -238,8 +349,11 @@ def apply_pii(frame: pd.DataFrame, declared: Mapping[str, str], *,
 def pii_key(key_file: Path | None, keys_dir: Path) -> bytes:
     """The HMAC key: the configured file (must exist, 0600), or ``<keys>/pii-hmac.key``
     created on first use with 32 random bytes."""
-    key = (read_secret(key_file) if key_file is not None else
-           ensure_secret(keys_dir / "pii-hmac.key", generate=secrets.token_bytes(_MIN_KEY_BYTES)))
+    key = (
+        read_secret(key_file)
+        if key_file is not None
+        else ensure_secret(keys_dir / "pii-hmac.key", generate=secrets.token_bytes(_MIN_KEY_BYTES))
+    )
     if len(key) < _MIN_KEY_BYTES:
         raise ValueError("pseudonymisation key shorter than 32 bytes")
     return key

@@ -30,12 +30,12 @@ from tasks.common.gates import GateResult, check
 
 # Defaults written into a new profile's "params"; checks read them back from the profile.
 PARAMS: dict[str, Any] = {
-    "k": 5,                      # neighbours for the label-noise vote
+    "k": 5,  # neighbours for the label-noise vote
     "near_duplicate_rms": 0.05,  # twin radius, RMS per feature in reference std units
-    "outlier_z": 3.5,            # robust z-score (median/MAD) beyond which a value is an outlier
+    "outlier_z": 3.5,  # robust z-score (median/MAD) beyond which a value is an outlier
     "tail_quantiles": [0.01, 0.99],  # backdoor tails: strictly beyond these reference quantiles
-    "base_cap": 20_000,          # over this many rows the label vote runs on a random sample
-    "query_cap": 1_000,          # ... and near-twins are looked up for this many sampled rows
+    "base_cap": 20_000,  # over this many rows the label vote runs on a random sample
+    "query_cap": 1_000,  # ... and near-twins are looked up for this many sampled rows
 }
 MISSING_LABEL = "<missing>"
 
@@ -111,25 +111,29 @@ def standardized(frame: pd.DataFrame, features: Mapping[str, Mapping[str, Any]])
 class NeighbourStats:
     label_noise_rate: float
     near_duplicate_rate: float
-    vote_rows: int      # rows whose neighbour vote was counted
-    twin_queries: int   # rows whose nearest twin was looked up
+    vote_rows: int  # rows whose neighbour vote was counted
+    twin_queries: int  # rows whose nearest twin was looked up
     sampled: bool
 
 
-def _without_self(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray,
-                  keep: int) -> tuple[np.ndarray, np.ndarray]:
+def _without_self(
+    idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, keep: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop each query row from its own neighbour list (or the farthest one when exact
     duplicates pushed it out of the list), keeping `keep` neighbours."""
     is_self = idx == rows[:, None]
     drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), idx.shape[1] - 1)
     keep_mask = np.ones_like(idx, dtype=bool)
     keep_mask[np.arange(len(idx)), drop] = False
-    return (idx[keep_mask].reshape(len(idx), -1)[:, :keep],
-            dist[keep_mask].reshape(len(idx), -1)[:, :keep])
+    return (
+        idx[keep_mask].reshape(len(idx), -1)[:, :keep],
+        dist[keep_mask].reshape(len(idx), -1)[:, :keep],
+    )
 
 
-def neighbour_stats(frame: pd.DataFrame, profile: Mapping[str, Any], *,
-                    seed: int = 0) -> NeighbourStats:
+def neighbour_stats(
+    frame: pd.DataFrame, profile: Mapping[str, Any], *, seed: int = 0
+) -> NeighbourStats:
     """Leave-one-out k-NN label disagreement and near-twin rate, in reference std units.
 
     Up to ``base_cap`` rows everything is exact. Above it, the label vote runs on a
@@ -161,14 +165,21 @@ def neighbour_stats(frame: pd.DataFrame, profile: Mapping[str, Any], *,
     else:
         queries = base
     near = float(np.count_nonzero(dist[:, 0] <= radius)) / len(queries)
-    return NeighbourStats(label_noise_rate=noise, near_duplicate_rate=near,
-                          vote_rows=len(base), twin_queries=len(queries), sampled=sampled)
+    return NeighbourStats(
+        label_noise_rate=noise,
+        near_duplicate_rate=near,
+        vote_rows=len(base),
+        twin_queries=len(queries),
+        sampled=sampled,
+    )
 
 
 # --- checks: each returns one named gate ---------------------------------------------------
 
-def check_label_distribution(observed: dict[str, float], reference: dict[str, float], *,
-                             max_shift: float) -> GateResult:
+
+def check_label_distribution(
+    observed: dict[str, float], reference: dict[str, float], *, max_shift: float
+) -> GateResult:
     """`screen.label_distribution`: max over classes of |share - reference share| <= max_shift.
 
     A class absent from the reference counts as a full shift (1.0): a new label
@@ -177,65 +188,113 @@ def check_label_distribution(observed: dict[str, float], reference: dict[str, fl
     new = set(observed) - set(reference)
     shifts = [abs(observed.get(k, 0.0) - reference[k]) for k in reference]
     shift = 1.0 if new else max(shifts, default=1.0)
-    metrics = {"max_shift": shift, "classes": len(observed), "reference_classes": len(reference),
-               "unknown_classes": len(new)}
+    metrics = {
+        "max_shift": shift,
+        "classes": len(observed),
+        "reference_classes": len(reference),
+        "unknown_classes": len(new),
+    }
     ok = shift <= max_shift
-    detail = ("" if ok else
-              f"{len(new)} label value(s) absent from the reference; check the label column"
-              if new else "class shares moved from the reference: possible label flipping; "
-                          "inspect recent label changes before training")
-    return check("screen.label_distribution", metrics=metrics, ok=ok, detail=detail,
-                 threshold={"max_label_shift": max_shift})
+    detail = (
+        ""
+        if ok
+        else f"{len(new)} label value(s) absent from the reference; check the label column"
+        if new
+        else "class shares moved from the reference: possible label flipping; "
+        "inspect recent label changes before training"
+    )
+    return check(
+        "screen.label_distribution",
+        metrics=metrics,
+        ok=ok,
+        detail=detail,
+        threshold={"max_label_shift": max_shift},
+    )
 
 
 def check_duplicates(frame: pd.DataFrame, *, max_rate: float) -> GateResult:
     """`screen.duplicates`: share of exact duplicate rows <= max_rate."""
     rate = duplicate_rate(frame)
     ok = rate <= max_rate
-    return check("screen.duplicates", ok=ok,
-                 metrics={"duplicate_rows": round(rate * len(frame)), "rows": len(frame),
-                          "duplicate_rate": rate},
-                 threshold={"max_duplicate_rate": max_rate},
-                 detail="" if ok else "too many repeated rows: possible duplicate flooding; "
-                                      "deduplicate the source or find where rows repeat")
+    return check(
+        "screen.duplicates",
+        ok=ok,
+        metrics={
+            "duplicate_rows": round(rate * len(frame)),
+            "rows": len(frame),
+            "duplicate_rate": rate,
+        },
+        threshold={"max_duplicate_rate": max_rate},
+        detail=""
+        if ok
+        else "too many repeated rows: possible duplicate flooding; "
+        "deduplicate the source or find where rows repeat",
+    )
 
 
 def _sampling(stats: NeighbourStats) -> dict[str, Any]:
-    return {"sampled": stats.sampled, "vote_rows": stats.vote_rows,
-            "twin_queries": stats.twin_queries}
+    return {
+        "sampled": stats.sampled,
+        "vote_rows": stats.vote_rows,
+        "twin_queries": stats.twin_queries,
+    }
 
 
-def check_label_noise(stats: NeighbourStats, profile: Mapping[str, Any], *,
-                      max_excess: float) -> GateResult:
+def check_label_noise(
+    stats: NeighbourStats, profile: Mapping[str, Any], *, max_excess: float
+) -> GateResult:
     """`screen.label_noise`: k-NN disagreement rate - reference rate <= max_excess."""
     ref = float(profile["label_noise_rate"])
     excess = stats.label_noise_rate - ref
     ok = excess <= max_excess
-    return check("screen.label_noise", ok=ok,
-                 metrics={"rate": stats.label_noise_rate, "reference_rate": ref,
-                          "excess": excess, "k": profile["params"]["k"], **_sampling(stats)},
-                 threshold={"max_label_noise_excess": max_excess},
-                 detail="" if ok else "more rows disagree with their neighbours' label than in "
-                                      "the reference: possible label flipping; audit the labels")
+    return check(
+        "screen.label_noise",
+        ok=ok,
+        metrics={
+            "rate": stats.label_noise_rate,
+            "reference_rate": ref,
+            "excess": excess,
+            "k": profile["params"]["k"],
+            **_sampling(stats),
+        },
+        threshold={"max_label_noise_excess": max_excess},
+        detail=""
+        if ok
+        else "more rows disagree with their neighbours' label than in "
+        "the reference: possible label flipping; audit the labels",
+    )
 
 
-def check_near_duplicates(stats: NeighbourStats, profile: Mapping[str, Any], *,
-                          max_rate: float) -> GateResult:
+def check_near_duplicates(
+    stats: NeighbourStats, profile: Mapping[str, Any], *, max_rate: float
+) -> GateResult:
     """`screen.near_duplicates`: share of rows with a near twin - reference share <= max_rate."""
     ref = float(profile["near_duplicate_rate"])
     excess = stats.near_duplicate_rate - ref
     ok = excess <= max_rate
-    return check("screen.near_duplicates", ok=ok,
-                 metrics={"rate": stats.near_duplicate_rate, "reference_rate": ref,
-                          "excess": excess, **_sampling(stats)},
-                 threshold={"max_near_duplicate_rate": max_rate,
-                            "radius_rms_std": profile["params"]["near_duplicate_rms"]},
-                 detail="" if ok else "many rows have an almost identical twin: possible flood "
-                                      "of jittered copies; find where the rows came from")
+    return check(
+        "screen.near_duplicates",
+        ok=ok,
+        metrics={
+            "rate": stats.near_duplicate_rate,
+            "reference_rate": ref,
+            "excess": excess,
+            **_sampling(stats),
+        },
+        threshold={
+            "max_near_duplicate_rate": max_rate,
+            "radius_rms_std": profile["params"]["near_duplicate_rms"],
+        },
+        detail=""
+        if ok
+        else "many rows have an almost identical twin: possible flood "
+        "of jittered copies; find where the rows came from",
+    )
 
 
-def check_outliers(frame: pd.DataFrame, profile: Mapping[str, Any], *,
-                   max_excess: float) -> GateResult:
+def check_outliers(
+    frame: pd.DataFrame, profile: Mapping[str, Any], *, max_excess: float
+) -> GateResult:
     """`screen.outliers`: worst feature's robust-z outlier rate - its reference rate."""
     z = profile["params"]["outlier_z"]
     worst, excess, rate = "", -1.0, 0.0
@@ -245,16 +304,27 @@ def check_outliers(frame: pd.DataFrame, profile: Mapping[str, Any], *,
             worst, excess, rate = col, r - st["outlier_rate"], r
     ok = excess <= max_excess
     ref = profile["features"][worst]["outlier_rate"] if worst else 0.0
-    return check("screen.outliers", ok=ok,
-                 metrics={"feature": worst, "rate": rate, "reference_rate": ref,
-                          "excess": excess, "features": len(profile["features"])},
-                 threshold={"max_outlier_rate_excess": max_excess, "robust_z": z},
-                 detail="" if ok else f"feature {worst!r} has far more outliers than the "
-                                      "reference: possible injected rows or a unit change")
+    return check(
+        "screen.outliers",
+        ok=ok,
+        metrics={
+            "feature": worst,
+            "rate": rate,
+            "reference_rate": ref,
+            "excess": excess,
+            "features": len(profile["features"]),
+        },
+        threshold={"max_outlier_rate_excess": max_excess, "robust_z": z},
+        detail=""
+        if ok
+        else f"feature {worst!r} has far more outliers than the "
+        "reference: possible injected rows or a unit change",
+    )
 
 
-def check_backdoor(frame: pd.DataFrame, profile: Mapping[str, Any], *,
-                   max_score: float) -> GateResult:
+def check_backdoor(
+    frame: pd.DataFrame, profile: Mapping[str, Any], *, max_score: float
+) -> GateResult:
     """`screen.backdoor`: rows beyond a feature's extreme reference quantile that carry one label.
 
     Score of (feature, tail, label) = share of all rows that are in the tail with that
@@ -272,16 +342,35 @@ def check_backdoor(frame: pd.DataFrame, profile: Mapping[str, Any], *,
             for label, share in tail_label_shares(mask, labels).items():
                 score = share - ref.get(label, 0.0)
                 if score > best["score"]:
-                    best = {"score": score, "feature": col, "tail": tail,
-                            "share": in_tail / n, "purity": share * n / in_tail,
-                            "reference_share": sum(ref.values())}
+                    best = {
+                        "score": score,
+                        "feature": col,
+                        "tail": tail,
+                        "share": in_tail / n,
+                        "purity": share * n / in_tail,
+                        "reference_share": sum(ref.values()),
+                    }
     if best["score"] < 0:  # no row in any tail
-        best = {"score": 0.0, "feature": "", "tail": "", "share": 0.0, "purity": 0.0,
-                "reference_share": 0.0}
+        best = {
+            "score": 0.0,
+            "feature": "",
+            "tail": "",
+            "share": 0.0,
+            "purity": 0.0,
+            "reference_share": 0.0,
+        }
     ok = best["score"] <= max_score
-    return check("screen.backdoor", ok=ok, metrics=best,
-                 threshold={"max_backdoor_score": max_score,
-                            "tail_quantiles": profile["params"]["tail_quantiles"]},
-                 detail="" if ok else f"rows with extreme {best['feature']!r} ({best['tail']} "
-                                      "tail) mostly share one label, far more than in the "
-                                      "reference: possible backdoor trigger; inspect those rows")
+    return check(
+        "screen.backdoor",
+        ok=ok,
+        metrics=best,
+        threshold={
+            "max_backdoor_score": max_score,
+            "tail_quantiles": profile["params"]["tail_quantiles"],
+        },
+        detail=""
+        if ok
+        else f"rows with extreme {best['feature']!r} ({best['tail']} "
+        "tail) mostly share one label, far more than in the "
+        "reference: possible backdoor trigger; inspect those rows",
+    )

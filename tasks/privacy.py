@@ -24,12 +24,19 @@ MEMBERSHIP = "evaluate.membership_inference"
 
 def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     order = rng.permutation(n)
-    return order[: n // 2], order[n // 2:]
+    return order[: n // 2], order[n // 2 :]
 
 
-def check_membership_inference(*, pipeline: Any, x_train: pd.DataFrame, y_train: pd.Series,
-                               x_test: pd.DataFrame, y_test: pd.Series, max_advantage: float,
-                               seed: int) -> GateResult:
+def check_membership_inference(
+    *,
+    pipeline: Any,
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    max_advantage: float,
+    seed: int,
+) -> GateResult:
     """The attack's advantage (TPR - FPR) must stay at or below `max_advantage`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "PyTorch not found", feature-name warnings
@@ -56,9 +63,13 @@ def check_membership_inference(*, pipeline: Any, x_train: pd.DataFrame, y_train:
             advantages.append(tpr - fpr)
     advantage = float(np.mean(advantages))
     ok = advantage <= max_advantage
-    return check(MEMBERSHIP, ok=ok,
-                 metrics={"advantage": advantage, "members": n, "non_members": len(xn)},
-                 threshold={"max_advantage": max_advantage},
-                 detail="an attacker cannot tell training rows from others" if ok else
-                 "the model leaks which rows it was trained on: regularise more (smaller "
-                 "model.params.C), train with differential privacy, or collect more data")
+    return check(
+        MEMBERSHIP,
+        ok=ok,
+        metrics={"advantage": advantage, "members": n, "non_members": len(xn)},
+        threshold={"max_advantage": max_advantage},
+        detail="an attacker cannot tell training rows from others"
+        if ok
+        else "the model leaks which rows it was trained on: regularise more (smaller "
+        "model.params.C), train with differential privacy, or collect more data",
+    )

@@ -53,23 +53,30 @@ def _f(x: float) -> float:
     return 0.0 if not np.isfinite(x) else float(x)  # JSON has no NaN; a 1-row std is 0
 
 
-def _feature_stats(values: np.ndarray, labels: pd.Series, params: Mapping[str, Any]
-                   ) -> dict[str, Any]:
+def _feature_stats(
+    values: np.ndarray, labels: pd.Series, params: Mapping[str, Any]
+) -> dict[str, Any]:
     s = pd.Series(values)
     median = _f(s.median())
     qs = s.quantile(list(QUANTILES))
     lo, hi = (_f(s.quantile(q)) for q in params["tail_quantiles"])
     st: dict[str, Any] = {
-        "mean": _f(s.mean()), "std": _f(s.std(ddof=1)), "median": median,
-        "mad": _f((s - median).abs().median()), "tail_low": lo, "tail_high": hi,
-        "quantiles": {f"q{round(q * 100):02d}": _f(v) for q, v in qs.items()}}
+        "mean": _f(s.mean()),
+        "std": _f(s.std(ddof=1)),
+        "median": median,
+        "mad": _f((s - median).abs().median()),
+        "tail_low": lo,
+        "tail_high": hi,
+        "quantiles": {f"q{round(q * 100):02d}": _f(v) for q, v in qs.items()},
+    }
     st["outlier_rate"] = outlier_rate(values, st, z=params["outlier_z"])
     st["tails"] = {t: tail_label_shares(m, labels) for t, m in tail_masks(values, st).items()}
     return st
 
 
-def build_profile(frame: pd.DataFrame, *, target: str,
-                  exclude: Iterable[str] = ()) -> dict[str, Any]:
+def build_profile(
+    frame: pd.DataFrame, *, target: str, exclude: Iterable[str] = ()
+) -> dict[str, Any]:
     """The reference profile of a trusted dataset (deterministic for up to 50k rows).
 
     Every column but the target and `exclude` (e.g. declared PII) must be numeric.
@@ -81,9 +88,15 @@ def build_profile(frame: pd.DataFrame, *, target: str,
     params = dict(PARAMS)
     stats = {c: _feature_stats(feature_values(frame, c), labels, params) for c in features}
     profile: dict[str, Any] = {
-        "version": PROFILE_VERSION, "rows": len(frame), "columns": list(frame.columns),
-        "target": target, "params": params, "label_shares": label_shares(frame[target]),
-        "duplicate_rate": duplicate_rate(frame[[*features, target]]), "features": stats}
+        "version": PROFILE_VERSION,
+        "rows": len(frame),
+        "columns": list(frame.columns),
+        "target": target,
+        "params": params,
+        "label_shares": label_shares(frame[target]),
+        "duplicate_rate": duplicate_rate(frame[[*features, target]]),
+        "features": stats,
+    }
     nb = neighbour_stats(frame, profile, seed=0)
     profile["label_noise_rate"] = nb.label_noise_rate
     profile["near_duplicate_rate"] = nb.near_duplicate_rate
@@ -118,8 +131,9 @@ def read_table(path: Path, *, max_bytes: int = 1024**3) -> pd.DataFrame:
     raise ProfileError(f"{path.name}: content is {kind}, not CSV or Parquet")
 
 
-def build_and_sign_profile(data: Path, *, target: str, out: Path, signer: Signer,
-                           exclude: Iterable[str] = ()) -> str:
+def build_and_sign_profile(
+    data: Path, *, target: str, out: Path, signer: Signer, exclude: Iterable[str] = ()
+) -> str:
     """`secure-pipeline profile DATA --out PROFILE`: profile trusted data and sign it.
 
     Args:
@@ -137,8 +151,9 @@ def build_and_sign_profile(data: Path, *, target: str, out: Path, signer: Signer
 
 
 def load_signer_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(read_capped(path, max_bytes=64 * 1024,
-                                                        follow_symlinks=True))
+    key = serialization.load_pem_public_key(
+        read_capped(path, max_bytes=64 * 1024, follow_symlinks=True)
+    )
     if not isinstance(key, Ed25519PublicKey):
         raise ProfileError(f"profile signer {path.name} is not an Ed25519 public key")
     return key
@@ -157,13 +172,15 @@ def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, Ed25519Pu
         try:
             keys[path.name] = load_signer_key(path)
         except (OSError, ValueError) as exc:
-            raise ProfileError(f"profile signer {path.name} unreadable "
-                               f"({type(exc).__name__})") from None
+            raise ProfileError(
+                f"profile signer {path.name} unreadable ({type(exc).__name__})"
+            ) from None
     return keys
 
 
-def verify_profile(raw: bytes, sig_raw: bytes,
-                   keys: Mapping[str, Ed25519PublicKey]) -> tuple[dict[str, Any], str]:
+def verify_profile(
+    raw: bytes, sig_raw: bytes, keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[dict[str, Any], str]:
     """Return (profile, signer name) if a trusted key signed exactly this profile.
 
     Raises:
@@ -183,16 +200,23 @@ def verify_profile(raw: bytes, sig_raw: bytes,
         except SignatureError:
             continue
         if payload != content:
-            raise ProfileError(f"profile file differs from what {name} signed: it was edited "
-                               "after signing")
+            raise ProfileError(
+                f"profile file differs from what {name} signed: it was edited after signing"
+            )
         return payload, name
-    raise ProfileError("no valid signature by a trusted key (the pipeline's key or "
-                       "dataset.profile_signers)")
+    raise ProfileError(
+        "no valid signature by a trusted key (the pipeline's key or dataset.profile_signers)"
+    )
 
 
-def check_profile_integrity(raw: bytes | None, sig_raw: bytes | None, *,
-                            keys: Mapping[str, Ed25519PublicKey] | None,
-                            expected_sha256: str | None, key_error: str = "") -> GateResult:
+def check_profile_integrity(
+    raw: bytes | None,
+    sig_raw: bytes | None,
+    *,
+    keys: Mapping[str, Ed25519PublicKey] | None,
+    expected_sha256: str | None,
+    key_error: str = "",
+) -> GateResult:
     """`screen.profile_integrity`: signed by a trusted key, unchanged, and pinned if pinned.
 
     Args:
@@ -205,26 +229,47 @@ def check_profile_integrity(raw: bytes | None, sig_raw: bytes | None, *,
     threshold = {"signed_by": sorted(keys or {}), "sha256": expected_sha256}
     if raw is None or sig_raw is None:
         what = "reference profile" if raw is None else "its signature (PROFILE.sig)"
-        return failed(name, metrics={"readable": raw is not None, "signed": False},
-                      threshold=threshold,
-                      detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
-                             "with `secure-pipeline profile`")
+        return failed(
+            name,
+            metrics={"readable": raw is not None, "signed": False},
+            threshold=threshold,
+            detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
+            "with `secure-pipeline profile`",
+        )
     digest = hashlib.sha256(raw).hexdigest()
-    metrics: dict[str, Any] = {"sha256": digest, "signed": False, "signer": None,
-                               "pin_matched": None if expected_sha256 is None
-                               else digest == expected_sha256}
+    metrics: dict[str, Any] = {
+        "sha256": digest,
+        "signed": False,
+        "signer": None,
+        "pin_matched": None if expected_sha256 is None else digest == expected_sha256,
+    }
     if keys is None:
         return failed(name, metrics=metrics, threshold=threshold, detail=key_error)
     try:
         profile, signer = verify_profile(raw, sig_raw, keys)
     except ProfileError as exc:
         return failed(name, metrics=metrics, threshold=threshold, detail=str(exc))
-    metrics.update(signed=True, signer=signer, signer_key_id=key_id(keys[signer])[:16],
-                   version=profile.get("version"))
+    metrics.update(
+        signed=True,
+        signer=signer,
+        signer_key_id=key_id(keys[signer])[:16],
+        version=profile.get("version"),
+    )
     if profile.get("version") != PROFILE_VERSION:
-        return failed(name, metrics=metrics, threshold=threshold,
-                      detail=f"profile version is not {PROFILE_VERSION}; rebuild it")
+        return failed(
+            name,
+            metrics=metrics,
+            threshold=threshold,
+            detail=f"profile version is not {PROFILE_VERSION}; rebuild it",
+        )
     ok = metrics["pin_matched"] is not False
-    return check(name, metrics=metrics, threshold=threshold, ok=ok,
-                 detail="" if ok else "profile differs from dataset.reference_profile_sha256: "
-                                      "re-pin after review, or remove the pin")
+    return check(
+        name,
+        metrics=metrics,
+        threshold=threshold,
+        ok=ok,
+        detail=""
+        if ok
+        else "profile differs from dataset.reference_profile_sha256: "
+        "re-pin after review, or remove the pin",
+    )

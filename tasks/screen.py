@@ -53,8 +53,9 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def poisoning_gates(frame: pd.DataFrame, profile: dict[str, Any], *, limits: ScreenConfig,
-                    seed: int = 0) -> list[GateResult]:
+def poisoning_gates(
+    frame: pd.DataFrame, profile: dict[str, Any], *, limits: ScreenConfig, seed: int = 0
+) -> list[GateResult]:
     """Every poisoning gate of the frame (PII already handled) against a verified profile.
 
     `seed` only matters above the profile's ``base_cap`` rows, where the neighbour
@@ -75,20 +76,34 @@ def poisoning_gates(frame: pd.DataFrame, profile: dict[str, Any], *, limits: Scr
         return cache["nb"]
 
     return [
-        run_check("screen.label_distribution",
-                  lambda: check_label_distribution(label_shares(frame[target]),
-                                                   profile["label_shares"],
-                                                   max_shift=limits.max_label_shift)),
-        run_check("screen.label_noise", lambda: check_label_noise(
-            nb(), profile, max_excess=limits.max_label_noise_excess)),
-        run_check("screen.duplicates", lambda: check_duplicates(
-            content(), max_rate=limits.max_duplicate_rate)),
-        run_check("screen.near_duplicates", lambda: check_near_duplicates(
-            nb(), profile, max_rate=limits.max_near_duplicate_rate)),
-        run_check("screen.outliers", lambda: check_outliers(
-            content(), profile, max_excess=limits.max_outlier_rate_excess)),
-        run_check("screen.backdoor", lambda: check_backdoor(
-            content(), profile, max_score=limits.max_backdoor_score)),
+        run_check(
+            "screen.label_distribution",
+            lambda: check_label_distribution(
+                label_shares(frame[target]),
+                profile["label_shares"],
+                max_shift=limits.max_label_shift,
+            ),
+        ),
+        run_check(
+            "screen.label_noise",
+            lambda: check_label_noise(nb(), profile, max_excess=limits.max_label_noise_excess),
+        ),
+        run_check(
+            "screen.duplicates",
+            lambda: check_duplicates(content(), max_rate=limits.max_duplicate_rate),
+        ),
+        run_check(
+            "screen.near_duplicates",
+            lambda: check_near_duplicates(nb(), profile, max_rate=limits.max_near_duplicate_rate),
+        ),
+        run_check(
+            "screen.outliers",
+            lambda: check_outliers(content(), profile, max_excess=limits.max_outlier_rate_excess),
+        ),
+        run_check(
+            "screen.backdoor",
+            lambda: check_backdoor(content(), profile, max_score=limits.max_backdoor_score),
+        ),
     ]
 
 
@@ -106,8 +121,9 @@ def guard_pii(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResu
     handled: list[pd.DataFrame] = []
 
     def pii_gate() -> GateResult:
-        result = check_pii(scan(frame), ds.pii, columns=[str(c) for c in frame.columns],
-                           target=dataset.target)
+        result = check_pii(
+            scan(frame), ds.pii, columns=[str(c) for c in frame.columns], target=dataset.target
+        )
         if result.passed:
             needs_key = any(a == "pseudonymize" and c in frame.columns for c, a in ds.pii.items())
             key = pii_key(s.screen.pii_key_file, s.keys_dir) if needs_key else None
@@ -138,13 +154,22 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
         keys, key_error = trusted_keys(s.keys_dir, ds.profile_signers), ""
     except ProfileError as exc:
         keys, key_error = None, str(exc)
-    gates.enforce(run_check("screen.profile_integrity", check_profile_integrity, raw, sig_raw,
-                            keys=keys, expected_sha256=ds.reference_profile_sha256,
-                            key_error=key_error))
+    gates.enforce(
+        run_check(
+            "screen.profile_integrity",
+            check_profile_integrity,
+            raw,
+            sig_raw,
+            keys=keys,
+            expected_sha256=ds.reference_profile_sha256,
+            key_error=key_error,
+        )
+    )
     assert raw is not None and sig_raw is not None and keys is not None  # the gate passed
     profile, _ = verify_profile(raw, sig_raw, keys)
-    gates.enforce(poisoning_gates(dataset.frame, profile, limits=s.screen,
-                                  seed=secrets.randbelow(2**32)))
+    gates.enforce(
+        poisoning_gates(dataset.frame, profile, limits=s.screen, seed=secrets.randbelow(2**32))
+    )
     return dataset, gates.results
 
 

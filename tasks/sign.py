@@ -44,68 +44,115 @@ def sha256_file(path: Path) -> str:
 def git_commit() -> str | None:
     """The code version, when the project runs from a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT,  # noqa: S607
-                             capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - read-only, from PATH
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
 
-def build_provenance(ctx: RunContext, *, dataset: Dataset, model: TrainedModel,
-                     suite_sha256: str, gates: list[GateResult]) -> dict[str, Any]:
+def build_provenance(
+    ctx: RunContext,
+    *,
+    dataset: Dataset,
+    model: TrainedModel,
+    suite_sha256: str,
+    gates: list[GateResult],
+) -> dict[str, Any]:
     ds = ctx.settings.dataset
     return {
         "schema": "secure-pipeline/provenance/v1",
         "created_at": datetime.now(UTC).isoformat(),
         "flow_run_id": ctx.run_id,
         "code": {"git_commit": git_commit(), "lock_file_sha256": sha256_file(LOCK_FILE)},
-        "dataset": {"uri": dataset.uri, "sha256": dataset.sha256, "rows": dataset.rows,
-                    "integrity": dataset.integrity},
+        "dataset": {
+            "uri": dataset.uri,
+            "sha256": dataset.sha256,
+            "rows": dataset.rows,
+            "integrity": dataset.integrity,
+        },
         "suite": {"name": ds.suite.name, "sha256": suite_sha256},
-        "reference_profile": {"name": ds.reference_profile.name,
-                              "sha256": sha256_file(ds.reference_profile)},
-        "model": {"name": model.name, "version": model.version,
-                  "mlflow_run_id": model.mlflow_run_id, "sha256": model.sha256,
-                  "files": model.files, "params": model.params},
+        "reference_profile": {
+            "name": ds.reference_profile.name,
+            "sha256": sha256_file(ds.reference_profile),
+        },
+        "model": {
+            "name": model.name,
+            "version": model.version,
+            "mlflow_run_id": model.mlflow_run_id,
+            "sha256": model.sha256,
+            "files": model.files,
+            "params": model.params,
+        },
         "gates": [g.as_report() for g in gates],
     }
 
 
 def check_model_digest(model: TrainedModel) -> GateResult:
     measured = sha256_file(model.skops_path)
-    return check("sign.model_digest", ok=measured == model.sha256,
-                 metrics={"sha256": measured}, threshold={"sha256": model.sha256},
-                 detail="the model file changed between training and signing; "
-                        "treat the state directory as compromised")
+    return check(
+        "sign.model_digest",
+        ok=measured == model.sha256,
+        metrics={"sha256": measured},
+        threshold={"sha256": model.sha256},
+        detail="the model file changed between training and signing; "
+        "treat the state directory as compromised",
+    )
 
 
-def check_provenance(ctx: RunContext, envelope: dict[str, Any],
-                     payload: dict[str, Any]) -> GateResult:
+def check_provenance(
+    ctx: RunContext, envelope: dict[str, Any], payload: dict[str, Any]
+) -> GateResult:
     """The statement verifies with the public key on disk and says what we signed."""
     public_key = load_public_key(ctx.settings.keys_dir)
     verified = verify(envelope, public_key=public_key, payload_type=PROVENANCE_TYPE)
     gates_ok = all(g["passed"] for g in payload["gates"])
-    return check("sign.provenance", ok=verified == payload and gates_ok,
-                 metrics={"signature_valid": verified == payload,
-                          "gates_recorded": len(payload["gates"]), "all_gates_passed": gates_ok},
-                 threshold={"signature_valid": True, "all_gates_passed": True},
-                 detail="" if gates_ok else "a failed gate must never be signed")
+    return check(
+        "sign.provenance",
+        ok=verified == payload and gates_ok,
+        metrics={
+            "signature_valid": verified == payload,
+            "gates_recorded": len(payload["gates"]),
+            "all_gates_passed": gates_ok,
+        },
+        threshold={"signature_valid": True, "all_gates_passed": True},
+        detail="" if gates_ok else "a failed gate must never be signed",
+    )
 
 
-def sign(ctx: RunContext, *, dataset: Dataset, model: TrainedModel, suite_sha256: str,
-         gates: list[GateResult]) -> tuple[SignedProvenance, list[GateResult]]:
+def sign(
+    ctx: RunContext,
+    *,
+    dataset: Dataset,
+    model: TrainedModel,
+    suite_sha256: str,
+    gates: list[GateResult],
+) -> tuple[SignedProvenance, list[GateResult]]:
     stage = StageGates(ctx)
     stage.enforce(run_check("sign.model_digest", check_model_digest, model))
-    payload = build_provenance(ctx, dataset=dataset, model=model, suite_sha256=suite_sha256,
-                               gates=gates + stage.results)
+    payload = build_provenance(
+        ctx, dataset=dataset, model=model, suite_sha256=suite_sha256, gates=gates + stage.results
+    )
     envelope = Signer.local(ctx.settings.keys_dir).sign(payload, payload_type=PROVENANCE_TYPE)
     stage.enforce(run_check("sign.provenance", check_provenance, ctx, envelope, payload))
     return SignedProvenance(payload=payload, envelope=envelope), stage.results
 
 
 @task(name="sign", cache_policy=NO_CACHE, persist_result=False)
-def sign_task(ctx: RunContext, *, dataset: Dataset, model: TrainedModel, suite_sha256: str,
-              gates: list[GateResult]) -> tuple[SignedProvenance, list[GateResult]]:
+def sign_task(
+    ctx: RunContext,
+    *,
+    dataset: Dataset,
+    model: TrainedModel,
+    suite_sha256: str,
+    gates: list[GateResult],
+) -> tuple[SignedProvenance, list[GateResult]]:
     """Sign the provenance manifest of a model that passed every gate.
 
     Args:

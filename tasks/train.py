@@ -61,8 +61,12 @@ class TrainedModel:
 
 def model_params(config: ModelConfig) -> dict[str, Any]:
     """Everything that decides the fitted model, as logged to MLflow."""
-    return {"estimator": config.estimator, "seed": config.seed,
-            "test_fraction": config.test_fraction, **config.params}
+    return {
+        "estimator": config.estimator,
+        "seed": config.seed,
+        "test_fraction": config.test_fraction,
+        **config.params,
+    }
 
 
 def build_pipeline(config: ModelConfig) -> Pipeline:
@@ -73,9 +77,9 @@ def build_pipeline(config: ModelConfig) -> Pipeline:
     return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
 
 
-def split(dataset: Dataset, *, config: ModelConfig,
-          features: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                      pd.Series, pd.Series]:
+def split(
+    dataset: Dataset, *, config: ModelConfig, features: list[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
     """Stratified, seeded train/test split: (x_train, x_test, y_train, y_test).
 
     `features` defaults to every numeric column but the target (pseudonymised
@@ -83,29 +87,39 @@ def split(dataset: Dataset, *, config: ModelConfig,
     """
     x = dataset.frame[features or dataset.features]
     y = dataset.frame[dataset.target]
-    parts = train_test_split(x, y, test_size=config.test_fraction, random_state=config.seed,
-                             stratify=y)
+    parts = train_test_split(
+        x, y, test_size=config.test_fraction, random_state=config.seed, stratify=y
+    )
     return parts[0], parts[1], parts[2], parts[3]
 
 
 def hash_tree(root: Path) -> dict[str, str]:
     """sha256 of every regular file under `root`, keyed by relative POSIX path."""
-    return {p.relative_to(root).as_posix(): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def check_artifact_roundtrip(*, pipeline: Pipeline, skops_path: Path, expected_sha256: str,
-                             x: pd.DataFrame) -> GateResult:
+def check_artifact_roundtrip(
+    *, pipeline: Pipeline, skops_path: Path, expected_sha256: str, x: pd.DataFrame
+) -> GateResult:
     """The logged file, loaded the safe way, must predict exactly like `pipeline` on `x`."""
     loaded = load_model_file(skops_path, expected_sha256=expected_sha256)
     expected = pipeline.predict(x)
     actual = np.asarray(loaded.predict(x))
     mismatches = int(np.sum(actual != expected)) if actual.shape == expected.shape else len(x)
-    return check(ROUNDTRIP, metrics={"mismatches": mismatches, "rows": len(x)},
-                 threshold={"max_mismatches": 0}, ok=mismatches == 0,
-                 detail="logged model predicts like the trained one" if mismatches == 0 else
-                 "the logged artifact differs from the trained model; do not release it, "
-                 "check who can write the MLflow artifact store and re-run")
+    return check(
+        ROUNDTRIP,
+        metrics={"mismatches": mismatches, "rows": len(x)},
+        threshold={"max_mismatches": 0},
+        ok=mismatches == 0,
+        detail="logged model predicts like the trained one"
+        if mismatches == 0
+        else "the logged artifact differs from the trained model; do not release it, "
+        "check who can write the MLflow artifact store and re-run",
+    )
 
 
 def fetch_model_dir(*, artifact_uri: str, dest: Path, tracking_uri: str) -> dict[str, str]:
@@ -116,16 +130,23 @@ def fetch_model_dir(*, artifact_uri: str, dest: Path, tracking_uri: str) -> dict
     for stale in (dest, staging):  # never hash files left by an earlier try
         shutil.rmtree(stale, ignore_errors=True)
     staging.mkdir(parents=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(staging),
-                                                tracking_uri=tracking_uri)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=tracking_uri
+    )
     Path(local).rename(dest)  # MLflow nests the files under the URI's last segment
     shutil.rmtree(staging)
     return hash_tree(dest)
 
 
-def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
-                   suite_sha256: str, x_train: pd.DataFrame, y_train: pd.Series
-                   ) -> tuple[str, str, str]:
+def _log_to_mlflow(
+    ctx: RunContext,
+    dataset: Dataset,
+    pipeline: Pipeline,
+    *,
+    suite_sha256: str,
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+) -> tuple[str, str, str]:
     """One MLflow run: params, provenance, metrics, model.
 
     Returns (run id, registered version, artifact URI of the logged model).
@@ -139,12 +160,22 @@ def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
     s = ctx.settings
     experiment_id = configure_mlflow(s)
     uri = redact_uri(dataset.uri)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{ctx.run_id}",
-                          tags={"prefect_flow_run_id": ctx.run_id}) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"train-{ctx.run_id}",
+        tags={"prefect_flow_run_id": ctx.run_id},
+    ) as run:
         mlflow.log_params(model_params(s.model))
-        mlflow.log_params({"dataset.uri": uri, "dataset.sha256": dataset.sha256,
-                           "dataset.rows": dataset.rows, "dataset.format": dataset.format,
-                           "dataset.integrity": dataset.integrity, "suite_sha256": suite_sha256})
+        mlflow.log_params(
+            {
+                "dataset.uri": uri,
+                "dataset.sha256": dataset.sha256,
+                "dataset.rows": dataset.rows,
+                "dataset.format": dataset.format,
+                "dataset.integrity": dataset.integrity,
+                "suite_sha256": suite_sha256,
+            }
+        )
         mlflow.log_metric("train_accuracy", float(pipeline.score(x_train, y_train)))
         with warnings.catch_warnings():
             # MLflow registers its local source twice and warns it is ambiguous; and it
@@ -152,9 +183,17 @@ def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
             warnings.simplefilter("ignore", UserWarning)
             source = resolve_dataset_source(uri)
             # MLflow digests are <= 36 chars; the full sha256 goes in an input tag.
-            mlflow.log_input(from_pandas(dataset.frame, source=source, targets=dataset.target,
-                                         name=s.dataset.name, digest=dataset.sha256[:32]),
-                             context="training", tags={"sha256": dataset.sha256})
+            mlflow.log_input(
+                from_pandas(
+                    dataset.frame,
+                    source=source,
+                    targets=dataset.target,
+                    name=s.dataset.name,
+                    digest=dataset.sha256[:32],
+                ),
+                context="training",
+                tags={"sha256": dataset.sha256},
+            )
             head = x_train.head(5)
             signature = infer_signature(head, pipeline.predict(head))
         # Evidence of the data stages (GX result, Data Docs, screen reports) rides
@@ -164,9 +203,13 @@ def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
             if part.is_dir() and part.name != "model":
                 mlflow.log_artifacts(str(part), artifact_path=f"evidence/{part.name}")
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", serialization_format="skops",
-            pip_requirements=PIP_REQUIREMENTS, registered_model_name=s.model.name,
-            signature=signature)
+            pipeline,
+            name="model",
+            serialization_format="skops",
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=s.model.name,
+            signature=signature,
+        )
     if info.registered_model_version is None:
         raise RuntimeError("MLflow did not register the model")
     # `artifact_path` is the logged model's own artifact location: downloading it yields
@@ -174,8 +217,9 @@ def _log_to_mlflow(ctx: RunContext, dataset: Dataset, pipeline: Pipeline, *,
     return run.info.run_id, str(info.registered_model_version), info.artifact_path
 
 
-def train(ctx: RunContext, dataset: Dataset, *,
-          suite_sha256: str) -> tuple[TrainedModel, list[GateResult]]:
+def train(
+    ctx: RunContext, dataset: Dataset, *, suite_sha256: str
+) -> tuple[TrainedModel, list[GateResult]]:
     """Fit, log and register the model, then prove the logged artifact is the model.
 
     Args:
@@ -194,37 +238,57 @@ def train(ctx: RunContext, dataset: Dataset, *,
     if Path(ctx.run_id).name != ctx.run_id or ctx.run_id in ("", ".", ".."):
         raise ValueError("run id must be a plain name")  # it becomes a directory name
     gates = StageGates(ctx)
-    x_train, x_test, y_train, y_test = split(dataset, config=s.model,
-                                             features=s.dataset.features)
+    x_train, x_test, y_train, y_test = split(dataset, config=s.model, features=s.dataset.features)
     pipeline = build_pipeline(s.model).fit(x_train, y_train)
     run_id, version, artifact_uri = _log_to_mlflow(
-        ctx, dataset, pipeline, suite_sha256=suite_sha256, x_train=x_train, y_train=y_train)
+        ctx, dataset, pipeline, suite_sha256=suite_sha256, x_train=x_train, y_train=y_train
+    )
     model_dir = s.state_dir / "runs" / ctx.run_id / "model"
     files = fetch_model_dir(artifact_uri=artifact_uri, dest=model_dir, tracking_uri=s.tracking_uri)
     found = [rel for rel in files if rel.endswith(".skops")]
     skops_rel = found[0] if len(found) == 1 else ""  # none or several: the check fails closed
     sha256 = files.get(skops_rel, "")
-    result = run_check(ROUNDTRIP, check_artifact_roundtrip, pipeline=pipeline,
-                       skops_path=model_dir / skops_rel, expected_sha256=sha256, x=x_test)
+    result = run_check(
+        ROUNDTRIP,
+        check_artifact_roundtrip,
+        pipeline=pipeline,
+        skops_path=model_dir / skops_rel,
+        expected_sha256=sha256,
+        x=x_test,
+    )
     client = mlflow_client(s)
     client.set_tag(run_id, "model_sha256", sha256)
-    tags = {"model_sha256": sha256, "gate_status": "candidate" if result.passed else "blocked",
-            **({} if result.passed else {"blocked_by": ROUNDTRIP})}
+    tags = {
+        "model_sha256": sha256,
+        "gate_status": "candidate" if result.passed else "blocked",
+        **({} if result.passed else {"blocked_by": ROUNDTRIP}),
+    }
     for key, value in tags.items():
         client.set_model_version_tag(s.model.name, version, key, value)
     log.info("trained %s version %s (%s)", s.model.name, version, result.summary())
     gates.enforce(result)
-    model = TrainedModel(pipeline=pipeline, name=s.model.name, version=version,
-                         mlflow_run_id=run_id, model_uri=f"models:/{s.model.name}/{version}",
-                         skops_path=model_dir / skops_rel, sha256=sha256, files=files,
-                         params=model_params(s.model), x_test=x_test, y_test=y_test,
-                         x_train=x_train, y_train=y_train)
+    model = TrainedModel(
+        pipeline=pipeline,
+        name=s.model.name,
+        version=version,
+        mlflow_run_id=run_id,
+        model_uri=f"models:/{s.model.name}/{version}",
+        skops_path=model_dir / skops_rel,
+        sha256=sha256,
+        files=files,
+        params=model_params(s.model),
+        x_test=x_test,
+        y_test=y_test,
+        x_train=x_train,
+        y_train=y_train,
+    )
     return model, gates.results
 
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)  # a cached result skips gates
-def train_task(ctx: RunContext, dataset: Dataset, *,
-               suite_sha256: str) -> tuple[TrainedModel, list[GateResult]]:
+def train_task(
+    ctx: RunContext, dataset: Dataset, *, suite_sha256: str
+) -> tuple[TrainedModel, list[GateResult]]:
     """Prefect task: train, log and register the model (see `train`).
 
     Args:

@@ -42,8 +42,8 @@ class ValidationOutput:
 
     dataset: Dataset
     suite_sha256: str
-    result_path: Path     # the GX validation result (JSON)
-    evidence_dir: Path    # result JSON + data_docs/ (HTML); the lead logs it to MLflow
+    result_path: Path  # the GX validation result (JSON)
+    evidence_dir: Path  # result JSON + data_docs/ (HTML); the lead logs it to MLflow
 
 
 def evidence_dir(ctx: RunContext) -> Path:
@@ -54,13 +54,24 @@ def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
     """`validate.suite_integrity`: sha256 of the suite file equals `dataset.suite_sha256`."""
     name, threshold = "validate.suite_integrity", {"sha256": expected}
     if raw is None:
-        return failed(name, metrics={"readable": False}, threshold=threshold,
-                      detail="suite file missing, unreadable or over 16 MiB; check dataset.suite")
+        return failed(
+            name,
+            metrics={"readable": False},
+            threshold=threshold,
+            detail="suite file missing, unreadable or over 16 MiB; check dataset.suite",
+        )
     digest = hashlib.sha256(raw).hexdigest()
     ok = digest == expected
-    return check(name, metrics={"sha256": digest, "matched": ok}, threshold=threshold, ok=ok,
-                 detail="" if ok else "suite differs from its pin: review the suite change, "
-                                      "then re-pin dataset.suite_sha256 (sha256sum)")
+    return check(
+        name,
+        metrics={"sha256": digest, "matched": ok},
+        threshold=threshold,
+        ok=ok,
+        detail=""
+        if ok
+        else "suite differs from its pin: review the suite change, "
+        "then re-pin dataset.suite_sha256 (sha256sum)",
+    )
 
 
 def failing_expectations(result: dict[str, Any]) -> list[str]:
@@ -68,13 +79,19 @@ def failing_expectations(result: dict[str, Any]) -> list[str]:
     return sorted(
         f"{o['expectation_config']['type']}"
         f"({o['expectation_config']['kwargs'].get('column', 'table')})"
-        + (" [error: missing column?]" if (o.get("exception_info") or {}).get("raised_exception")
-           else "")
-        for o in result.get("results", []) if o.get("success") is not True)
+        + (
+            " [error: missing column?]"
+            if (o.get("exception_info") or {}).get("raised_exception")
+            else ""
+        )
+        for o in result.get("results", [])
+        if o.get("success") is not True
+    )
 
 
-def check_expectations(result: dict[str, Any] | None, *, expected: int,
-                       error: str | None = None) -> GateResult:
+def check_expectations(
+    result: dict[str, Any] | None, *, expected: int, error: str | None = None
+) -> GateResult:
     """`validate.expectations`: every expectation of the suite evaluated and passed.
 
     Args:
@@ -84,19 +101,31 @@ def check_expectations(result: dict[str, Any] | None, *, expected: int,
     """
     name, threshold = "validate.expectations", {"max_failed": 0, "expectations": expected}
     if result is None:
-        return failed(name, metrics={"evaluated": 0}, threshold=threshold,
-                      detail=f"validation raised {error}; failing closed")
+        return failed(
+            name,
+            metrics={"evaluated": 0},
+            threshold=threshold,
+            detail=f"validation raised {error}; failing closed",
+        )
     failing = Counter(failing_expectations(result))
     evaluated, n_failed = len(result["results"]), sum(failing.values())
-    metrics = {"evaluated": evaluated, "successful": evaluated - n_failed, "failed": n_failed,
-               "success_rate": (evaluated - n_failed) / evaluated if evaluated else 0.0}
+    metrics = {
+        "evaluated": evaluated,
+        "successful": evaluated - n_failed,
+        "failed": n_failed,
+        "success_rate": (evaluated - n_failed) / evaluated if evaluated else 0.0,
+    }
     ok = n_failed == 0 and evaluated == expected and result["success"] is True
     listed = sorted(failing)[:_MAX_LISTED]
     more = f" and {len(failing) - len(listed)} more" if len(failing) > len(listed) else ""
-    detail = ("" if ok else
-              f"failing: {', '.join(listed)}{more}; fix the data or its export (see "
-              f"{RESULT_FILE} and the Data Docs)" if n_failed else
-              f"only {evaluated} of {expected} expectations evaluated; failing closed")
+    detail = (
+        ""
+        if ok
+        else f"failing: {', '.join(listed)}{more}; fix the data or its export (see "
+        f"{RESULT_FILE} and the Data Docs)"
+        if n_failed
+        else f"only {evaluated} of {expected} expectations evaluated; failing closed"
+    )
     return check(name, metrics=metrics, threshold=threshold, ok=ok, detail=detail)
 
 
@@ -125,12 +154,12 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     """
     ds, gates = ctx.settings.dataset, StageGates(ctx)
     try:
-        raw: bytes | None = read_capped(ds.suite, max_bytes=_SUITE_MAX_BYTES,
-                                        follow_symlinks=True)
+        raw: bytes | None = read_capped(ds.suite, max_bytes=_SUITE_MAX_BYTES, follow_symlinks=True)
     except OSError:
         raw = None
-    gates.enforce(run_check("validate.suite_integrity", check_suite_integrity, raw,
-                            expected=ds.suite_sha256))
+    gates.enforce(
+        run_check("validate.suite_integrity", check_suite_integrity, raw, expected=ds.suite_sha256)
+    )
     assert raw is not None  # the integrity gate passed
     result: dict[str, Any] | None = None
     expected, error = -1, None
@@ -138,39 +167,52 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     try:
         suite = json.loads(raw)
         expected = len(suite["expectations"])
-        result = run_suite(dataset.frame, suite, max_rows=ds.max_rows,
-                           docs_dir=out_dir / DOCS_DIR, run_name=ctx.run_id,
-                           batch_id=f"sha256-{dataset.sha256[:16]}")
+        result = run_suite(
+            dataset.frame,
+            suite,
+            max_rows=ds.max_rows,
+            docs_dir=out_dir / DOCS_DIR,
+            run_name=ctx.run_id,
+            batch_id=f"sha256-{dataset.sha256[:16]}",
+        )
     except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate
         error = type(exc).__name__
     result_path = out_dir / RESULT_FILE
-    _write_json(result_path, result if result is not None else {"success": False,
-                                                                "error": error})
-    gate = run_check("validate.expectations", check_expectations, result, expected=expected,
-                     error=error)
+    _write_json(result_path, result if result is not None else {"success": False, "error": error})
+    gate = run_check(
+        "validate.expectations", check_expectations, result, expected=expected, error=error
+    )
     log.info("validation evidence written to %s", out_dir)
     gates.enforce(gate)
-    return (ValidationOutput(dataset, hashlib.sha256(raw).hexdigest(), result_path, out_dir),
-            gates.results)
+    return (
+        ValidationOutput(dataset, hashlib.sha256(raw).hexdigest(), result_path, out_dir),
+        gates.results,
+    )
 
 
 def summary_markdown(results: list[GateResult], out_dir: Path) -> str:
     """The "validation-summary" artifact: verdicts, counts, failing expectations, evidence."""
     lines = ["# Validation", "", "| gate | verdict | measured | threshold |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.name} | {'passed' if r.passed else '**BLOCKED**'} | "
-                     f"{json.dumps(r.metrics)} | {json.dumps(r.threshold)} |")
+        lines.append(
+            f"| {r.name} | {'passed' if r.passed else '**BLOCKED**'} | "
+            f"{json.dumps(r.metrics)} | {json.dumps(r.threshold)} |"
+        )
     try:
         saved = json.loads(read_capped(out_dir / RESULT_FILE, max_bytes=_SUITE_MAX_BYTES))
     except (OSError, ValueError):
         saved = {}
     failing = failing_expectations(saved) if "results" in saved else []
     lines += ["", f"Failing expectations: {len(failing)}"]
-    lines += [f"- `{f}`" for f in failing[:50]] + ([f"- and {len(failing) - 50} more"]
-                                                   if len(failing) > 50 else [])
+    lines += [f"- `{f}`" for f in failing[:50]] + (
+        [f"- and {len(failing) - 50} more"] if len(failing) > 50 else []
+    )
     index = out_dir / DOCS_DIR / "index.html"
-    lines += ["", f"Data Docs: `{index}`" if index.is_file() else "Data Docs: not built",
-              f"Result JSON: `{out_dir / RESULT_FILE}`"]
+    lines += [
+        "",
+        f"Data Docs: `{index}`" if index.is_file() else "Data Docs: not built",
+        f"Result JSON: `{out_dir / RESULT_FILE}`",
+    ]
     return "\n".join(lines)
 
 
@@ -189,11 +231,15 @@ def validate_task(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, 
     try:
         out, results = validate(ctx, dataset)
     except GateFailed as exc:
-        create_markdown_artifact(key="validation-summary",
-                                 markdown=summary_markdown(exc.results, evidence_dir(ctx)),
-                                 description=f"blocked by {exc.gate.name}")
+        create_markdown_artifact(
+            key="validation-summary",
+            markdown=summary_markdown(exc.results, evidence_dir(ctx)),
+            description=f"blocked by {exc.gate.name}",
+        )
         raise
-    create_markdown_artifact(key="validation-summary",
-                             markdown=summary_markdown(results, out.evidence_dir),
-                             description="all expectations passed")
+    create_markdown_artifact(
+        key="validation-summary",
+        markdown=summary_markdown(results, out.evidence_dir),
+        description="all expectations passed",
+    )
     return out, results

@@ -52,8 +52,13 @@ class AuditLog:
                 if line.strip():
                     last = json.loads(line)
                     seq, prev = last["seq"] + 1, last["hash"]
-            entry = {"seq": seq, "ts": datetime.now(UTC).isoformat(), "event": event,
-                     "prev": prev, **fields}
+            entry = {
+                "seq": seq,
+                "ts": datetime.now(UTC).isoformat(),
+                "event": event,
+                "prev": prev,
+                **fields,
+            }
             entry["hash"] = _digest(entry)
             fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
             fh.flush()
@@ -75,10 +80,15 @@ class AuditLog:
                 except (ValueError, KeyError, AttributeError):
                     return ChainStatus(False, count, prev, f"line {lineno}: not an audit entry")
                 if entry.get("seq") != count or entry.get("prev") != prev:
-                    return ChainStatus(False, count, prev,
-                                       f"line {lineno}: sequence or link to previous entry broken")
+                    return ChainStatus(
+                        False,
+                        count,
+                        prev,
+                        f"line {lineno}: sequence or link to previous entry broken",
+                    )
                 if _digest(entry) != claimed:
-                    return ChainStatus(False, count, prev,
-                                       f"line {lineno}: content does not match its hash")
+                    return ChainStatus(
+                        False, count, prev, f"line {lineno}: content does not match its hash"
+                    )
                 prev, count = claimed, count + 1
         return ChainStatus(True, count, prev, f"{count} entries, chain intact")

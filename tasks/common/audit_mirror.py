@@ -26,12 +26,19 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
     status = AuditLog(settings.audit_path).verify()
     seq = status.entries - 1
     key = f"{PREFIX}{seq:010d}-{status.head}.json"
-    body = json.dumps({"seq": seq, "hash": status.head, "run_id": run_id,
-                       "intact": status.intact}, sort_keys=True).encode()
+    body = json.dumps(
+        {"seq": seq, "hash": status.head, "run_id": run_id, "intact": status.intact}, sort_keys=True
+    ).encode()
     sse = "aws:kms" if settings.storage.kms_key_id else "AES256"
     with contextlib.suppress(ObjectExists):  # the same head twice: nothing new to say
-        put_immutable(client, bucket=settings.storage.bucket, key=key, body=body, sse=sse,
-                      kms_key_id=settings.storage.kms_key_id)
+        put_immutable(
+            client,
+            bucket=settings.storage.bucket,
+            key=key,
+            body=body,
+            sse=sse,
+            kms_key_id=settings.storage.kms_key_id,
+        )
     return key
 
 
@@ -46,11 +53,14 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
     anchors = 0
     for page in paginator.paginate(Bucket=settings.storage.bucket, Prefix=PREFIX):
         for obj in page.get("Contents", []):
-            anchor = json.loads(get_bytes(client, bucket=settings.storage.bucket,
-                                          key=obj["Key"], max_bytes=4096))
+            anchor = json.loads(
+                get_bytes(client, bucket=settings.storage.bucket, key=obj["Key"], max_bytes=4096)
+            )
             anchors += 1
             if heads.get(int(anchor["seq"])) != anchor["hash"]:
-                return False, (f"entry {anchor['seq']} no longer matches the head anchored in "
-                               f"the bucket by run {anchor['run_id']}: the log was rewritten "
-                               "or truncated")
+                return False, (
+                    f"entry {anchor['seq']} no longer matches the head anchored in "
+                    f"the bucket by run {anchor['run_id']}: the log was rewritten "
+                    "or truncated"
+                )
     return True, f"{anchors} anchored heads match"

@@ -16,9 +16,17 @@ from typing import Any
 import pandas as pd
 
 # Formats refused by name; matched before the text test so the detail is precise.
-_MAGIC = ((b"\x80", "pickle"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"),
-          (b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
-          (b"\x93NUMPY", "numpy"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_MAGIC = (
+    (b"\x80", "pickle"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x93NUMPY", "numpy"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not in any text table
 _NOT_CONTROL = bytes(b for b in range(256) if not _CONTROL.match(bytes([b])))
 _FORMULA_START = r"[ ]*[=+\-@\t\r]"  # OWASP CSV injection triggers (leading spaces too)
@@ -55,8 +63,11 @@ def encoding_error(data: bytes) -> dict[str, Any] | None:
     try:
         data.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
-        return {"offset": exc.start, "line": data.count(b"\n", 0, exc.start) + 1,
-                "expected": "utf-8"}
+        return {
+            "offset": exc.start,
+            "line": data.count(b"\n", 0, exc.start) + 1,
+            "expected": "utf-8",
+        }
     return None
 
 
@@ -74,17 +85,22 @@ def formula_cells(frame: pd.DataFrame) -> tuple[int, list[str], list[int]]:
         if lead.empty:
             continue
         stripped = lead.str.strip()
-        number = pd.to_numeric(stripped, errors="coerce").notna() \
-            | stripped.str.fullmatch(_NUMBER_LIKE)
+        number = pd.to_numeric(stripped, errors="coerce").notna() | stripped.str.fullmatch(
+            _NUMBER_LIKE
+        )
         if n := int((~number).sum()):
             count, columns = count + n, [*columns, str(name)]
-    header = [i for i, c in enumerate(frame.columns)
-              if re.match(_FORMULA_START, str(c)) and not re.fullmatch(_NUMBER_LIKE, str(c))]
+    header = [
+        i
+        for i, c in enumerate(frame.columns)
+        if re.match(_FORMULA_START, str(c)) and not re.fullmatch(_NUMBER_LIKE, str(c))
+    ]
     return count, columns, header
 
 
-def parse(data: bytes, kind: str, *, max_rows: int,
-          max_columns: int) -> tuple[pd.DataFrame | None, int, int]:
+def parse(
+    data: bytes, kind: str, *, max_rows: int, max_columns: int
+) -> tuple[pd.DataFrame | None, int, int]:
     """Parse CSV or Parquet from memory into (frame, rows, columns).
 
     At most ``max_rows + 1`` CSV rows are materialised; Parquet over a cap is not

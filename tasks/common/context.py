@@ -42,8 +42,15 @@ class StageGates:
             new.extend([item] if isinstance(item, GateResult) else item)
         audit = self.ctx.audit
         for r in new:
-            audit.append("gate", run_id=self.ctx.run_id, gate=r.name, passed=r.passed,
-                         metrics=r.metrics, threshold=r.threshold, detail=r.detail)
+            audit.append(
+                "gate",
+                run_id=self.ctx.run_id,
+                gate=r.name,
+                passed=r.passed,
+                metrics=r.metrics,
+                threshold=r.threshold,
+                detail=r.detail,
+            )
         self.results.extend(new)
         if not all(r.passed for r in new):
             raise GateFailed(self.results)

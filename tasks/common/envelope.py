@@ -29,7 +29,8 @@ LOCAL_KEY_ID = b"local-master-v1"
 logging.getLogger("aws_encryption_sdk.streaming_client").setLevel(logging.CRITICAL)
 # Key commitment on both sides: a ciphertext cannot decrypt to two plaintexts.
 _CLIENT = aws_encryption_sdk.EncryptionSDKClient(
-    commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+)
 
 
 class EnvelopeError(ValueError):
@@ -40,10 +41,14 @@ def local_master_key(keys_dir: Path) -> RawMasterKey:
     """The local wrapping key (32 random bytes, 0600), generated on first use."""
     key = ensure_secret(keys_dir / "master.aes256", generate=secrets.token_bytes(32))
     return RawMasterKey(
-        provider_id=PROVIDER_ID, key_id=LOCAL_KEY_ID,
+        provider_id=PROVIDER_ID,
+        key_id=LOCAL_KEY_ID,
         wrapping_key=WrappingKey(
             wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
-            wrapping_key=key, wrapping_key_type=EncryptionKeyType.SYMMETRIC))
+            wrapping_key=key,
+            wrapping_key_type=EncryptionKeyType.SYMMETRIC,
+        ),
+    )
 
 
 def kms_master_key(key_arn: str, *, region: str) -> Any:
@@ -57,8 +62,9 @@ def kms_master_key(key_arn: str, *, region: str) -> Any:
 
 
 def encrypt(plaintext: bytes, *, key_provider: Any, context: dict[str, str]) -> bytes:
-    ciphertext, _header = _CLIENT.encrypt(source=plaintext, key_provider=key_provider,
-                                          encryption_context=context)
+    ciphertext, _header = _CLIENT.encrypt(
+        source=plaintext, key_provider=key_provider, encryption_context=context
+    )
     return bytes(ciphertext)
 
 

@@ -42,8 +42,9 @@ def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> di
     return env
 
 
-def configure(settings: Settings, *, prefect_api_url: str | None = None,
-              quiet_console: bool = False) -> None:
+def configure(
+    settings: Settings, *, prefect_api_url: str | None = None, quiet_console: bool = False
+) -> None:
     """Apply `service_env` to this process. Call before importing prefect/mlflow.
 
     With `quiet_console`, Prefect's console handler only shows critical records:

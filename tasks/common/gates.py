@@ -53,23 +53,37 @@ def _fmt(values: dict[str, Any]) -> str:
     )
 
 
-def passed(name: str, *, metrics: dict[str, Any] | None = None,
-           threshold: dict[str, Any] | None = None, detail: str = "") -> GateResult:
-    return GateResult(name=name, passed=True, metrics=metrics or {},
-                      threshold=threshold or {}, detail=detail)
+def passed(
+    name: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    threshold: dict[str, Any] | None = None,
+    detail: str = "",
+) -> GateResult:
+    return GateResult(
+        name=name, passed=True, metrics=metrics or {}, threshold=threshold or {}, detail=detail
+    )
 
 
-def failed(name: str, *, metrics: dict[str, Any] | None = None,
-           threshold: dict[str, Any] | None = None, detail: str = "") -> GateResult:
-    return GateResult(name=name, passed=False, metrics=metrics or {},
-                      threshold=threshold or {}, detail=detail)
+def failed(
+    name: str,
+    *,
+    metrics: dict[str, Any] | None = None,
+    threshold: dict[str, Any] | None = None,
+    detail: str = "",
+) -> GateResult:
+    return GateResult(
+        name=name, passed=False, metrics=metrics or {}, threshold=threshold or {}, detail=detail
+    )
 
 
-def check(name: str, *, metrics: dict[str, Any], threshold: dict[str, Any],
-          ok: bool, detail: str = "") -> GateResult:
+def check(
+    name: str, *, metrics: dict[str, Any], threshold: dict[str, Any], ok: bool, detail: str = ""
+) -> GateResult:
     """Build a result from a comparison already made by the caller."""
-    return GateResult(name=name, passed=bool(ok), metrics=metrics,
-                      threshold=threshold, detail=detail)
+    return GateResult(
+        name=name, passed=bool(ok), metrics=metrics, threshold=threshold, detail=detail
+    )
 
 
 def run_check(name: str, fn: Callable[..., GateResult], /, *args: Any, **kwargs: Any) -> GateResult:
@@ -97,4 +111,3 @@ class GateFailed(Exception):
 
     def __reduce__(self) -> tuple[type[GateFailed], tuple[list[GateResult]]]:
         return (GateFailed, (self.results,))  # picklable: Prefect persists task exceptions
-

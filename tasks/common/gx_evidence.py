@@ -23,13 +23,28 @@ log = logging.getLogger(__name__)
 ROW_COUNT = "expect_table_row_count_to_be_between"
 # Result keys kept for every expectation (counts only), and the expectation types whose
 # observed value is an aggregate or schema fact rather than a cell value.
-_COUNT_KEYS = frozenset({"element_count", "missing_count", "missing_percent", "unexpected_count",
-                         "unexpected_percent", "unexpected_percent_total",
-                         "unexpected_percent_nonmissing", "partial_unexpected_list"})
-_OBSERVED_OK = frozenset({ROW_COUNT, "expect_table_columns_to_match_set",
-                          "expect_table_column_count_to_equal",
-                          "expect_column_values_to_be_in_type_list",
-                          "expect_column_mean_to_be_between", "expect_column_stdev_to_be_between"})
+_COUNT_KEYS = frozenset(
+    {
+        "element_count",
+        "missing_count",
+        "missing_percent",
+        "unexpected_count",
+        "unexpected_percent",
+        "unexpected_percent_total",
+        "unexpected_percent_nonmissing",
+        "partial_unexpected_list",
+    }
+)
+_OBSERVED_OK = frozenset(
+    {
+        ROW_COUNT,
+        "expect_table_columns_to_match_set",
+        "expect_table_column_count_to_equal",
+        "expect_column_values_to_be_in_type_list",
+        "expect_column_mean_to_be_between",
+        "expect_column_stdev_to_be_between",
+    }
+)
 
 
 def scrub(result: Any) -> None:
@@ -38,9 +53,11 @@ def scrub(result: Any) -> None:
         if isinstance(outcome.success, np.bool_):  # would serialise as the string "True"
             outcome.success = bool(outcome.success)
         kind = outcome.expectation_config.type
-        kept = {k: v for k, v in (outcome.result or {}).items()
-                if k in _COUNT_KEYS or (kind in _OBSERVED_OK and k in ("observed_value",
-                                                                         "details"))}
+        kept = {
+            k: v
+            for k, v in (outcome.result or {}).items()
+            if k in _COUNT_KEYS or (kind in _OBSERVED_OK and k in ("observed_value", "details"))
+        }
         if "partial_unexpected_list" in kept:
             kept["partial_unexpected_list"] = []
         outcome.result = kept
@@ -50,9 +67,15 @@ def scrub(result: Any) -> None:
                 entry.update(exception_message="(scrubbed)", exception_traceback="(scrubbed)")
 
 
-def run_suite(frame: pd.DataFrame, suite: dict[str, Any], *, max_rows: int,
-              docs_dir: Path | None = None, run_name: str = "run",
-              batch_id: str = "batch") -> dict[str, Any]:
+def run_suite(
+    frame: pd.DataFrame,
+    suite: dict[str, Any],
+    *,
+    max_rows: int,
+    docs_dir: Path | None = None,
+    run_name: str = "run",
+    batch_id: str = "batch",
+) -> dict[str, Any]:
     """Validate `frame` against a suite dict in an ephemeral GX context; returns the
     scrubbed JSON result and, with `docs_dir`, builds Data Docs there from it.
 
@@ -70,25 +93,36 @@ def run_suite(frame: pd.DataFrame, suite: dict[str, Any], *, max_rows: int,
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no stderr bars
     context.variables.data_docs_sites = {}  # not the default site in a temp directory
     gx_suite = context.suites.add(gx.ExpectationSuite(**{**suite, "expectations": expectations}))
-    batch = (context.data_sources.add_pandas("pandas").add_dataframe_asset("dataset")
-             .add_batch_definition_whole_dataframe("whole")
-             .get_batch(batch_parameters={"dataframe": frame}))
+    batch = (
+        context.data_sources.add_pandas("pandas")
+        .add_dataframe_asset("dataset")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
     # BASIC with no partial lists, then scrubbed: counts only, no cell values.
-    result = batch.validate(gx_suite, result_format={"result_format": "BASIC",
-                                                     "partial_unexpected_count": 0})
+    result = batch.validate(
+        gx_suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0}
+    )
     scrub(result)
     out: dict[str, Any] = result.to_json_dict()
     if docs_dir is not None:
         try:
-            _build_docs(context, result, docs_dir, suite_name=gx_suite.name,
-                        run_name=run_name, batch_id=batch_id)
+            _build_docs(
+                context,
+                result,
+                docs_dir,
+                suite_name=gx_suite.name,
+                run_name=run_name,
+                batch_id=batch_id,
+            )
         except Exception as exc:  # noqa: BLE001 - evidence, not a gate
             log.warning("Data Docs not built (%s); the JSON result is kept", type(exc).__name__)
     return out
 
 
-def _build_docs(context: Any, result: Any, docs_dir: Path, *, suite_name: str, run_name: str,
-                batch_id: str) -> None:
+def _build_docs(
+    context: Any, result: Any, docs_dir: Path, *, suite_name: str, run_name: str, batch_id: str
+) -> None:
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
@@ -97,20 +131,30 @@ def _build_docs(context: Any, result: Any, docs_dir: Path, *, suite_name: str, r
 
     for outcome in result.results:  # GX's renderer needs a percent next to a count
         if "unexpected_count" in outcome.result and "unexpected_percent" not in outcome.result:
-            outcome.result = {k: v for k, v in outcome.result.items()
-                              if k not in ("unexpected_count", "missing_count")}
+            outcome.result = {
+                k: v
+                for k, v in outcome.result.items()
+                if k not in ("unexpected_count", "missing_count")
+            }
     if docs_dir.is_dir() and not docs_dir.is_symlink():
         shutil.rmtree(docs_dir)  # this run's previous attempt
     docs_dir.mkdir(parents=True, mode=0o700)
-    context.variables.data_docs_sites = {"run": {
-        "class_name": "SiteBuilder", "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                          "base_directory": str(docs_dir)},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}}}
+    context.variables.data_docs_sites = {
+        "run": {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    }
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
         run_id=RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC)),
-        batch_identifier=batch_id)
+        batch_identifier=batch_id,
+    )
     result.meta.update(run_id=key.run_id, validation_time=key.run_id.run_time)
     context.validation_results_store.set(key, result)
     context.build_data_docs(site_names=["run"])
@@ -119,9 +163,11 @@ def _build_docs(context: Any, result: Any, docs_dir: Path, *, suite_name: str, r
 
 def _prune_static(docs_dir: Path) -> None:
     """Drop the tutorial GIFs and fonts no page uses (~4 MB of every run's evidence)."""
-    pages = " ".join(p.read_text(errors="replace") for p in docs_dir.rglob("*")
-                     if p.suffix in (".html", ".css") and p.is_file())
+    pages = " ".join(
+        p.read_text(errors="replace")
+        for p in docs_dir.rglob("*")
+        if p.suffix in (".html", ".css") and p.is_file()
+    )
     for asset in [p for p in (docs_dir / "static").rglob("*") if p.is_file()]:
         if asset.name not in pages:
             asset.unlink()
-

@@ -38,8 +38,11 @@ def locate_local(raw: str, root: Path) -> Located:
     path = Path(raw).expanduser()
     base = {"scheme": "file"}
     if ".." in path.parts:
-        raise SourceRefused("traversal", "'..' is not allowed in a dataset path: name the file "
-                            "relative to dataset.data_root", **base)
+        raise SourceRefused(
+            "traversal",
+            "'..' is not allowed in a dataset path: name the file relative to dataset.data_root",
+            **base,
+        )
     candidate = path if path.is_absolute() else real_root / path
     if not os.path.lexists(candidate) and not candidate.suffix:
         for ext in (".csv", ".parquet"):  # a bare dataset name
@@ -51,19 +54,30 @@ def locate_local(raw: str, root: Path) -> Located:
         lexical = Path(os.path.normpath(candidate))
         via_link = _inside(lexical, real_root) or _inside(lexical, Path(os.path.abspath(root)))
         if via_link:
-            raise SourceRefused("symlink_escape", "the path goes through a symlink that leads "
-                                "out of dataset.data_root; pass the real file inside the root",
-                                **base)
-        raise SourceRefused("outside_root", "the file is outside dataset.data_root; move it "
-                            "there or set SECURE_PIPELINE_DATASET__DATA_ROOT", **base)
+            raise SourceRefused(
+                "symlink_escape",
+                "the path goes through a symlink that leads "
+                "out of dataset.data_root; pass the real file inside the root",
+                **base,
+            )
+        raise SourceRefused(
+            "outside_root",
+            "the file is outside dataset.data_root; move it "
+            "there or set SECURE_PIPELINE_DATASET__DATA_ROOT",
+            **base,
+        )
     try:
         st = os.stat(real)
     except OSError:
-        raise SourceRefused("not_found", "no such file under dataset.data_root; check the "
-                            "dataset name or path", **base) from None
+        raise SourceRefused(
+            "not_found",
+            "no such file under dataset.data_root; check the dataset name or path",
+            **base,
+        ) from None
     if not stat.S_ISREG(st.st_mode):
-        raise SourceRefused("not_regular", "the source is not a regular file; pass a data "
-                            "file", **base)
+        raise SourceRefused(
+            "not_regular", "the source is not a regular file; pass a data file", **base
+        )
     return Located("file", str(real), path=real, root=real_root)
 
 
@@ -72,8 +86,11 @@ def read_local(located: Located, *, max_bytes: int) -> Fetched:
     size it (fstat) before reading, read at most ``max_bytes`` and its sidecar."""
     assert located.path is not None and located.root is not None
     parts = located.path.relative_to(located.root).parts
-    changed = SourceRefused("changed", "the path changed after it was checked (a symlink or "
-                            "another file appeared); re-run", scheme="file")
+    changed = SourceRefused(
+        "changed",
+        "the path changed after it was checked (a symlink or another file appeared); re-run",
+        scheme="file",
+    )
     try:
         dir_fd = os.open(located.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -81,8 +98,9 @@ def read_local(located: Located, *, max_bytes: int) -> Fetched:
     try:
         for part in parts[:-1]:
             try:
-                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             dir_fd=dir_fd)
+                fd = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+                )
             except OSError as exc:
                 raise _open_error(exc, changed) from None
             os.close(dir_fd)
@@ -92,8 +110,9 @@ def read_local(located: Located, *, max_bytes: int) -> Fetched:
         except FileNotFoundError:
             raise changed from None
         try:
-            raw: bytes | None = _read_at(dir_fd, parts[-1] + ".sha256",
-                                         max_bytes=SIDECAR_MAX_BYTES, changed=changed)
+            raw: bytes | None = _read_at(
+                dir_fd, parts[-1] + ".sha256", max_bytes=SIDECAR_MAX_BYTES, changed=changed
+            )
         except FileNotFoundError:
             raw = None
         except (OSError, SourceRefused, FetchFailed, TooLarge):
@@ -135,8 +154,7 @@ def read_capped(path: Path, *, max_bytes: int, follow_symlinks: bool = False) ->
     Raises:
         OSError: it cannot be opened, is not a regular file, or is larger than the cap.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks
-                                                          else os.O_NOFOLLOW)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     fd = os.open(path, flags)  # NONBLOCK: a FIFO swapped in must not hang the run
     try:
         return _read_fd(fd, max_bytes=max_bytes, not_regular=OSError("not a regular file"))

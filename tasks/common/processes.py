@@ -38,8 +38,14 @@ class StackError(RuntimeError):
     """An embedded service could not be started or reached; the message says what to do."""
 
 
-def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path,
-          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    cwd: Path,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached, with stdout and stderr appended to ``log_path`` (0600).
 
     Returns:
@@ -49,15 +55,27 @@ def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path,
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:
         # Own session: survives the CLI and its Ctrl-C; killpg reaches its workers.
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,  # noqa: S603 - fixed argv
-                                 stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                 start_new_session=True, pass_fds=pass_fds)
+        child = subprocess.Popen(  # noqa: S603 - argv built by the launcher
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=pass_fds,
+        )
     _DETACHED.append(child)
     return child
 
 
-def wait_until_healthy(name: str, healthy: Callable[[], bool], child: subprocess.Popen[bytes],
-                       log_path: Path, timeout: float) -> None:
+def wait_until_healthy(
+    name: str,
+    healthy: Callable[[], bool],
+    child: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+) -> None:
     """Poll ``healthy`` until it holds.
 
     Raises:
@@ -66,8 +84,9 @@ def wait_until_healthy(name: str, healthy: Callable[[], bool], child: subprocess
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise StackError(f"{name} exited with code {child.returncode} during start-up; "
-                             f"see {log_path}")
+            raise StackError(
+                f"{name} exited with code {child.returncode} during start-up; see {log_path}"
+            )
         if healthy():
             return
         time.sleep(0.2)
@@ -81,7 +100,7 @@ def proc_identity(pid: int) -> tuple[str, str] | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] == "Z":
         return None
     return cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"), fields[19]
@@ -96,8 +115,13 @@ def record(child: subprocess.Popen[bytes], *, url: str, log_path: Path) -> dict[
     ident = proc_identity(child.pid)
     if ident is None:
         raise StackError(f"process {child.pid} vanished right after start-up; see {log_path}")
-    return {"pid": child.pid, "cmdline": ident[0], "start": ident[1], "url": url,
-            "log": str(log_path)}
+    return {
+        "pid": child.pid,
+        "cmdline": ident[0],
+        "start": ident[1],
+        "url": url,
+        "log": str(log_path),
+    }
 
 
 def is_ours(entry: dict[str, Any]) -> bool:
@@ -118,8 +142,9 @@ def terminate(pids: list[int]) -> None:
         while _group_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if _group_alive(pid):
-            log.warning("process group %s ignored SIGTERM for %.0f s; killing it", pid,
-                        STOP_TIMEOUT)
+            log.warning(
+                "process group %s ignored SIGTERM for %.0f s; killing it", pid, STOP_TIMEOUT
+            )
             _signal_group(pid, signal.SIGKILL)
 
 
@@ -155,8 +180,10 @@ def port_free(port: int) -> bool:
 def require_free_port(port: int, what: str, setting: str) -> None:
     """Raise a StackError naming ``setting`` (the env variable to change) if ``port`` is busy."""
     if not port_free(port):
-        raise StackError(f"port {port} on 127.0.0.1 ({what}) is in use: stop the program using "
-                         f"it or set {setting} to another port")
+        raise StackError(
+            f"port {port} on 127.0.0.1 ({what}) is in use: stop the program using "
+            f"it or set {setting} to another port"
+        )
 
 
 def log_file(settings: Settings, name: str) -> Path:

@@ -39,8 +39,12 @@ def release_prefix(prefix: str, name: str, version: str) -> str:
 
 
 def encryption_context(*, name: str, version: str, sha256: str) -> dict[str, str]:
-    return {"model_name": name, "model_version": version, "model_sha256": sha256,
-            "purpose": "secure-pipeline-model"}
+    return {
+        "model_name": name,
+        "model_version": version,
+        "model_sha256": sha256,
+        "purpose": "secure-pipeline-model",
+    }
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -71,8 +75,15 @@ class VerifiedRelease:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
 
 
-def verify_release(client: Any, *, bucket: str, release_key: str, public_key: Any,
-                   key_provider: Any, max_bytes: int) -> VerifiedRelease:
+def verify_release(
+    client: Any,
+    *,
+    bucket: str,
+    release_key: str,
+    public_key: Any,
+    key_provider: Any,
+    max_bytes: int,
+) -> VerifiedRelease:
     """Fetch, check signatures and digests, decrypt and safely load a release.
 
     Returns the checks done; stops at the first that fails (later ones would
@@ -96,41 +107,65 @@ def verify_release(client: Any, *, bucket: str, release_key: str, public_key: An
         base = release_key.rsplit("/", 1)[0]
         art, prov = rel["artifact"], rel["provenance"]
         own = art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}"
-        step("release.layout", own,
-             "the release points at objects of its own prefix")
+        step("release.layout", own, "the release points at objects of its own prefix")
 
-        prov_raw = get_bytes(client, bucket=bucket, key=prov["key"],
-                             version_id=prov["version_id"], max_bytes=1 << 22)
-        step("provenance.digest", sha256_hex(prov_raw) == prov["sha256"],
-             "provenance object matches the digest in the release")
-        provenance = verify(json.loads(prov_raw), public_key=public_key,
-                            payload_type=PROVENANCE_TYPE)
+        prov_raw = get_bytes(
+            client, bucket=bucket, key=prov["key"], version_id=prov["version_id"], max_bytes=1 << 22
+        )
+        step(
+            "provenance.digest",
+            sha256_hex(prov_raw) == prov["sha256"],
+            "provenance object matches the digest in the release",
+        )
+        provenance = verify(
+            json.loads(prov_raw), public_key=public_key, payload_type=PROVENANCE_TYPE
+        )
         result.provenance = provenance
         model = provenance["model"]
-        step("provenance.signature", model["sha256"] == rel["model"]["sha256"]
-             and model["version"] == rel["model"]["version"],
-             "signed provenance names the released model")
+        step(
+            "provenance.signature",
+            model["sha256"] == rel["model"]["sha256"]
+            and model["version"] == rel["model"]["version"],
+            "signed provenance names the released model",
+        )
 
         head = client.head_object(Bucket=bucket, Key=art["key"])
-        step("artifact.current_version", head.get("VersionId") == art["version_id"],
-             "the artifact's current version is the released one"
-             if head.get("VersionId") == art["version_id"]
-             else "the artifact was overwritten after release")
-        step("artifact.sse", head.get("ServerSideEncryption") == art["sse"],
-             f"stored with server-side encryption {head.get('ServerSideEncryption')}")
-        ciphertext = get_bytes(client, bucket=bucket, key=art["key"],
-                               version_id=art["version_id"], max_bytes=max_bytes)
-        step("artifact.digest", sha256_hex(ciphertext) == art["ciphertext_sha256"],
-             "ciphertext matches the digest in the release")
-        context = encryption_context(name=model["name"], version=model["version"],
-                                     sha256=model["sha256"])
-        step("artifact.context", rel["encryption_context"] == context,
-             "encryption context is bound to this model's name, version and digest")
+        step(
+            "artifact.current_version",
+            head.get("VersionId") == art["version_id"],
+            "the artifact's current version is the released one"
+            if head.get("VersionId") == art["version_id"]
+            else "the artifact was overwritten after release",
+        )
+        step(
+            "artifact.sse",
+            head.get("ServerSideEncryption") == art["sse"],
+            f"stored with server-side encryption {head.get('ServerSideEncryption')}",
+        )
+        ciphertext = get_bytes(
+            client, bucket=bucket, key=art["key"], version_id=art["version_id"], max_bytes=max_bytes
+        )
+        step(
+            "artifact.digest",
+            sha256_hex(ciphertext) == art["ciphertext_sha256"],
+            "ciphertext matches the digest in the release",
+        )
+        context = encryption_context(
+            name=model["name"], version=model["version"], sha256=model["sha256"]
+        )
+        step(
+            "artifact.context",
+            rel["encryption_context"] == context,
+            "encryption context is bound to this model's name, version and digest",
+        )
         plaintext = decrypt(ciphertext, key_provider=key_provider, context=context)
         step("artifact.decrypt", True, "envelope decrypted with the expected context")
         load_model_bytes(plaintext, expected_sha256=model["sha256"])
-        step("model.load", True, "digest matches the signed manifest; loaded with the pinned "
-                                 "type allow-list")
+        step(
+            "model.load",
+            True,
+            "digest matches the signed manifest; loaded with the pinned type allow-list",
+        )
     except ReleaseError:
         pass
     except Exception as exc:  # noqa: BLE001 - anything unexpected is a failed verification

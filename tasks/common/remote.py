@@ -41,6 +41,7 @@ _S3_MISSING = ("NoSuchKey", "404", "NotFound")
 
 # --- s3 ------------------------------------------------------------------------------------
 
+
 def fetch_s3(client: S3Client, remote: Remote, *, max_bytes: int) -> Fetched:
     """HEAD (size, ETag) -> refuse over the cap -> GET that very version with
     ``ChecksumMode=ENABLED`` -> compare the stored full-object checksum (SHA-256, else
@@ -56,8 +57,12 @@ def fetch_s3(client: S3Client, remote: Remote, *, max_bytes: int) -> Fetched:
         raise FetchFailed("unreachable", f"S3 unreachable ({type(exc).__name__})") from None
     if head["ContentLength"] > max_bytes:
         raise TooLarge(head["ContentLength"], "head")  # nothing downloaded
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "ChecksumMode": "ENABLED",
-                              "IfMatch": head["ETag"]}
+    kwargs: dict[str, Any] = {
+        "Bucket": bucket,
+        "Key": key,
+        "ChecksumMode": "ENABLED",
+        "IfMatch": head["ETag"],
+    }
     if head.get("VersionId") not in (None, "null"):
         kwargs["VersionId"] = head["VersionId"]
     buf = bytearray()
@@ -86,9 +91,13 @@ def _compare_checksum(resp: Any, data: bytes) -> tuple[Checksum, str | None]:
         return "composite", None  # multipart: a checksum of part checksums
     for alg, value in stored.items():
         if value:
-            digest = (hashlib.sha256(data).digest() if alg == "SHA256" else
-                      hashlib.sha1(data).digest() if alg == "SHA1" else  # noqa: S324
-                      zlib.crc32(data).to_bytes(4, "big"))
+            digest = (
+                hashlib.sha256(data).digest()
+                if alg == "SHA256"
+                else hashlib.sha1(data).digest()  # noqa: S324 - the store's own checksum
+                if alg == "SHA1"
+                else zlib.crc32(data).to_bytes(4, "big")
+            )
             ok = base64.b64encode(digest).decode() == value
             return ("verified" if ok else "mismatch"), alg.lower()
     return "absent", None
@@ -118,11 +127,14 @@ def _s3_failure(exc: Any, verb: str) -> FetchFailed:
         return FetchFailed("not_found", "no such S3 object; check the URI")
     if code in ("PreconditionFailed", "412"):
         return FetchFailed("changed", "the S3 object changed while being read; re-run")
-    return FetchFailed("denied" if code in ("AccessDenied", "403") else "error",
-                       f"S3 refused the {verb} ({code}); check the pipeline's permissions")
+    return FetchFailed(
+        "denied" if code in ("AccessDenied", "403") else "error",
+        f"S3 refused the {verb} ({code}); check the pipeline's permissions",
+    )
 
 
 # --- https ---------------------------------------------------------------------------------
+
 
 def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     """System trust plus `ca_bundle`, TLS 1.2 or newer, hostname checked."""
@@ -133,8 +145,14 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def fetch_https(remote: Remote, *, max_bytes: int, ca_bundle: Path | None,
-                allowed: Sequence[str], deadline: float = HTTP_DEADLINE) -> Fetched:
+def fetch_https(
+    remote: Remote,
+    *,
+    max_bytes: int,
+    ca_bundle: Path | None,
+    allowed: Sequence[str],
+    deadline: float = HTTP_DEADLINE,
+) -> Fetched:
     """GET the URI and its ``.sha256`` sidecar: verified TLS, no proxies or netrc from the
     environment, uncompressed bodies only, same-host allow-listed redirects only."""
     import httpx
@@ -142,15 +160,26 @@ def fetch_https(remote: Remote, *, max_bytes: int, ca_bundle: Path | None,
     timeout = httpx.Timeout(HTTP_CONNECT_TIMEOUT, read=HTTP_READ_TIMEOUT)
     headers = {"Accept-Encoding": "identity", "User-Agent": "secure-pipeline"}
     try:
-        with httpx.Client(verify=tls_context(ca_bundle), trust_env=False, timeout=timeout,
-                          follow_redirects=False, headers=headers) as client:
+        with httpx.Client(
+            verify=tls_context(ca_bundle),
+            trust_env=False,
+            timeout=timeout,
+            follow_redirects=False,
+            headers=headers,
+        ) as client:
             stop = time.monotonic() + deadline
             data = _get(client, remote, max_bytes=max_bytes, allowed=allowed, stop=stop)
             assert data is not None
             side = Remote(remote.scheme, remote.host, remote.port, remote.path + ".sha256")
             try:
-                raw = _get(client, side, max_bytes=SIDECAR_MAX_BYTES, allowed=allowed,
-                           stop=stop, missing_ok=True)
+                raw = _get(
+                    client,
+                    side,
+                    max_bytes=SIDECAR_MAX_BYTES,
+                    allowed=allowed,
+                    stop=stop,
+                    missing_ok=True,
+                )
             except (FetchFailed, TooLarge, SourceRefused):
                 raw = b""
     except httpx.HTTPError as exc:
@@ -159,8 +188,15 @@ def fetch_https(remote: Remote, *, max_bytes: int, ca_bundle: Path | None,
     return Fetched(data, None if raw is None else parse_sidecar(raw, name))
 
 
-def _get(client: httpx.Client, remote: Remote, *, max_bytes: int, allowed: Sequence[str],
-         stop: float, missing_ok: bool = False) -> bytes | None:
+def _get(
+    client: httpx.Client,
+    remote: Remote,
+    *,
+    max_bytes: int,
+    allowed: Sequence[str],
+    stop: float,
+    missing_ok: bool = False,
+) -> bytes | None:
     current = remote
     for _ in range(MAX_REDIRECTS + 1):
         with client.stream("GET", current.uri) as resp:
@@ -172,8 +208,11 @@ def _get(client: httpx.Client, remote: Remote, *, max_bytes: int, allowed: Seque
             if resp.status_code != 200:
                 raise FetchFailed("http_status", f"the server answered HTTP {resp.status_code}")
             if resp.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
-                raise FetchFailed("encoding", "the server sent a compressed body despite "
-                                  "Accept-Encoding: identity; refused (decompression bombs)")
+                raise FetchFailed(
+                    "encoding",
+                    "the server sent a compressed body despite "
+                    "Accept-Encoding: identity; refused (decompression bombs)",
+                )
             declared = resp.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise TooLarge(int(declared), "content-length")
@@ -194,15 +233,23 @@ def _redirect_target(current: Remote, location: str | None, allowed: Sequence[st
     try:
         target = parse_remote(urljoin(current.uri, location))
     except ValueError as exc:
-        raise SourceRefused("redirect_refused", f"redirect to a refused URI: {exc}",
-                            scheme="https") from None
+        raise SourceRefused(
+            "redirect_refused", f"redirect to a refused URI: {exc}", scheme="https"
+        ) from None
     if (target.scheme, target.host, target.port) != (current.scheme, current.host, current.port):
-        raise SourceRefused("redirect_other_host", "the server redirected to another host or "
-                            "scheme; refused: allow-list and use the final URI",
-                            scheme="https", redirect_host=target.host)
+        raise SourceRefused(
+            "redirect_other_host",
+            "the server redirected to another host or "
+            "scheme; refused: allow-list and use the final URI",
+            scheme="https",
+            redirect_host=target.host,
+        )
     if match_prefix(target, allowed) is None:
-        raise SourceRefused("redirect_not_allowed", "the server redirected outside "
-                            "dataset.allowed_sources; refused", scheme="https")
+        raise SourceRefused(
+            "redirect_not_allowed",
+            "the server redirected outside dataset.allowed_sources; refused",
+            scheme="https",
+        )
     return target
 
 
@@ -210,12 +257,14 @@ def _http_failure(exc: Exception) -> FetchFailed:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return FetchFailed("tls", "TLS verification failed: the server's certificate is "
-                               "not trusted for this host; set dataset.ca_bundle to its CA")
+            return FetchFailed(
+                "tls",
+                "TLS verification failed: the server's certificate is "
+                "not trusted for this host; set dataset.ca_bundle to its CA",
+            )
         cause = cause.__cause__ or cause.__context__
     import httpx
 
     if isinstance(exc, httpx.TimeoutException):
         return FetchFailed("timeout", f"the server timed out ({type(exc).__name__})")
     return FetchFailed("network", f"https fetch failed ({type(exc).__name__})")
-

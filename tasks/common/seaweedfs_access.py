@@ -32,39 +32,64 @@ log = logging.getLogger(__name__)
 PIPELINE_ARN = "arn:aws:iam::000000000000:user/pipeline"  # SeaweedFS's default account
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 # No Admin: cannot create/delete buckets, change policy, encryption, lock or retention.
-PIPELINE_ACTIONS = ["Read", "Write", "List", "GetObjectRetention", "GetObjectLegalHold",
-                    "GetBucketObjectLockConfiguration"]
-SERVICE_SECRETS = ("jwt_volume_write", "jwt_volume_read", "jwt_filer_write", "jwt_filer_read",
-                   "sse_key")
+PIPELINE_ACTIONS = [
+    "Read",
+    "Write",
+    "List",
+    "GetObjectRetention",
+    "GetObjectLegalHold",
+    "GetBucketObjectLockConfiguration",
+]
+SERVICE_SECRETS = (
+    "jwt_volume_write",
+    "jwt_volume_read",
+    "jwt_filer_write",
+    "jwt_filer_read",
+    "sse_key",
+)
 
 
 @dataclass(frozen=True)
 class S3Endpoint:
     """Where and how to reach S3."""
 
-    url: str                    # e.g. https://127.0.0.1:PORT
+    url: str  # e.g. https://127.0.0.1:PORT
     region: str
-    ca_bundle: Path | None      # CA to verify TLS; None = system trust (real AWS)
-    access_key: str | None      # None = boto3's default credential chain (real AWS)
+    ca_bundle: Path | None  # CA to verify TLS; None = system trust (real AWS)
+    access_key: str | None  # None = boto3's default credential chain (real AWS)
     secret_key: str | None = field(repr=False)  # never in logs, tracebacks, pickled errors
 
 
 def endpoint_at(settings: Settings, url: str, *, identity: str = "pipeline") -> S3Endpoint:
     """The embedded server at ``url``, as ``identity`` ("pipeline" or "admin")."""
     keys = credentials(settings)[identity]
-    return S3Endpoint(url=url, region=settings.storage.region,
-                      ca_bundle=tls_files(settings.state_dir).ca,
-                      access_key=keys["access_key"], secret_key=keys["secret_key"])
+    return S3Endpoint(
+        url=url,
+        region=settings.storage.region,
+        ca_bundle=tls_files(settings.state_dir).ca,
+        access_key=keys["access_key"],
+        secret_key=keys["secret_key"],
+    )
 
 
 def healthy(endpoint: S3Endpoint) -> bool:
     """An authenticated S3 call over verified TLS succeeds."""
-    config = Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                    connect_timeout=1, read_timeout=3, retries={"max_attempts": 1})
-    client = boto3.client("s3", endpoint_url=endpoint.url, region_name=endpoint.region,
-                          aws_access_key_id=endpoint.access_key,
-                          aws_secret_access_key=endpoint.secret_key,
-                          verify=str(endpoint.ca_bundle), config=config)
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        connect_timeout=1,
+        read_timeout=3,
+        retries={"max_attempts": 1},
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint.url,
+        region_name=endpoint.region,
+        aws_access_key_id=endpoint.access_key,
+        aws_secret_access_key=endpoint.secret_key,
+        verify=str(endpoint.ca_bundle),
+        config=config,
+    )
     try:
         client.list_buckets()
     except (BotoCoreError, ClientError, OSError):
@@ -88,19 +113,30 @@ def credentials(settings: Settings) -> dict[str, Any]:
             path.chmod(0o600)
         try:
             creds: dict[str, Any] = json.loads(path.read_text())
-            ok = all(isinstance(creds[n][k], str) for n, k in (
-                *((n, k) for n in ("admin", "pipeline") for k in ("access_key", "secret_key")),
-                *(("service", k) for k in SERVICE_SECRETS)))
+            ok = all(
+                isinstance(creds[n][k], str)
+                for n, k in (
+                    *((n, k) for n in ("admin", "pipeline") for k in ("access_key", "secret_key")),
+                    *(("service", k) for k in SERVICE_SECRETS),
+                )
+            )
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            raise StackError(f"{path} is damaged. Restore it from a backup: it holds the key "
-                             "of the stored objects' encryption")
+            raise StackError(
+                f"{path} is damaged. Restore it from a backup: it holds the key "
+                "of the stored objects' encryption"
+            )
         return creds
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    creds = {name: {"access_key": "SP" + "".join(secrets.choice(alphabet) for _ in range(18)),
-                    "secret_key": secrets.token_urlsafe(30)} for name in ("admin", "pipeline")}
+    creds = {
+        name: {
+            "access_key": "SP" + "".join(secrets.choice(alphabet) for _ in range(18)),
+            "secret_key": secrets.token_urlsafe(30),
+        }
+        for name in ("admin", "pipeline")
+    }
     creds["service"] = {k: secrets.token_hex(32) for k in SERVICE_SECRETS}
     write_file(path, json.dumps(creds, indent=2).encode())
     log.info("generated S3 credentials in %s", path)
@@ -115,15 +151,26 @@ def write_identities(settings: Settings) -> Path:
     """
     creds = credentials(settings)
     path = settings.state_dir / "s3" / "identities.json"
-    write_file(path, json.dumps({"identities": [
-        _identity("admin", creds["admin"], ADMIN_ACTIONS),
-        _identity("pipeline", creds["pipeline"], PIPELINE_ACTIONS)]}).encode())
+    write_file(
+        path,
+        json.dumps(
+            {
+                "identities": [
+                    _identity("admin", creds["admin"], ADMIN_ACTIONS),
+                    _identity("pipeline", creds["pipeline"], PIPELINE_ACTIONS),
+                ]
+            }
+        ).encode(),
+    )
     return path
 
 
 def _identity(name: str, keys: dict[str, str], actions: list[str]) -> dict[str, Any]:
-    return {"name": name, "actions": actions, "credentials": [
-        {"accessKey": keys["access_key"], "secretKey": keys["secret_key"]}]}
+    return {
+        "name": name,
+        "actions": actions,
+        "credentials": [{"accessKey": keys["access_key"], "secretKey": keys["secret_key"]}],
+    }
 
 
 def weed_secrets(settings: Settings) -> dict[str, str]:
@@ -133,13 +180,16 @@ def weed_secrets(settings: Settings) -> dict[str, str]:
     """
     service = credentials(settings)["service"]
     tls = ensure_tls(settings.state_dir)
-    env = {"WEED_JWT_SIGNING_KEY": service["jwt_volume_write"],
-           "WEED_JWT_SIGNING_READ_KEY": service["jwt_volume_read"],
-           "WEED_JWT_FILER_SIGNING_KEY": service["jwt_filer_write"],
-           "WEED_JWT_FILER_SIGNING_READ_KEY": service["jwt_filer_read"],
-           "WEED_S3_SSE_KEY": service["sse_key"],  # else the KEK is generated and kept in the filer
-           "WEED_ACCESS_UI": "false", "WEED_FILER_EXPOSE_DIRECTORY_METADATA_ENABLED": "false",
-           "WEED_GRPC_CA": str(tls.ca)}
+    env = {
+        "WEED_JWT_SIGNING_KEY": service["jwt_volume_write"],
+        "WEED_JWT_SIGNING_READ_KEY": service["jwt_volume_read"],
+        "WEED_JWT_FILER_SIGNING_KEY": service["jwt_filer_write"],
+        "WEED_JWT_FILER_SIGNING_READ_KEY": service["jwt_filer_read"],
+        "WEED_S3_SSE_KEY": service["sse_key"],  # else the KEK is generated and kept in the filer
+        "WEED_ACCESS_UI": "false",
+        "WEED_FILER_EXPOSE_DIRECTORY_METADATA_ENABLED": "false",
+        "WEED_GRPC_CA": str(tls.ca),
+    }
     for comp in ("MASTER", "VOLUME", "FILER", "S3", "ADMIN", "WORKER", "CLIENT"):
         env[f"WEED_GRPC_{comp}_CERT"], env[f"WEED_GRPC_{comp}_KEY"] = str(tls.cert), str(tls.key)
     return env

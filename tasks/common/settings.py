@@ -115,8 +115,9 @@ class LocalStackConfig(_Section):
 class Settings(BaseSettings):
     """Everything a run needs to know, validated before anything starts."""
 
-    model_config = SettingsConfigDict(env_prefix="SECURE_PIPELINE_", env_nested_delimiter="__",
-                                      extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="SECURE_PIPELINE_", env_nested_delimiter="__", extra="forbid"
+    )
     _toml_file: ClassVar[Path | None] = None
 
     config_file: Path | None = None
@@ -152,8 +153,9 @@ class Settings(BaseSettings):
             value = getattr(ds, field)
             if value is not None and not value.is_absolute():
                 setattr(ds, field, (base / value).resolve())
-        ds.profile_signers = [p if p.is_absolute() else (base / p).resolve()
-                              for p in ds.profile_signers]
+        ds.profile_signers = [
+            p if p.is_absolute() else (base / p).resolve() for p in ds.profile_signers
+        ]
         if "://" not in ds.source and not Path(ds.source).is_absolute():
             ds.source = str((base / ds.source).resolve())
         self.state_dir = self.state_dir.expanduser().resolve()

@@ -51,14 +51,19 @@ class Signer:
     def local(cls, keys_dir: Path) -> Signer:
         """Load the local signing key, generating it on first use."""
         fresh = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-            serialization.NoEncryption())
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         raw = ensure_secret(keys_dir / "signing.ed25519", generate=fresh)
         signer = cls(Ed25519PrivateKey.from_private_bytes(raw))
         pub = keys_dir / "signing.pub"
         if not pub.exists():
-            pub.write_bytes(signer.public_key.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            pub.write_bytes(
+                signer.public_key.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
         return signer
 
     def sign(self, payload: dict[str, Any], *, payload_type: str) -> dict[str, Any]:
@@ -83,8 +88,9 @@ def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
     return key
 
 
-def verify(envelope: dict[str, Any], *, public_key: Ed25519PublicKey,
-           payload_type: str) -> dict[str, Any]:
+def verify(
+    envelope: dict[str, Any], *, public_key: Ed25519PublicKey, payload_type: str
+) -> dict[str, Any]:
     """Return the payload of `envelope` if our key signed it, else raise SignatureError."""
     try:
         if envelope["payloadType"] != payload_type:
@@ -94,8 +100,7 @@ def verify(envelope: dict[str, Any], *, public_key: Ed25519PublicKey,
         sigs = [s for s in envelope["signatures"] if s.get("keyid") == wanted]
         if not sigs:
             raise SignatureError("statement is not signed by the pipeline's key")
-        public_key.verify(base64.b64decode(sigs[0]["sig"], validate=True),
-                          _pae(payload_type, body))
+        public_key.verify(base64.b64decode(sigs[0]["sig"], validate=True), _pae(payload_type, body))
         payload = json.loads(body)
     except InvalidSignature:
         raise SignatureError("signature does not verify: the statement was altered") from None

@@ -76,11 +76,11 @@ class Located:
     """A source that passed the rules: where to read it from."""
 
     scheme: Scheme
-    uri: str                     # real path for files, normalised URI for remote sources
-    path: Path | None = None     # file: real path, inside root
-    root: Path | None = None     # file: real data root
+    uri: str  # real path for files, normalised URI for remote sources
+    path: Path | None = None  # file: real path, inside root
+    root: Path | None = None  # file: real data root
     remote: Remote | None = None
-    prefix: str | None = None    # remote: the allow-list entry that matched
+    prefix: str | None = None  # remote: the allow-list entry that matched
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,6 @@ def match_prefix(remote: Remote, allowed: Sequence[str]) -> str | None:
     return None
 
 
-
 def parse_sidecar(raw: bytes, name: str) -> str:
     """The digest of a sha256sum line vouching for `name`; "" if malformed."""
     try:
@@ -157,4 +156,3 @@ def parse_sidecar(raw: bytes, name: str) -> str:
     if named and named[0].lstrip("*").rsplit("/", 1)[-1] != name:
         return ""  # it vouches for another file
     return digest.lower() if _SHA256.match(digest.lower()) else ""
-

@@ -47,8 +47,18 @@ from tasks.common.source_rules import (
 if TYPE_CHECKING:
     from tasks.common.settings import Settings
 
-__all__ = ["Checksum", "FetchFailed", "Fetched", "Located", "Remote", "SourceRefused",
-           "TooLarge", "fetch", "locate", "same_source"]
+__all__ = [
+    "Checksum",
+    "FetchFailed",
+    "Fetched",
+    "Located",
+    "Remote",
+    "SourceRefused",
+    "TooLarge",
+    "fetch",
+    "locate",
+    "same_source",
+]
 
 
 def locate(source: str, *, root: Path, allowed: Sequence[str]) -> Located:
@@ -66,36 +76,47 @@ def locate(source: str, *, root: Path, allowed: Sequence[str]) -> Located:
         if "://" in source:
             parts = urlsplit(source)
             if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-                raise SourceRefused("bad_uri", "file:// URIs must name a local path "
-                                    "(no host, query or fragment)", scheme="file")
+                raise SourceRefused(
+                    "bad_uri",
+                    "file:// URIs must name a local path (no host, query or fragment)",
+                    scheme="file",
+                )
             source = unquote(parts.path)
         return locate_local(source, root)
     if scheme == "http":
-        raise SourceRefused("insecure_scheme", "plain http:// is refused: serve the data over "
-                            "https:// and add its prefix to dataset.allowed_sources",
-                            scheme="http")
+        raise SourceRefused(
+            "insecure_scheme",
+            "plain http:// is refused: serve the data over "
+            "https:// and add its prefix to dataset.allowed_sources",
+            scheme="http",
+        )
     if scheme != "s3" and scheme != "https":
-        raise SourceRefused("unsupported_scheme", f"{scheme}:// sources are not supported: "
-                            "use a local path, s3:// or https://", scheme=scheme)
+        raise SourceRefused(
+            "unsupported_scheme",
+            f"{scheme}:// sources are not supported: use a local path, s3:// or https://",
+            scheme=scheme,
+        )
     try:
         remote = parse_remote(source)
     except ValueError as exc:
-        raise SourceRefused("bad_uri", f"malformed {scheme}:// URI: {exc}",
-                            scheme=scheme) from None
+        raise SourceRefused("bad_uri", f"malformed {scheme}:// URI: {exc}", scheme=scheme) from None
     prefix = match_prefix(remote, allowed)
     if prefix is None:
-        raise SourceRefused("not_allowed", f"{remote.uri} matches no dataset.allowed_sources "
-                            "prefix; add one (e.g. "
-                            f"{remote.scheme}://{remote.host}/exports/) to allow it",
-                            scheme=scheme, allowed_prefix=None)
+        raise SourceRefused(
+            "not_allowed",
+            f"{remote.uri} matches no dataset.allowed_sources "
+            "prefix; add one (e.g. "
+            f"{remote.scheme}://{remote.host}/exports/) to allow it",
+            scheme=scheme,
+            allowed_prefix=None,
+        )
     return Located(remote.scheme, remote.uri, remote=remote, prefix=prefix)
 
 
 def same_source(located: Located, configured: str) -> bool:
     """True when `located` is the configured ``dataset.source`` (so its config pin applies)."""
     if located.scheme == "file":
-        raw = unquote(urlsplit(configured).path) if configured.startswith("file://") \
-            else configured
+        raw = unquote(urlsplit(configured).path) if configured.startswith("file://") else configured
         return "://" not in raw and located.uri == os.path.realpath(raw)
     try:
         return parse_remote(configured).uri == located.uri
@@ -119,6 +140,6 @@ def fetch(located: Located, *, settings: Settings) -> Fetched:
 
         with s3_service(settings) as endpoint:
             return fetch_s3(s3_client(endpoint), located.remote, max_bytes=ds.max_bytes)
-    return fetch_https(located.remote, max_bytes=ds.max_bytes, ca_bundle=ds.ca_bundle,
-                       allowed=ds.allowed_sources)
-
+    return fetch_https(
+        located.remote, max_bytes=ds.max_bytes, ca_bundle=ds.ca_bundle, allowed=ds.allowed_sources
+    )

@@ -25,8 +25,15 @@ from tasks.common.seaweedfs_access import S3Endpoint
 from tasks.common.settings import Settings
 from tasks.common.tls import tls_files
 
-__all__ = ["S3Endpoint", "StackError", "local_down", "local_status", "local_up",
-           "prefect_api_url", "s3_service"]
+__all__ = [
+    "S3Endpoint",
+    "StackError",
+    "local_down",
+    "local_status",
+    "local_up",
+    "prefect_api_url",
+    "s3_service",
+]
 
 
 @contextmanager
@@ -42,8 +49,13 @@ def s3_service(settings: Settings) -> Iterator[S3Endpoint]:
         StackError: SeaweedFS is missing, cannot start, or is unhealthy.
     """
     if not settings.embedded_s3:
-        yield S3Endpoint(url=str(settings.storage.endpoint_url), region=settings.storage.region,
-                         ca_bundle=settings.storage.ca_bundle, access_key=None, secret_key=None)
+        yield S3Endpoint(
+            url=str(settings.storage.endpoint_url),
+            region=settings.storage.region,
+            ca_bundle=settings.storage.ca_bundle,
+            access_key=None,
+            secret_key=None,
+        )
         return
     entry = processes.read_services(settings).get("s3", {})
     if _running(settings, "s3", entry):
@@ -79,8 +91,10 @@ def local_up(settings: Settings, *, ui: bool = True) -> dict[str, Any]:
             child, endpoint, ports = seaweedfs.start(settings, s3_port=settings.local.s3_port)
             started.append(child.pid)
             log_path = processes.log_file(settings, "seaweedfs")
-            services["s3"] = {**processes.record(child, url=endpoint.url, log_path=log_path),
-                              "ports": ports}
+            services["s3"] = {
+                **processes.record(child, url=endpoint.url, log_path=log_path),
+                "ports": ports,
+            }
             seaweedfs.ensure_bucket(settings, endpoint)
         if ui:
             pending = []  # both start before either is waited for: they boot in parallel
@@ -91,8 +105,13 @@ def local_up(settings: Settings, *, ui: bool = True) -> dict[str, Any]:
                     pending.append((name, child, url))
             for name, child, url in pending:
                 log_path = processes.log_file(settings, name)
-                processes.wait_until_healthy(name, partial(ui_servers.healthy, name, url),
-                                             child, log_path, ui_servers.START_TIMEOUT)
+                processes.wait_until_healthy(
+                    name,
+                    partial(ui_servers.healthy, name, url),
+                    child,
+                    log_path,
+                    ui_servers.START_TIMEOUT,
+                )
                 services[name] = processes.record(child, url=url, log_path=log_path)
     except BaseException:
         processes.terminate(started)
@@ -108,14 +127,15 @@ def local_down(settings: Settings) -> dict[str, Any]:
         Per service: ``{"stopped": bool, "pid": int}``.
     """
     services = processes.read_services(settings)
-    ours = {name: e for name, e in services.items()
-            if isinstance(e, dict) and processes.is_ours(e)}
+    ours = {name: e for name, e in services.items() if isinstance(e, dict) and processes.is_ours(e)}
     processes.terminate([int(e["pid"]) for e in ours.values()])
     if "s3" in ours:
         seaweedfs.remove_grpc_sockets(ours["s3"].get("ports", {}))
     processes.forget_services(settings)
-    return {name: {"stopped": name in ours, "pid": e.get("pid") if isinstance(e, dict) else None}
-            for name, e in services.items()}
+    return {
+        name: {"stopped": name in ours, "pid": e.get("pid") if isinstance(e, dict) else None}
+        for name, e in services.items()
+    }
 
 
 def local_status(settings: Settings) -> dict[str, Any]:
@@ -124,9 +144,11 @@ def local_status(settings: Settings) -> dict[str, Any]:
     status: dict[str, Any] = {}
     for name in ("s3", *ui_servers.NAMES):
         entry = services.get(name)
-        status[name] = {"running": _running(settings, name, entry),
-                        "url": entry["url"] if entry else None,
-                        "pid": entry["pid"] if entry else None}
+        status[name] = {
+            "running": _running(settings, name, entry),
+            "url": entry["url"] if entry else None,
+            "pid": entry["pid"] if entry else None,
+        }
     if status["s3"]["url"]:
         status["s3"]["ca_bundle"] = str(tls_files(settings.state_dir).ca)
     return status

@@ -70,9 +70,15 @@ def ensure_tls(state_dir: Path) -> TlsFiles:
     ca_cert = _ca_certificate(ca_key)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _server_certificate(key, ca_cert, ca_key)
-    write_file(files.key, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()), mode=0o600)
+    write_file(
+        files.key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        mode=0o600,
+    )
     write_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     write_file(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     log.info("generated a TLS CA and server certificate under %s", files.ca.parent)
@@ -88,42 +94,71 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
         .not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
         # pathlen 0: the CA can sign leaf certificates only.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
 
 
-def _server_certificate(key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-                        ca_key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def _server_certificate(
+    key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
     sans += [x509.IPAddress(ip) for ip in SERVER_IPS]
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - dt.timedelta(minutes=5))
         .not_valid_after(_now() + dt.timedelta(days=SERVER_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -136,8 +171,9 @@ def _valid(files: TlsFiles) -> bool:
         key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        covers = (set(SERVER_NAMES) <= set(san.get_values_for_type(x509.DNSName))
-                  and set(SERVER_IPS) <= set(san.get_values_for_type(x509.IPAddress)))
+        covers = set(SERVER_NAMES) <= set(san.get_values_for_type(x509.DNSName)) and set(
+            SERVER_IPS
+        ) <= set(san.get_values_for_type(x509.IPAddress))
         same_key = key.public_key() == cert.public_key()
         fresh = min(ca.not_valid_after_utc, cert.not_valid_after_utc) - _now() > RENEW_BEFORE
         private = files.key.stat().st_mode & 0o077 == 0

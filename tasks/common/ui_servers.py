@@ -36,9 +36,20 @@ def start(settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], str]:
     if name == "prefect":
         argv = [str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     else:
-        argv = [str(exe), "server", "--backend-store-uri", settings.tracking_uri,
-                "--default-artifact-root", settings.artifact_root,
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        argv = [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--default-artifact-root",
+            settings.artifact_root,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
     env = {**os.environ, **service_env(settings)}
     env.pop("PREFECT_API_URL", None)
     child = spawn(argv, env=env, log_path=log_file(settings, name), cwd=settings.state_dir)

@@ -44,8 +44,9 @@ class Pipeline:
     env: dict[str, str]
 
     def run(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(
+            [CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def train(self, tmp: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
         report = tmp / f"report-{len(list(tmp.glob('report-*')))}.json"
@@ -60,7 +61,8 @@ class Pipeline:
         ports = LocalStackConfig(
             s3_port=int(self.env["SECURE_PIPELINE_LOCAL__S3_PORT"]),
             prefect_port=int(self.env["SECURE_PIPELINE_LOCAL__PREFECT_PORT"]),
-            mlflow_port=int(self.env["SECURE_PIPELINE_LOCAL__MLFLOW_PORT"]))
+            mlflow_port=int(self.env["SECURE_PIPELINE_LOCAL__MLFLOW_PORT"]),
+        )
         return load_settings(state_dir=self.state_dir, local=ports)
 
     def bucket_keys(self, prefix: str = "") -> list[str]:
@@ -81,21 +83,27 @@ class Pipeline:
         settings = self.settings()
         try:
             mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(
-                settings.model.name, "champion")
+                settings.model.name, "champion"
+            )
         except MlflowException:
             return None
         return str(mv.version)
 
 
 def _env(state_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SECURE_PIPELINE_", "PREFECT_", "MLFLOW_"))}
-    env.update({
-        "SECURE_PIPELINE_STATE_DIR": str(state_dir),
-        "SECURE_PIPELINE_LOCAL__S3_PORT": str(free_port()),
-        "SECURE_PIPELINE_LOCAL__PREFECT_PORT": str(free_port()),
-        "SECURE_PIPELINE_LOCAL__MLFLOW_PORT": str(free_port()),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SECURE_PIPELINE_", "PREFECT_", "MLFLOW_"))
+    }
+    env.update(
+        {
+            "SECURE_PIPELINE_STATE_DIR": str(state_dir),
+            "SECURE_PIPELINE_LOCAL__S3_PORT": str(free_port()),
+            "SECURE_PIPELINE_LOCAL__PREFECT_PORT": str(free_port()),
+            "SECURE_PIPELINE_LOCAL__MLFLOW_PORT": str(free_port()),
+        }
+    )
     return env
 
 

@@ -68,8 +68,12 @@ def email_column(df: pd.DataFrame) -> pd.DataFrame:
 
 def ssn_column(df: pd.DataFrame) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return df.assign(ssn=[f"{rng.integers(100, 899)}-{rng.integers(10, 99)}-"
-                          f"{rng.integers(1000, 9999)}" for _ in range(len(df))])
+    return df.assign(
+        ssn=[
+            f"{rng.integers(100, 899)}-{rng.integers(10, 99)}-{rng.integers(1000, 9999)}"
+            for _ in range(len(df))
+        ]
+    )
 
 
 FRAMES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
@@ -88,8 +92,9 @@ FRAMES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
 
 
 @pytest.mark.parametrize("case", list(FRAMES))
-def test_poisoned_or_malformed_frames_are_blocked(kept_up: Pipeline, tmp_path: Path,
-                                                  case: str) -> None:
+def test_poisoned_or_malformed_frames_are_blocked(
+    kept_up: Pipeline, tmp_path: Path, case: str
+) -> None:
     make, gate = FRAMES[case]
     path = tmp_path / f"{case}.csv"
     make(_frame()).to_csv(path, index=False)
@@ -132,8 +137,9 @@ def test_sidecar_digest_is_enforced(kept_up: Pipeline, tmp_path: Path) -> None:
     _assert_blocked(kept_up, tmp_path, str(path), "ingest.integrity")
 
 
-def test_profile_command_signs_a_profile_the_pipeline_trusts(kept_up: Pipeline,
-                                                            tmp_path: Path) -> None:
+def test_profile_command_signs_a_profile_the_pipeline_trusts(
+    kept_up: Pipeline, tmp_path: Path
+) -> None:
     out = tmp_path / "profile.json"
     made = kept_up.run("profile", str(BUNDLED_CSV), "--out", str(out))
     assert made.returncode == 0, made.stderr

@@ -61,22 +61,26 @@ def test_label_flip_is_blocked_and_champion_kept(kept_up: Pipeline, tmp_path: Pa
     frame = pd.read_csv(BUNDLED_CSV)
     ones = frame.index[frame["target"] == 1]
     frame.loc[ones[: int(0.10 * len(frame))], "target"] = 0  # 10% of rows, one class
-    report = _assert_blocked(kept_up, tmp_path, _variant(tmp_path, "flip.csv", frame),
-                             "screen.label_distribution")
+    report = _assert_blocked(
+        kept_up, tmp_path, _variant(tmp_path, "flip.csv", frame), "screen.label_distribution"
+    )
     gate = next(g for g in report["gates"] if g["name"] == "screen.label_distribution")
     assert gate["metrics"] and gate["threshold"]
     assert kept_up.run("verify", "models:/breast-cancer-classifier@champion").returncode == 0
 
 
-@pytest.mark.parametrize(("case", "gate"), [
-    ("extra_column", "validate.expectations"),
-    ("missing_column", "validate.expectations"),
-    ("strings_in_numeric", "validate.expectations"),
-    ("pickle_named_csv", "ingest.format"),
-    ("empty", "ingest.format"),
-    ("random_bytes", "ingest.format"),
-    ("missing_file", "ingest.source"),
-])
+@pytest.mark.parametrize(
+    ("case", "gate"),
+    [
+        ("extra_column", "validate.expectations"),
+        ("missing_column", "validate.expectations"),
+        ("strings_in_numeric", "validate.expectations"),
+        ("pickle_named_csv", "ingest.format"),
+        ("empty", "ingest.format"),
+        ("random_bytes", "ingest.format"),
+        ("missing_file", "ingest.source"),
+    ],
+)
 def test_bad_input_is_blocked(kept_up: Pipeline, tmp_path: Path, case: str, gate: str) -> None:
     frame = pd.read_csv(BUNDLED_CSV)
     marker = tmp_path / "payload-ran"
@@ -127,8 +131,9 @@ def test_tampered_deployment_fails_verify(kept_up: Pipeline, tmp_path: Path) -> 
         client = s3_client(endpoint)
         body = bytearray(client.get_object(Bucket=settings.storage.bucket, Key=key)["Body"].read())
         body[len(body) // 2] ^= 0x01
-        client.put_object(Bucket=settings.storage.bucket, Key=key, Body=bytes(body),
-                          ServerSideEncryption="AES256")
+        client.put_object(
+            Bucket=settings.storage.bucket, Key=key, Body=bytes(body), ServerSideEncryption="AES256"
+        )
     out = kept_up.run("verify", uri, "--report", str(tmp_path / "v.json"))
     assert out.returncode == 1, out.stderr
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
@@ -192,8 +197,13 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
 
     status = json.loads(kept_up.run("local", "status").stdout)
     api = status["prefect"]["url"].rstrip("/") + "/api"
-    proc = subprocess.Popen([CLI, "serve", "--cron", "15 3 * * *"], env=kept_up.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [CLI, "serve", "--cron", "15 3 * * *"],
+        env=kept_up.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, found = time.monotonic() + 90, []
         while time.monotonic() < deadline and not found:

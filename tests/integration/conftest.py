@@ -55,6 +55,5 @@ def free_port() -> int:
 @pytest.fixture
 def local_settings(tmp_path: Path) -> Settings:
     """Settings for `local_up` with free ports, so a developer's own stack is never touched."""
-    ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(),
-                             mlflow_port=free_port())
+    ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(), mlflow_port=free_port())
     return load_settings(state_dir=tmp_path / "state", local=ports)

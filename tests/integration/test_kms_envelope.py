@@ -49,8 +49,9 @@ def test_kms_round_trip_binds_context(kms_env: str) -> None:
 def test_kms_provider_is_strict_about_the_key(kms_env: str, kms_endpoint: str) -> None:
     """A ciphertext made under one KMS key does not decrypt with a provider for another."""
     other = boto3.client("kms", region_name="us-east-1", endpoint_url=kms_endpoint).create_key()
-    blob = envelope.encrypt(b"x", key_provider=envelope.kms_master_key(kms_env, region="us-east-1"),
-                            context={"a": "1"})
+    blob = envelope.encrypt(
+        b"x", key_provider=envelope.kms_master_key(kms_env, region="us-east-1"), context={"a": "1"}
+    )
     wrong = envelope.kms_master_key(other["KeyMetadata"]["Arn"], region="us-east-1")
     with pytest.raises(envelope.EnvelopeError):
         envelope.decrypt(blob, key_provider=wrong, context={"a": "1"})

@@ -37,15 +37,20 @@ def test_log_register_alias_and_safe_load(settings, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # MLflow's fallbacks would write ./mlruns and ./mlflow.db here
     frame = pd.read_csv(CSV)
     x, y = frame.drop(columns="target"), frame["target"]
-    model = Pipeline([("scaler", StandardScaler()),
-                      ("model", LogisticRegression(max_iter=1000))]).fit(x, y)
+    model = Pipeline(
+        [("scaler", StandardScaler()), ("model", LogisticRegression(max_iter=1000))]
+    ).fit(x, y)
     experiment_id = configure_mlflow(settings)
     with mlflow.start_run(experiment_id=experiment_id, run_name="integration") as run:
         mlflow.log_param("C", 1.0)
         mlflow.log_metric("accuracy", float(model.score(x, y)))
-        info = mlflow.sklearn.log_model(model, name="model", serialization_format="skops",
-                                        pip_requirements=PIP_REQUIREMENTS,
-                                        registered_model_name="integration-model")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            serialization_format="skops",
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name="integration-model",
+        )
     client = mlflow_client(settings)
     assert client.get_run(run.info.run_id).data.params == {"C": "1.0"}
     version = str(info.registered_model_version)
@@ -58,9 +63,13 @@ def test_log_register_alias_and_safe_load(settings, monkeypatch, tmp_path):
     assert {k: str(v) for k, v in aliases.items()} == {"champion": version}
 
     # The champion's file loads through modelio (digest pinned, allow-list pinned)...
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri="models:/integration-model@champion", dst_path=str(tmp_path / "dl"),
-        tracking_uri=settings.tracking_uri))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri="models:/integration-model@champion",
+            dst_path=str(tmp_path / "dl"),
+            tracking_uri=settings.tracking_uri,
+        )
+    )
     skops_file = local / "model.skops"
     loaded = load_model_file(skops_file, expected_sha256=sha256_file(skops_file))
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))

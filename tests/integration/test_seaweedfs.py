@@ -35,8 +35,14 @@ from tasks.common.tls import ensure_tls
 
 pytestmark = pytest.mark.integration
 
-ALL_GOOD = {"exists": True, "versioning": "Enabled", "object_lock": True, "default_sse": "AES256",
-            "denies_unencrypted_put": True, "denies_insecure_transport": True}
+ALL_GOOD = {
+    "exists": True,
+    "versioning": "Enabled",
+    "object_lock": True,
+    "default_sse": "AES256",
+    "denies_unencrypted_put": True,
+    "denies_insecure_transport": True,
+}
 
 
 def _key() -> str:
@@ -53,6 +59,7 @@ def _client(endpoint, **changes):
 
 
 # --- bucket posture and policy enforcement ------------------------------------------------
+
 
 def test_posture_all_good_for_the_pipeline_identity(s3, bucket):
     posture = bucket_posture(s3, bucket=bucket)
@@ -86,15 +93,23 @@ def test_plain_http_endpoint_never_gets_the_transport_deny(tmp_path):
     settings = load_settings(state_dir=tmp_path / "state")
     (settings.state_dir / "seaweedfs").mkdir(parents=True)
     ports = seaweedfs.weed_ports(None)
-    argv = [a for a in seaweedfs.weed_argv(settings, processes.BIN_DIR / "weed", ports)
-            if not a.startswith(("-s3.cert.file", "-s3.key.file"))]
-    child = processes.spawn(argv, env={**os.environ, **seaweedfs_access.weed_secrets(settings)},
-                            log_path=tmp_path / "weed.log", cwd=tmp_path)
+    argv = [
+        a
+        for a in seaweedfs.weed_argv(settings, processes.BIN_DIR / "weed", ports)
+        if not a.startswith(("-s3.cert.file", "-s3.key.file"))
+    ]
+    child = processes.spawn(
+        argv,
+        env={**os.environ, **seaweedfs_access.weed_secrets(settings)},
+        log_path=tmp_path / "weed.log",
+        cwd=tmp_path,
+    )
     url = f"http://127.0.0.1:{ports['s3']}"
     try:
         admin = s3_client(seaweedfs_access.endpoint_at(settings, url, identity="admin"))
-        processes.wait_until_healthy("weed over http", lambda: _answers(admin), child,
-                                     tmp_path / "weed.log", 30)
+        processes.wait_until_healthy(
+            "weed over http", lambda: _answers(admin), child, tmp_path / "weed.log", 30
+        )
         ensure_deploy_bucket(admin, bucket="plain", object_lock_days=1)
         posture = bucket_posture(admin, bucket="plain")
         assert posture["denies_unencrypted_put"] and posture["object_lock"]
@@ -121,10 +136,12 @@ def test_ensure_deploy_bucket_is_idempotent(s3, s3_settings, s3_endpoint, bucket
 
 # --- immutable writes and reads -------------------------------------------------------------
 
+
 def test_put_immutable_never_overwrites(s3, bucket):
     key = _key()
-    version = put_immutable(s3, bucket=bucket, key=key, body=b"original",
-                            metadata={"model": "demo"})
+    version = put_immutable(
+        s3, bucket=bucket, key=key, body=b"original", metadata={"model": "demo"}
+    )
     with pytest.raises(ObjectExists):
         put_immutable(s3, bucket=bucket, key=key, body=b"replacement")
     assert get_bytes(s3, bucket=bucket, key=key) == b"original"
@@ -138,8 +155,13 @@ def test_wrong_checksum_is_refused(s3, bucket):
     key = _key()
     wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
     with pytest.raises(ClientError) as exc:
-        s3.put_object(Bucket=bucket, Key=key, Body=b"these bytes", ServerSideEncryption="AES256",
-                      ChecksumSHA256=wrong)
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=b"these bytes",
+            ServerSideEncryption="AES256",
+            ChecksumSHA256=wrong,
+        )
     assert _code(exc) == "BadDigest"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key=key)
@@ -154,6 +176,7 @@ def test_get_bytes_refuses_objects_over_the_limit(s3, bucket):
 
 
 # --- transport and authentication -----------------------------------------------------------
+
 
 def test_plain_http_is_not_served(s3_endpoint, bucket):
     client = _client(s3_endpoint, url=s3_endpoint.url.replace("https://", "http://"))
@@ -176,10 +199,13 @@ def test_wrong_secret_key_is_refused(s3_endpoint, bucket):
 
 
 def test_anonymous_requests_are_refused(s3_endpoint, bucket):
-    client = boto3.client("s3", endpoint_url=s3_endpoint.url, region_name=s3_endpoint.region,
-                          verify=str(s3_endpoint.ca_bundle),
-                          config=Config(signature_version=UNSIGNED,
-                                        s3={"addressing_style": "path"}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint.url,
+        region_name=s3_endpoint.region,
+        verify=str(s3_endpoint.ca_bundle),
+        config=Config(signature_version=UNSIGNED, s3={"addressing_style": "path"}),
+    )
     with pytest.raises(ClientError) as exc:
         client.list_objects_v2(Bucket=bucket)
     assert _code(exc) == "AccessDenied"
@@ -187,16 +213,21 @@ def test_anonymous_requests_are_refused(s3_endpoint, bucket):
 
 # --- least privilege ----------------------------------------------------------------------
 
+
 def test_pipeline_identity_cannot_weaken_the_bucket(s3, bucket):
     attempts = {
-        "put policy": lambda: s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(
-            {"Version": "2012-10-17", "Statement": []})),
+        "put policy": lambda: s3.put_bucket_policy(
+            Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": []})
+        ),
         "delete policy": lambda: s3.delete_bucket_policy(Bucket=bucket),
         "delete encryption": lambda: s3.delete_bucket_encryption(Bucket=bucket),
         "shorten lock": lambda: s3.put_object_lock_configuration(
-            Bucket=bucket, ObjectLockConfiguration={
+            Bucket=bucket,
+            ObjectLockConfiguration={
                 "ObjectLockEnabled": "Enabled",
-                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}}),
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}},
+            },
+        ),
         "delete bucket": lambda: s3.delete_bucket(Bucket=bucket),
         "create bucket": lambda: s3.create_bucket(Bucket=f"rogue-{uuid.uuid4().hex[:8]}"),
     }
@@ -213,8 +244,9 @@ def test_pipeline_identity_cannot_delete_a_locked_version(s3, bucket):
     assert s3.get_object_retention(Bucket=bucket, Key=key)["Retention"]["Mode"] == "GOVERNANCE"
     for bypass in (False, True):
         with pytest.raises(ClientError) as exc:
-            s3.delete_object(Bucket=bucket, Key=key, VersionId=version,
-                             BypassGovernanceRetention=bypass)
+            s3.delete_object(
+                Bucket=bucket, Key=key, VersionId=version, BypassGovernanceRetention=bypass
+            )
         assert _code(exc) == "AccessDenied"
     assert get_bytes(s3, bucket=bucket, key=key, version_id=version) == b"release"
 
@@ -222,8 +254,11 @@ def test_pipeline_identity_cannot_delete_a_locked_version(s3, bucket):
 def test_secrets_stay_out_of_logs_and_argv(s3_settings, s3, bucket):
     put_immutable(s3, bucket=bucket, key=_key(), body=b"x")
     creds = json.loads((s3_settings.state_dir / "s3" / "credentials.json").read_text())
-    values = [creds["admin"]["secret_key"], creds["pipeline"]["secret_key"],
-              *creds["service"].values()]
+    values = [
+        creds["admin"]["secret_key"],
+        creds["pipeline"]["secret_key"],
+        *creds["service"].values(),
+    ]
     for path in (s3_settings.state_dir / "logs").iterdir():
         text = path.read_text(errors="replace")
         assert not any(v in text for v in values), path
@@ -235,17 +270,24 @@ def test_secrets_stay_out_of_logs_and_argv(s3_settings, s3, bucket):
 
 # --- persistence and isolation --------------------------------------------------------------
 
+
 def test_restart_keeps_data_and_settings(tmp_path):
     settings = load_settings(state_dir=tmp_path / "state")
     with s3_service(settings) as endpoint:
-        version = put_immutable(s3_client(endpoint), bucket=settings.storage.bucket,
-                                key="kept", body=b"survives restarts")
+        version = put_immutable(
+            s3_client(endpoint),
+            bucket=settings.storage.bucket,
+            key="kept",
+            body=b"survives restarts",
+        )
         pid = seaweedfs.read_lock_pid(settings)
     assert processes.proc_identity(pid) is None, "the on-demand server outlived its block"
     with s3_service(settings) as endpoint:
         client = s3_client(endpoint)
-        assert get_bytes(client, bucket=settings.storage.bucket, key="kept",
-                         version_id=version) == b"survives restarts"
+        assert (
+            get_bytes(client, bucket=settings.storage.bucket, key="kept", version_id=version)
+            == b"survives restarts"
+        )
         posture = bucket_posture(client, bucket=settings.storage.bucket)
         assert {k: posture[k] for k in ALL_GOOD} == ALL_GOOD
 
@@ -271,12 +313,15 @@ def test_a_second_server_on_the_same_state_dir_is_refused(s3_settings, s3_endpoi
 
 def test_missing_weed_binary_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(seaweedfs, "BIN_DIR", tmp_path)
-    with pytest.raises(StackError, match="SeaweedFS binary not found"), \
-            s3_service(load_settings(state_dir=tmp_path / "state")):
+    with (
+        pytest.raises(StackError, match="SeaweedFS binary not found"),
+        s3_service(load_settings(state_dir=tmp_path / "state")),
+    ):
         pass
 
 
 # --- local up / status / down ----------------------------------------------------------------
+
 
 def _get_status(url: str) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -296,12 +341,14 @@ def test_local_up_status_down_round_trip(local_settings: Settings):
         assert local_up(local_settings, ui=False)["s3"]["pid"] == s3_entry["pid"]  # idempotent
         with s3_service(local_settings) as endpoint:  # reuses the kept-up server
             assert endpoint.url == s3_entry["url"]
-            put_immutable(s3_client(endpoint), bucket=local_settings.storage.bucket,
-                          key="k", body=b"v")
+            put_immutable(
+                s3_client(endpoint), bucket=local_settings.storage.bucket, key="k", body=b"v"
+            )
         assert local_status(local_settings)["s3"] == s3_entry  # still up after the block
         # Internal surfaces need JWTs: no bypass of S3 policies through the filer.
-        ports = json.loads((local_settings.state_dir / "stack.json").read_text())[
-            "services"]["s3"]["ports"]
+        ports = json.loads((local_settings.state_dir / "stack.json").read_text())["services"]["s3"][
+            "ports"
+        ]
         base = f"http://127.0.0.1:{ports['filer']}/buckets/{local_settings.storage.bucket}"
         assert _get_status(f"{base}/k") == 401
         assert _get_status(f"{base}/") == 401
@@ -336,8 +383,9 @@ def test_local_up_refuses_a_busy_port(local_settings: Settings):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", local_settings.local.s3_port))
         sock.listen()
-        with pytest.raises(StackError, match=f"port {local_settings.local.s3_port}.*"
-                                             "SECURE_PIPELINE_LOCAL__S3_PORT"):
+        with pytest.raises(
+            StackError, match=f"port {local_settings.local.s3_port}.*SECURE_PIPELINE_LOCAL__S3_PORT"
+        ):
             local_up(local_settings, ui=False)
     assert local_status(local_settings)["s3"]["running"] is False
 

@@ -39,8 +39,9 @@ CAP = 64 * 1024  # max_bytes in the oversize tests
 
 def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     s = ctx.settings
-    return RunContext(s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}),
-                      ctx.run_id)
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
 
 
 def blocked(ctx: RunContext, source: str) -> GateResult:
@@ -54,6 +55,7 @@ def sha256_b64(data: bytes) -> str:
 
 
 # --- S3 on SeaweedFS -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def data_bucket(admin_s3: Any) -> str:
@@ -69,29 +71,28 @@ def put(client: Any, key: str, body: bytes, **kwargs: Any) -> None:
 def test_s3_fetch_verifies_the_sha256_checksum(s3: Any, admin_s3: Any, data_bucket: str) -> None:
     put(admin_s3, "exports/d.csv", CSV, ChecksumSHA256=sha256_b64(CSV))
     put(admin_s3, "exports/d.csv.sha256", f"{hashlib.sha256(CSV).hexdigest()}  d.csv\n".encode())
-    fetched = fetch_s3(s3, Remote("s3", data_bucket, None, "/exports/d.csv"),
-                       max_bytes=len(CSV))
+    fetched = fetch_s3(s3, Remote("s3", data_bucket, None, "/exports/d.csv"), max_bytes=len(CSV))
     assert fetched.data == CSV
     assert (fetched.checksum, fetched.checksum_algorithm) == ("verified", "sha256")
     assert fetched.sidecar == hashlib.sha256(CSV).hexdigest()
 
 
-def test_s3_fetch_without_sha256_reports_what_was_checked(s3: Any, admin_s3: Any,
-                                                         data_bucket: str) -> None:
+def test_s3_fetch_without_sha256_reports_what_was_checked(
+    s3: Any, admin_s3: Any, data_bucket: str
+) -> None:
     put(admin_s3, "exports/crc.csv", CSV, ChecksumAlgorithm="CRC32")
-    fetched = fetch_s3(s3, Remote("s3", data_bucket, None, "/exports/crc.csv"),
-                       max_bytes=len(CSV))
+    fetched = fetch_s3(s3, Remote("s3", data_bucket, None, "/exports/crc.csv"), max_bytes=len(CSV))
     assert fetched.data == CSV and fetched.sidecar is None
     assert (fetched.checksum, fetched.checksum_algorithm) == ("verified", "crc32")
 
 
-def test_oversized_s3_object_refused_before_download(s3_endpoint: S3Endpoint, admin_s3: Any,
-                                                     data_bucket: str) -> None:
+def test_oversized_s3_object_refused_before_download(
+    s3_endpoint: S3Endpoint, admin_s3: Any, data_bucket: str
+) -> None:
     put(admin_s3, "exports/big.csv", b"x" * (CAP + 1))
     client = s3_client(s3_endpoint)
     calls: list[str] = []
-    client.meta.events.register("before-call.s3.*",
-                                lambda model, **_: calls.append(model.name))
+    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.append(model.name))
     with pytest.raises(TooLarge) as info:
         fetch_s3(client, Remote("s3", data_bucket, None, "/exports/big.csv"), max_bytes=CAP)
     assert info.value.n_bytes == CAP + 1 and info.value.measured == "head"
@@ -107,8 +108,7 @@ def test_missing_s3_object_fails_cleanly(s3: Any, data_bucket: str) -> None:
 @pytest.fixture(scope="module")
 def kept_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A SeaweedFS left running by `local up`, so `ingest` reaches it via `s3_service`."""
-    ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(),
-                             mlflow_port=free_port())
+    ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(), mlflow_port=free_port())
     settings = load_settings(state_dir=tmp_path_factory.mktemp("kept") / "state", local=ports)
     stack.local_up(settings, ui=False)
     try:
@@ -121,8 +121,9 @@ def test_ingest_s3_source_through_the_embedded_store(kept_up: Settings) -> None:
     url = stack.local_status(kept_up)["s3"]["url"]
     admin = s3_client(seaweedfs_access.endpoint_at(kept_up, url, identity="admin"))
     admin.create_bucket(Bucket=DATA_BUCKET)
-    admin.put_object(Bucket=DATA_BUCKET, Key="exports/d.csv", Body=CSV,
-                     ChecksumSHA256=sha256_b64(CSV))
+    admin.put_object(
+        Bucket=DATA_BUCKET, Key="exports/d.csv", Body=CSV, ChecksumSHA256=sha256_b64(CSV)
+    )
     ctx = variant(RunContext(kept_up, "s3-run"), allowed_sources=[f"s3://{DATA_BUCKET}/exports/"])
     dataset, results = ingest(ctx, source=f"s3://{DATA_BUCKET}/exports/d.csv")
     assert dataset.rows == 569 and dataset.uri == f"s3://{DATA_BUCKET}/exports/d.csv"
@@ -153,8 +154,13 @@ class TlsServer:
         return f"https://{host}:{self.port}{path}"
 
 
-def _reply(body: bytes, *, length: int | None = -1, headers: dict[str, str] | None = None,
-           status: int = 200) -> Route:
+def _reply(
+    body: bytes,
+    *,
+    length: int | None = -1,
+    headers: dict[str, str] | None = None,
+    status: int = 200,
+) -> Route:
     def route(h: http.server.BaseHTTPRequestHandler) -> None:
         h.send_response(status)
         for k, v in (headers or {}).items():
@@ -163,6 +169,7 @@ def _reply(body: bytes, *, length: int | None = -1, headers: dict[str, str] | No
             h.send_header("Content-Length", str(len(body) if length == -1 else length))
         h.end_headers()
         h.wfile.write(body)
+
     return route
 
 
@@ -178,9 +185,11 @@ def _drip(h: http.server.BaseHTTPRequestHandler) -> None:
         pass
 
 
-def _endless(server_sent: dict[str, int], key: str, *, chunked: bool,
-             declared: int | None = None) -> Route:
+def _endless(
+    server_sent: dict[str, int], key: str, *, chunked: bool, declared: int | None = None
+) -> Route:
     """Stream until the client hangs up (at most 64 MiB); count what was sent."""
+
     def route(h: http.server.BaseHTTPRequestHandler) -> None:
         h.protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
         h.send_response(200)
@@ -198,6 +207,7 @@ def _endless(server_sent: dict[str, int], key: str, *, chunked: bool,
                 server_sent[key] += len(line)
         except OSError:
             pass  # the client hung up: what we want
+
     return route
 
 
@@ -223,23 +233,26 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     server = TlsServer(httpd.server_address[1], tls, routes)
     digest = hashlib.sha256(CSV).hexdigest()
-    routes.update({
-        "/data/d.csv": _reply(CSV),
-        "/data/d.csv.sha256": _reply(f"{digest}  d.csv\n".encode()),
-        "/data/tampered.csv": _reply(CSV.replace(b"0.1184", b"0.1185", 1)),
-        "/data/tampered.csv.sha256": _reply(f"{digest}  tampered.csv\n".encode()),
-        "/data/declared-big.csv": _reply(b"a,target\n1,0\n", length=CAP + 1),
-        "/data/no-length.csv": _endless(server.sent, "no-length", chunked=False),
-        "/data/chunked.csv": _endless(server.sent, "chunked", chunked=True),
-        "/data/lying.csv": _endless(server.sent, "lying", chunked=True, declared=100),
-        "/data/gzip.csv": _reply(gzip.compress(CSV), headers={"Content-Encoding": "gzip"}),
-        "/data/to-other-host.csv": _reply(b"", status=302, headers={
-            "Location": server.url("/data/d.csv", host="localhost")}),
-        "/data/to-same-host.csv": _reply(b"", status=301, headers={"Location": "/data/d.csv"}),
-        "/data/to-outside.csv": _reply(b"", status=307, headers={"Location": "/private/d.csv"}),
-        "/private/d.csv": _reply(CSV),
-        "/data/slow.csv": _drip,
-    })
+    routes.update(
+        {
+            "/data/d.csv": _reply(CSV),
+            "/data/d.csv.sha256": _reply(f"{digest}  d.csv\n".encode()),
+            "/data/tampered.csv": _reply(CSV.replace(b"0.1184", b"0.1185", 1)),
+            "/data/tampered.csv.sha256": _reply(f"{digest}  tampered.csv\n".encode()),
+            "/data/declared-big.csv": _reply(b"a,target\n1,0\n", length=CAP + 1),
+            "/data/no-length.csv": _endless(server.sent, "no-length", chunked=False),
+            "/data/chunked.csv": _endless(server.sent, "chunked", chunked=True),
+            "/data/lying.csv": _endless(server.sent, "lying", chunked=True, declared=100),
+            "/data/gzip.csv": _reply(gzip.compress(CSV), headers={"Content-Encoding": "gzip"}),
+            "/data/to-other-host.csv": _reply(
+                b"", status=302, headers={"Location": server.url("/data/d.csv", host="localhost")}
+            ),
+            "/data/to-same-host.csv": _reply(b"", status=301, headers={"Location": "/data/d.csv"}),
+            "/data/to-outside.csv": _reply(b"", status=307, headers={"Location": "/private/d.csv"}),
+            "/private/d.csv": _reply(CSV),
+            "/data/slow.csv": _drip,
+        }
+    )
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -251,8 +264,7 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer
 
 @pytest.fixture
 def hctx(ctx: RunContext, https_server: TlsServer) -> RunContext:
-    return variant(ctx, allowed_sources=[https_server.url("/data/")],
-                   ca_bundle=https_server.tls.ca)
+    return variant(ctx, allowed_sources=[https_server.url("/data/")], ca_bundle=https_server.tls.ca)
 
 
 def test_https_fetch_with_the_ca_and_sidecar(hctx: RunContext, https_server: TlsServer) -> None:
@@ -260,8 +272,9 @@ def test_https_fetch_with_the_ca_and_sidecar(hctx: RunContext, https_server: Tls
     assert dataset.rows == 569 and dataset.integrity == "sidecar"
     assert dataset.uri == https_server.url("/data/d.csv")
     assert pd.read_csv(io.BytesIO(CSV)).equals(dataset.frame)
-    assert next(r for r in results if r.name == "ingest.source").metrics["allowed_prefix"] \
-        == https_server.url("/data/")
+    assert next(r for r in results if r.name == "ingest.source").metrics[
+        "allowed_prefix"
+    ] == https_server.url("/data/")
 
 
 def test_https_tampered_body_fails_its_sidecar(hctx: RunContext, https_server: TlsServer) -> None:
@@ -270,23 +283,26 @@ def test_https_tampered_body_fails_its_sidecar(hctx: RunContext, https_server: T
     assert g.metrics["matched"] is False
 
 
-def test_https_without_the_ca_fails_tls_verification(hctx: RunContext,
-                                                     https_server: TlsServer) -> None:
+def test_https_without_the_ca_fails_tls_verification(
+    hctx: RunContext, https_server: TlsServer
+) -> None:
     g = blocked(variant(hctx, ca_bundle=None), https_server.url("/data/d.csv"))
     assert g.name == "ingest.source" and g.metrics["fetch_error"] == "tls"
     assert "dataset.ca_bundle" in g.detail
 
 
-def test_https_declared_length_over_cap_refused_before_body(hctx: RunContext,
-                                                            https_server: TlsServer) -> None:
+def test_https_declared_length_over_cap_refused_before_body(
+    hctx: RunContext, https_server: TlsServer
+) -> None:
     g = blocked(variant(hctx, max_bytes=CAP), https_server.url("/data/declared-big.csv"))
     assert g.name == "ingest.size" and g.metrics["bytes"] == CAP + 1
     assert g.metrics["bytes_measured_from"] == "content-length"
 
 
 @pytest.mark.parametrize("path", ["no-length", "chunked", "lying"])
-def test_https_body_over_cap_refused_mid_stream(hctx: RunContext, https_server: TlsServer,
-                                                path: str) -> None:
+def test_https_body_over_cap_refused_mid_stream(
+    hctx: RunContext, https_server: TlsServer, path: str
+) -> None:
     """No Content-Length (close-delimited or chunked) or a false one (100, chunked body)."""
     g = blocked(variant(hctx, max_bytes=CAP), https_server.url(f"/data/{path}.csv"))
     assert g.name == "ingest.size" and g.metrics["bytes_measured_from"] == "stream"
@@ -298,21 +314,22 @@ def test_https_body_over_cap_refused_mid_stream(hctx: RunContext, https_server: 
     assert https_server.sent[path] < 64 * 2**20  # the server was stopped, not drained
 
 
-def test_https_redirect_to_another_host_refused(hctx: RunContext,
-                                                https_server: TlsServer) -> None:
+def test_https_redirect_to_another_host_refused(hctx: RunContext, https_server: TlsServer) -> None:
     g = blocked(hctx, https_server.url("/data/to-other-host.csv"))
     assert g.name == "ingest.source" and g.metrics["reason"] == "redirect_other_host"
     assert g.metrics["redirect_host"] == "localhost"
 
 
-def test_https_redirect_outside_the_allow_list_refused(hctx: RunContext,
-                                                       https_server: TlsServer) -> None:
+def test_https_redirect_outside_the_allow_list_refused(
+    hctx: RunContext, https_server: TlsServer
+) -> None:
     g = blocked(hctx, https_server.url("/data/to-outside.csv"))
     assert g.name == "ingest.source" and g.metrics["reason"] == "redirect_not_allowed"
 
 
 def test_https_same_host_redirect_inside_the_allow_list_followed(
-        hctx: RunContext, https_server: TlsServer) -> None:
+    hctx: RunContext, https_server: TlsServer
+) -> None:
     dataset, _ = ingest(hctx, source=https_server.url("/data/to-same-host.csv"))
     assert dataset.rows == 569
 
@@ -327,13 +344,22 @@ def test_https_download_deadline(https_server: TlsServer) -> None:
     remote = Remote("https", "127.0.0.1", https_server.port, "/data/slow.csv")
     started = time.monotonic()
     with pytest.raises(FetchFailed) as info:
-        fetch_https(remote, max_bytes=CAP, ca_bundle=https_server.tls.ca,
-                    allowed=[https_server.url("/data/")], deadline=0.5)
+        fetch_https(
+            remote,
+            max_bytes=CAP,
+            ca_bundle=https_server.tls.ca,
+            allowed=[https_server.url("/data/")],
+            deadline=0.5,
+        )
     assert info.value.reason == "timeout" and time.monotonic() - started < 3
 
 
 def test_https_redirect_refusal_is_a_source_refusal(https_server: TlsServer) -> None:
     remote = Remote("https", "127.0.0.1", https_server.port, "/data/to-other-host.csv")
     with pytest.raises(SourceRefused):
-        fetch_https(remote, max_bytes=CAP, ca_bundle=https_server.tls.ca,
-                    allowed=[https_server.url("/data/")])
+        fetch_https(
+            remote,
+            max_bytes=CAP,
+            ca_bundle=https_server.tls.ca,
+            allowed=[https_server.url("/data/")],
+        )

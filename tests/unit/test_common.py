@@ -134,11 +134,13 @@ def test_envelope_round_trip_context_and_tamper(tmp_path: Path) -> None:
 
 
 def test_envelope_other_master_key_cannot_decrypt(tmp_path: Path) -> None:
-    blob = envelope.encrypt(b"m", key_provider=envelope.local_master_key(tmp_path / "a"),
-                            context={"a": "1"})
+    blob = envelope.encrypt(
+        b"m", key_provider=envelope.local_master_key(tmp_path / "a"), context={"a": "1"}
+    )
     with pytest.raises(envelope.EnvelopeError):
-        envelope.decrypt(blob, key_provider=envelope.local_master_key(tmp_path / "b"),
-                         context={"a": "1"})
+        envelope.decrypt(
+            blob, key_provider=envelope.local_master_key(tmp_path / "b"), context={"a": "1"}
+        )
 
 
 # --- settings --------------------------------------------------------------

@@ -41,8 +41,14 @@ def trained(tmp_path_factory) -> tuple[RunContext, TrainedModel]:
     """One registered model shared by the module (training costs ~2.5 s)."""
     settings = load_settings(state_dir=tmp_path_factory.mktemp("evaluate") / "state")
     ctx = RunContext(settings=settings, run_id="test-run")
-    dataset = Dataset(frame=pd.read_csv(CSV), uri=str(CSV), sha256=sha256_file(CSV),
-                      format="csv", integrity="none", target="target")
+    dataset = Dataset(
+        frame=pd.read_csv(CSV),
+        uri=str(CSV),
+        sha256=sha256_file(CSV),
+        format="csv",
+        integrity="none",
+        target="target",
+    )
     model, _ = train(ctx, dataset, suite_sha256="0" * 64)
     return ctx, model
 
@@ -56,8 +62,11 @@ def with_evaluate(ctx: RunContext, **changes: Any) -> RunContext:
 def test_defaults_pass_and_are_recorded(trained):
     ctx, model = trained
     metrics, results = evaluate(ctx, model)
-    assert [(r.name, r.passed) for r in results] == [(QUALITY, True), (ADVERSARIAL, True),
-                                                     ("evaluate.membership_inference", True)]
+    assert [(r.name, r.passed) for r in results] == [
+        (QUALITY, True),
+        (ADVERSARIAL, True),
+        ("evaluate.membership_inference", True),
+    ]
     assert metrics["accuracy"] >= 0.95 and metrics["roc_auc"] > 0.99 and metrics["f1"] > 0.95
     assert metrics["samples"] == len(model.x_test)  # 143 test rows < attack_samples=200
     assert metrics["clean_accuracy"] == metrics["accuracy"]
@@ -104,16 +113,20 @@ def test_large_attack_blocks(trained):
 def test_robust_accuracy_matches_stack_notes(trained, eps, expected, attack):
     ctx, model = trained
     cfg = ctx.settings.evaluate.model_copy(update={"attack": attack, "attack_eps": eps})
-    result = check_adversarial(pipeline=model.pipeline, x_train=model.x_train, x=model.x_test,
-                               y=model.y_test, config=cfg)
+    result = check_adversarial(
+        pipeline=model.pipeline, x_train=model.x_train, x=model.x_test, y=model.y_test, config=cfg
+    )
     assert result.metrics["robust_accuracy"] == pytest.approx(expected, abs=0.05)
     assert result.metrics["max_perturbation_std"] <= eps * (1 + 1e-4) + 1e-6
 
 
-@pytest.mark.parametrize("estimator", [
-    Pipeline([("scaler", StandardScaler()), ("model", DecisionTreeClassifier(random_state=0))]),
-    RandomForestClassifier(n_estimators=5, random_state=0),
-])
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        Pipeline([("scaler", StandardScaler()), ("model", DecisionTreeClassifier(random_state=0))]),
+        RandomForestClassifier(n_estimators=5, random_state=0),
+    ],
+)
 def test_model_without_gradients_fails_closed(trained, estimator):
     ctx, model = trained
     estimator.fit(model.x_train, model.y_train)

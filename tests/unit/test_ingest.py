@@ -28,8 +28,9 @@ TINY_CSV = b"a,b,target\n1.5,2.5,0\n3.5,4.5,1\n5.5,6.5,1\n"
 def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     """The same context with some dataset settings changed (whole section copied)."""
     s = ctx.settings
-    return RunContext(s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}),
-                      ctx.run_id)
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
 
 
 @pytest.fixture
@@ -72,10 +73,16 @@ class Payload:
 
 # --- happy paths ---------------------------------------------------------------------------
 
+
 def test_bundled_source_passes_with_config_pin(ctx: RunContext) -> None:
     dataset, results = ingest(ctx)
-    assert [r.name for r in results] == ["ingest.source", "ingest.integrity", "ingest.format",
-                                         "ingest.size", "ingest.formula_cells"]
+    assert [r.name for r in results] == [
+        "ingest.source",
+        "ingest.integrity",
+        "ingest.format",
+        "ingest.size",
+        "ingest.formula_cells",
+    ]
     assert all(r.passed for r in results)
     assert dataset.rows == 569 and dataset.format == "csv" and dataset.integrity == "config-pin"
     assert gate(results, "ingest.integrity").metrics["matched"] is True
@@ -84,8 +91,9 @@ def test_bundled_source_passes_with_config_pin(ctx: RunContext) -> None:
 
 
 @pytest.mark.parametrize("name", ["breast_cancer.csv", "breast_cancer", "./breast_cancer.csv"])
-def test_dataset_name_resolves_in_data_root_and_keeps_config_pin(ctx: RunContext,
-                                                                 name: str) -> None:
+def test_dataset_name_resolves_in_data_root_and_keeps_config_pin(
+    ctx: RunContext, name: str
+) -> None:
     dataset, _ = ingest(ctx, source=name)
     assert dataset.integrity == "config-pin" and dataset.uri == ctx.settings.dataset.source
 
@@ -126,6 +134,7 @@ def test_symlink_resolving_inside_root_is_read(rctx: RunContext, root: Path) -> 
 
 # --- ingest.source -------------------------------------------------------------------------
 
+
 def test_missing_file_blocked(rctx: RunContext, root: Path) -> None:
     g = blocked(rctx, str(root / "nope.csv"))
     assert g.name == "ingest.source" and g.metrics["reason"] == "not_found"
@@ -148,8 +157,9 @@ def test_traversal_blocked(rctx: RunContext, root: Path) -> None:
 def test_absolute_path_outside_root_blocked(rctx: RunContext, tmp_path: Path) -> None:
     g = blocked(rctx, write(tmp_path / "outside.csv", TINY_CSV))
     assert g.name == "ingest.source" and g.metrics["reason"] == "outside_root"
-    assert "data_root" in g.detail and g.threshold["data_root"] == str(rctx.settings.dataset
-                                                                       .data_root)
+    assert "data_root" in g.detail and g.threshold["data_root"] == str(
+        rctx.settings.dataset.data_root
+    )
 
 
 def test_symlink_out_of_root_blocked(rctx: RunContext, root: Path, tmp_path: Path) -> None:
@@ -159,8 +169,9 @@ def test_symlink_out_of_root_blocked(rctx: RunContext, root: Path, tmp_path: Pat
     assert "symlink" in g.detail
 
 
-def test_symlinked_directory_inside_root_pointing_out_blocked(rctx: RunContext, root: Path,
-                                                              tmp_path: Path) -> None:
+def test_symlinked_directory_inside_root_pointing_out_blocked(
+    rctx: RunContext, root: Path, tmp_path: Path
+) -> None:
     (tmp_path / "elsewhere").mkdir()
     write(tmp_path / "elsewhere" / "d.csv", TINY_CSV)
     (root / "exports").symlink_to(tmp_path / "elsewhere")
@@ -169,13 +180,16 @@ def test_symlinked_directory_inside_root_pointing_out_blocked(rctx: RunContext, 
         assert g.name == "ingest.source" and g.metrics["reason"] == "symlink_escape", source
 
 
-@pytest.mark.parametrize(("uri", "reason"), [
-    ("s3://nightly-data/data.csv", "not_allowed"),
-    ("https://data.example.org/exports/data.csv", "not_allowed"),
-    ("http://data.example.org/exports/data.csv", "insecure_scheme"),
-    ("ftp://host/data.csv", "unsupported_scheme"),
-    ("file://otherhost/data.csv", "bad_uri"),
-])
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("s3://nightly-data/data.csv", "not_allowed"),
+        ("https://data.example.org/exports/data.csv", "not_allowed"),
+        ("http://data.example.org/exports/data.csv", "insecure_scheme"),
+        ("ftp://host/data.csv", "unsupported_scheme"),
+        ("file://otherhost/data.csv", "bad_uri"),
+    ],
+)
 def test_remote_and_odd_sources_refused(ctx: RunContext, uri: str, reason: str) -> None:
     g = blocked(ctx, uri)
     assert g.name == "ingest.source" and g.metrics["reason"] == reason
@@ -195,6 +209,7 @@ def test_allow_list_is_on_path_segments(ctx: RunContext) -> None:
 
 
 # --- ingest.size ---------------------------------------------------------------------------
+
 
 def test_byte_cap_checked_before_reading(rctx: RunContext, root: Path) -> None:
     g = blocked(variant(rctx, max_bytes=10), write(root / "d.csv", TINY_CSV))
@@ -220,6 +235,7 @@ def test_parquet_row_cap_read_from_metadata(rctx: RunContext, root: Path) -> Non
 
 def test_check_size_pure() -> None:
     from tasks.common.settings import DatasetConfig
+
     limits = DatasetConfig.model_construct(max_bytes=100, max_rows=5, max_columns=3)
     assert check_size(n_bytes=100, rows=5, columns=3, limits=limits).passed
     assert not check_size(n_bytes=101, rows=None, columns=None, limits=limits).passed
@@ -227,9 +243,9 @@ def test_check_size_pure() -> None:
 
 # --- ingest.format -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["data.csv", "data.parquet", "model.pkl"])
-def test_pickle_payload_refused_and_never_executed(rctx: RunContext, root: Path,
-                                                   name: str) -> None:
+def test_pickle_payload_refused_and_never_executed(rctx: RunContext, root: Path, name: str) -> None:
     live = root / "live-marker"
     pickle.loads(pickle.dumps(Payload(live)))  # the payload is real: loading it runs code
     assert live.exists()
@@ -255,38 +271,51 @@ def _zip_bytes() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("data", "kind"), [
-    (b"", "empty"),
-    (random.Random(7).randbytes(4096), "binary"),
-    (b"a,b\n1,2\x00\n", "binary"),
-    ("a,b\ncaf\u00e9,1\n".encode("latin-1"), "bad-encoding"),
-    ("a,b\ncaf\u00e9,1\n".encode("utf-16"), "utf-16"),
-    ("\ufeffa,b\ncaf\u00e9,1\n".encode(), "csv"),
-    (b"a,b\n1,\x07\n", "binary"),
-    (gzip.compress(TINY_CSV), "gzip"),
-    (_zip_bytes(), "zip"),
-    (b"\x93NUMPY\x01\x00", "numpy"),
-    (b"PAR1 truncated parquet", "csv"),
-])
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty"),
+        (random.Random(7).randbytes(4096), "binary"),
+        (b"a,b\n1,2\x00\n", "binary"),
+        ("a,b\ncaf\u00e9,1\n".encode("latin-1"), "bad-encoding"),
+        ("a,b\ncaf\u00e9,1\n".encode("utf-16"), "utf-16"),
+        ("\ufeffa,b\ncaf\u00e9,1\n".encode(), "csv"),
+        (b"a,b\n1,\x07\n", "binary"),
+        (gzip.compress(TINY_CSV), "gzip"),
+        (_zip_bytes(), "zip"),
+        (b"\x93NUMPY\x01\x00", "numpy"),
+        (b"PAR1 truncated parquet", "csv"),
+    ],
+)
 def test_sniff_format(data: bytes, kind: str) -> None:
     assert sniff_format(data) == kind
 
 
-@pytest.mark.parametrize(("data", "kind"), [
-    (b"", "empty"), (random.Random(7).randbytes(4096), "binary"), (_zip_bytes(), "zip"),
-    (gzip.compress(TINY_CSV), "gzip"), ("a\n\u00e9\n".encode("utf-16"), "utf-16")])
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"", "empty"),
+        (random.Random(7).randbytes(4096), "binary"),
+        (_zip_bytes(), "zip"),
+        (gzip.compress(TINY_CSV), "gzip"),
+        ("a\n\u00e9\n".encode("utf-16"), "utf-16"),
+    ],
+)
 def test_refused_formats_blocked(rctx: RunContext, root: Path, data: bytes, kind: str) -> None:
     g = blocked(rctx, write(root / "data.csv", data))
     assert g.name == "ingest.format" and g.metrics["detected"] == kind and kind in g.detail
 
 
-def test_bad_encoding_names_offset_line_and_expected_encoding(rctx: RunContext,
-                                                              root: Path) -> None:
+def test_bad_encoding_names_offset_line_and_expected_encoding(rctx: RunContext, root: Path) -> None:
     data = "a,b,target\n1.5,x,0\n2.5,caf\u00e9,1\n".encode("cp1252")
     g = blocked(rctx, write(root / "d.csv", data))
     offset = data.index(b"\xe9")
     assert g.name == "ingest.format" and g.metrics == {
-        "detected": "bad-encoding", "offset": offset, "line": 3, "expected": "utf-8"}
+        "detected": "bad-encoding",
+        "offset": offset,
+        "line": 3,
+        "expected": "utf-8",
+    }
     assert f"byte offset {offset}" in g.detail and "line 3" in g.detail
     assert "expected UTF-8" in g.detail and "caf" not in g.model_dump_json()
 
@@ -303,15 +332,16 @@ def test_corrupt_parquet_blocked(rctx: RunContext, root: Path) -> None:
 
 # --- ingest.formula_cells ------------------------------------------------------------------
 
-FORMULA_CSV = (b"a,note,code,target\n"
-               b"1.5,=HYPERLINK(\"http://x\"),ok,0\n"
-               b"-2.5,fine,@SUM(A1),1\n"
-               b"3.5,+cmd|' /C calc'!A0,-1.5,1\n"
-               b"4.5,\tcmd,+7,0\n")
+FORMULA_CSV = (
+    b"a,note,code,target\n"
+    b'1.5,=HYPERLINK("http://x"),ok,0\n'
+    b"-2.5,fine,@SUM(A1),1\n"
+    b"3.5,+cmd|' /C calc'!A0,-1.5,1\n"
+    b"4.5,\tcmd,+7,0\n"
+)
 
 
-def test_formula_cells_blocked_with_count_and_columns_only(rctx: RunContext,
-                                                          root: Path) -> None:
+def test_formula_cells_blocked_with_count_and_columns_only(rctx: RunContext, root: Path) -> None:
     g = blocked(rctx, write(root / "d.csv", FORMULA_CSV))
     assert g.name == "ingest.formula_cells"
     assert g.metrics == {"cells": 4, "columns": ["note", "code"], "header_positions": []}
@@ -321,8 +351,12 @@ def test_formula_cells_blocked_with_count_and_columns_only(rctx: RunContext,
 
 
 def test_numbers_in_text_columns_are_not_formulas() -> None:
-    frame = pd.DataFrame({"code": ["-1.5", "+3", "abc", "-", "1,5%", " -2e3", None],
-                          "x": [-1.0, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0]})
+    frame = pd.DataFrame(
+        {
+            "code": ["-1.5", "+3", "abc", "-", "1,5%", " -2e3", None],
+            "x": [-1.0, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0],
+        }
+    )
     assert formula_cells(frame) == (0, [], [])
     assert check_formula_cells(frame).passed
 
@@ -340,6 +374,7 @@ def test_formula_in_header_is_flagged_by_position() -> None:
 
 
 # --- ingest.integrity ----------------------------------------------------------------------
+
 
 def test_config_pin_mismatch_blocked(ctx: RunContext) -> None:
     g = blocked(variant(ctx, sha256="1" * 64), None)
@@ -360,9 +395,13 @@ def test_sidecar_mismatch_blocked(rctx: RunContext, root: Path) -> None:
     (root / "new.csv.sha256").write_text(f"{hashlib.sha256(b'x').hexdigest()}  new.csv\n")
     g = blocked(rctx, source)
     assert g.name == "ingest.integrity" and g.metrics == {
-        "pin": "sidecar", "sha256": hashlib.sha256(TINY_CSV).hexdigest(),
-        "expected": hashlib.sha256(b"x").hexdigest(), "matched": False,
-        "transport_checksum": "not-applicable", "transport_algorithm": None}
+        "pin": "sidecar",
+        "sha256": hashlib.sha256(TINY_CSV).hexdigest(),
+        "expected": hashlib.sha256(b"x").hexdigest(),
+        "matched": False,
+        "transport_checksum": "not-applicable",
+        "transport_algorithm": None,
+    }
 
 
 @pytest.mark.parametrize("text", ["not a digest\n", "{d}  other.csv\n", "{d}  new.csv\n{d}  b\n"])

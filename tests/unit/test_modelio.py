@@ -56,8 +56,12 @@ def data() -> tuple[pd.DataFrame, pd.Series]:
 @pytest.fixture(scope="module")
 def pipeline(data) -> Pipeline:
     x, y = data
-    return Pipeline([("scaler", StandardScaler()),
-                     ("model", LogisticRegression(random_state=42, max_iter=1000))]).fit(x, y)
+    return Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            ("model", LogisticRegression(random_state=42, max_iter=1000)),
+        ]
+    ).fit(x, y)
 
 
 def test_trusted_types_are_exactly_what_the_project_pipeline_needs(pipeline):
@@ -100,8 +104,13 @@ def test_digest_is_checked_before_parsing():
 def test_refuses_untrusted_custom_class_without_running_it(data, tmp_path):
     x, y = data
     marker = tmp_path / "marker"
-    evil = Pipeline([("payload", Payload(marker=str(marker))), ("scaler", StandardScaler()),
-                     ("model", LogisticRegression(max_iter=1000))]).fit(x, y)
+    evil = Pipeline(
+        [
+            ("payload", Payload(marker=str(marker))),
+            ("scaler", StandardScaler()),
+            ("model", LogisticRegression(max_iter=1000)),
+        ]
+    ).fit(x, y)
     blob = dumps_model(evil)
     with pytest.raises(UntrustedModelError) as err:
         load_model_bytes(blob, expected_sha256=sha256_bytes(blob))

@@ -36,19 +36,39 @@ def test_name_tokens() -> None:
     assert name_tokens("mean fractal dimension") == ["mean", "fractal", "dimension"]
 
 
-@pytest.mark.parametrize(("column", "kind"), [
-    ("email", "email"), ("E-Mail", "email"), ("contact_email_address", "email"),
-    ("phone", "phone"), ("mobileNumber", "phone"), ("Telephone", "phone"),
-    ("ssn", "national_id"), ("social security number", "national_id"),
-    ("name", "person_name"), ("first_name", "person_name"), ("lastName", "person_name"),
-    ("full_name", "person_name"), ("Surname", "person_name"),
-    ("address", "address"), ("street", "address"), ("zip", "address"),
-    ("post_code", "address"), ("postcode", "address"),
-    ("birth_date", "birth_date"), ("date of birth", "birth_date"), ("DOB", "birth_date"),
-    ("ip address", "ip_address"), ("client_ip", "ip_address"),
-    ("iban", "iban"), ("credit card", "payment_card"), ("card_number", "payment_card"),
-    ("passport", "passport"), ("passport_no", "passport"),
-])
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [
+        ("email", "email"),
+        ("E-Mail", "email"),
+        ("contact_email_address", "email"),
+        ("phone", "phone"),
+        ("mobileNumber", "phone"),
+        ("Telephone", "phone"),
+        ("ssn", "national_id"),
+        ("social security number", "national_id"),
+        ("name", "person_name"),
+        ("first_name", "person_name"),
+        ("lastName", "person_name"),
+        ("full_name", "person_name"),
+        ("Surname", "person_name"),
+        ("address", "address"),
+        ("street", "address"),
+        ("zip", "address"),
+        ("post_code", "address"),
+        ("postcode", "address"),
+        ("birth_date", "birth_date"),
+        ("date of birth", "birth_date"),
+        ("DOB", "birth_date"),
+        ("ip address", "ip_address"),
+        ("client_ip", "ip_address"),
+        ("iban", "iban"),
+        ("credit card", "payment_card"),
+        ("card_number", "payment_card"),
+        ("passport", "passport"),
+        ("passport_no", "passport"),
+    ],
+)
 def test_pii_names_flagged(column: str, kind: str) -> None:
     assert kind in kinds_by_name(column)
 
@@ -57,35 +77,75 @@ def test_ip_address_is_not_also_a_postal_address() -> None:
     assert kinds_by_name("ip_address") == ["ip_address"]
 
 
-@pytest.mark.parametrize("column", [
-    "mean radius", "mean fractal dimension", "worst fractal dimension", "area error",
-    "concave points error", "target", "hotel", "filename", "zipper_count", "shipping",
-    "dimensions", "tip", "iptc", "domain", "renamed",
-])
+@pytest.mark.parametrize(
+    "column",
+    [
+        "mean radius",
+        "mean fractal dimension",
+        "worst fractal dimension",
+        "area error",
+        "concave points error",
+        "target",
+        "hotel",
+        "filename",
+        "zipper_count",
+        "shipping",
+        "dimensions",
+        "tip",
+        "iptc",
+        "domain",
+        "renamed",
+    ],
+)
 def test_innocent_names_not_flagged(column: str) -> None:
     assert kinds_by_name(column) == []
 
 
 # --- by value --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("value", "kind"), [
-    ("jane.doe@example.org", "email"), ("write to a.b+c@mail.example.co.uk please", "email"),
-    ("+1 415 555 2671", "phone"), ("(415) 555-2671", "phone"), ("+441632960961", "phone"),
-    ("123-45-6789", "national_id"),
-    ("4111 1111 1111 1111", "payment_card"), ("5555555555554444", "payment_card"),
-    ("378282246310005", "payment_card"),
-    ("GB82 WEST 1234 5698 7654 32", "iban"), ("DE89370400440532013000", "iban"),
-    ("192.168.1.20", "ip_address"), ("2001:db8::1", "ip_address"),
-])
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("jane.doe@example.org", "email"),
+        ("write to a.b+c@mail.example.co.uk please", "email"),
+        ("+1 415 555 2671", "phone"),
+        ("(415) 555-2671", "phone"),
+        ("+441632960961", "phone"),
+        ("123-45-6789", "national_id"),
+        ("4111 1111 1111 1111", "payment_card"),
+        ("5555555555554444", "payment_card"),
+        ("378282246310005", "payment_card"),
+        ("GB82 WEST 1234 5698 7654 32", "iban"),
+        ("DE89370400440532013000", "iban"),
+        ("192.168.1.20", "ip_address"),
+        ("2001:db8::1", "ip_address"),
+    ],
+)
 def test_pii_values_detected(value: str, kind: str) -> None:
     assert kind in value_kinds(value)
 
 
-@pytest.mark.parametrize("value", [
-    "2020-01-15", "15/01/2020", "3.14159", "1234.5678", "12345", "4155552671", "hello world",
-    "000-12-3456", "666-12-3456", "4111 1111 1111 1112", "GB82 WEST 1234 5698 7654 33",
-    "999.1.1.1", "not@an", "M", "benign",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2020-01-15",
+        "15/01/2020",
+        "3.14159",
+        "1234.5678",
+        "12345",
+        "4155552671",
+        "hello world",
+        "000-12-3456",
+        "666-12-3456",
+        "4111 1111 1111 1112",
+        "GB82 WEST 1234 5698 7654 33",
+        "999.1.1.1",
+        "not@an",
+        "M",
+        "benign",
+    ],
+)
 def test_non_pii_values_not_detected(value: str) -> None:
     assert value_kinds(value) == set()
 
@@ -96,7 +156,7 @@ def test_check_digits() -> None:
 
 
 def test_value_share_threshold() -> None:
-    few = pd.Series(["a@example.org"] * 3 + ["plain text"] * 97)    # 3%: not a PII column
+    few = pd.Series(["a@example.org"] * 3 + ["plain text"] * 97)  # 3%: not a PII column
     many = pd.Series(["a@example.org"] * 10 + ["plain text"] * 90)  # 10%: flagged
     assert kinds_by_value(few) == [] and kinds_by_value(many) == ["email"]
     assert kinds_by_value(pd.Series([None, None], dtype=object)) == []
@@ -112,9 +172,14 @@ def test_scan_bundled_data_has_no_findings() -> None:
 
 
 def test_scan_reports_name_and_value() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0], "email": ["a@x.org", "b@x.org"],
-                          "notes": ["call +1 415 555 2671", "ring +1 415 555 2672"],
-                          "contact": ["a@x.org", "b@y.org"]})
+    frame = pd.DataFrame(
+        {
+            "x": [1.0, 2.0],
+            "email": ["a@x.org", "b@x.org"],
+            "notes": ["call +1 415 555 2671", "ring +1 415 555 2672"],
+            "contact": ["a@x.org", "b@y.org"],
+        }
+    )
     found = {f.column: f for f in scan(frame)}
     assert set(found) == {"email", "contact"}  # phones inside free text are not matched
     assert found["email"].by == ("name", "value") and found["email"].kinds == ("email",)
@@ -133,14 +198,19 @@ FINDINGS = [Finding("email", ("email",), ("name", "value"))]
 def test_check_pii_undeclared_blocks() -> None:
     g = check_pii(FINDINGS, {}, columns=["x", "email", "target"], target="target")
     assert not g.passed and g.metrics["undeclared"] == ["email"]
-    assert g.metrics["flagged"] == [{"column": "email", "kinds": ["email"],
-                                     "by": ["name", "value"]}]
+    assert g.metrics["flagged"] == [
+        {"column": "email", "kinds": ["email"], "by": ["name", "value"]}
+    ]
     assert "dataset.pii" in g.detail
 
 
 def test_check_pii_declared_passes_and_reports_missing() -> None:
-    g = check_pii(FINDINGS, {"email": "pseudonymize", "phone": "drop"},
-                  columns=["x", "email", "target"], target="target")
+    g = check_pii(
+        FINDINGS,
+        {"email": "pseudonymize", "phone": "drop"},
+        columns=["x", "email", "target"],
+        target="target",
+    )
     assert g.passed and g.metrics["pseudonymized"] == ["email"]
     assert g.metrics["dropped"] == [] and g.metrics["declared_missing"] == ["phone"]
 
@@ -155,6 +225,7 @@ def test_check_pii_no_findings_passes() -> None:
 
 
 # --- pseudonymisation and its key ------------------------------------------------------------
+
 
 def test_pseudonymize_is_keyed_and_stable() -> None:
     values = pd.Series(["a@x.org", "b@x.org", None, "a@x.org"])
@@ -172,10 +243,8 @@ def test_pseudonymize_refuses_short_key() -> None:
 
 
 def test_apply_pii() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0], "email": ["a@x.org", "b@x.org"],
-                          "name": ["Ann", "Bob"]})
-    out = apply_pii(frame, {"email": "pseudonymize", "name": "drop", "ssn": "drop"},
-                    key=b"k" * 32)
+    frame = pd.DataFrame({"x": [1.0, 2.0], "email": ["a@x.org", "b@x.org"], "name": ["Ann", "Bob"]})
+    out = apply_pii(frame, {"email": "pseudonymize", "name": "drop", "ssn": "drop"}, key=b"k" * 32)
     assert list(out.columns) == ["x", "email"]
     assert not set(out["email"]) & {"a@x.org", "b@x.org"}
     assert list(frame.columns) == ["x", "email", "name"]  # input untouched

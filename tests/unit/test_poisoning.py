@@ -58,13 +58,13 @@ def gates(frame: pd.DataFrame, profile: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_fresh_clean_draw_passes_every_check(profile: dict[str, Any],
-                                             clean: pd.DataFrame) -> None:
+def test_fresh_clean_draw_passes_every_check(profile: dict[str, Any], clean: pd.DataFrame) -> None:
     g = gates(clean, profile)
     assert all(r.passed for r in g.values()), {k: r.summary() for k, r in g.items()}
 
 
 # --- screen.label_noise ----------------------------------------------------------------------
+
 
 def test_label_flips_raise_label_noise(profile: dict[str, Any], clean: pd.DataFrame) -> None:
     flipped = clean.copy()
@@ -76,18 +76,21 @@ def test_label_flips_raise_label_noise(profile: dict[str, Any], clean: pd.DataFr
     assert g.threshold == {"max_label_noise_excess": 0.05} and "label flipping" in g.detail
 
 
-def test_balanced_flips_keep_shares_but_not_neighbours(profile: dict[str, Any],
-                                                       clean: pd.DataFrame) -> None:
+def test_balanced_flips_keep_shares_but_not_neighbours(
+    profile: dict[str, Any], clean: pd.DataFrame
+) -> None:
     flipped = clean.copy()
     ones = flipped.index[flipped["target"] == 1][:40]
     zeros = flipped.index[flipped["target"] == 0][:40]
     flipped.loc[ones, "target"], flipped.loc[zeros, "target"] = 0, 1
-    assert check_label_distribution(label_shares(flipped["target"]), profile["label_shares"],
-                                    max_shift=0.05).passed
+    assert check_label_distribution(
+        label_shares(flipped["target"]), profile["label_shares"], max_shift=0.05
+    ).passed
     assert not gates(flipped, profile)["noise"].passed
 
 
 # --- screen.near_duplicates ------------------------------------------------------------------
+
 
 def test_jittered_flood_is_near_duplicate(profile: dict[str, Any], clean: pd.DataFrame) -> None:
     rng = np.random.default_rng(2)
@@ -111,14 +114,16 @@ def test_near_duplicates_under_sampling(profile: dict[str, Any], clean: pd.DataF
 
 
 def test_many_exact_duplicates_do_not_break_the_vote() -> None:
-    frame = pd.DataFrame({"x0": [0.0] * 12 + [5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
-                          "target": [1] * 12 + [0] * 6})
+    frame = pd.DataFrame(
+        {"x0": [0.0] * 12 + [5.0, 6.0, 7.0, 8.0, 9.0, 10.0], "target": [1] * 12 + [0] * 6}
+    )
     p = build_profile(frame, target="target")  # self is not always among 0-distance ties
     assert p["near_duplicate_rate"] == pytest.approx(12 / 18)
     assert p["label_noise_rate"] == 0.0
 
 
 # --- screen.outliers -------------------------------------------------------------------------
+
 
 def test_injected_extremes_are_outliers(profile: dict[str, Any], clean: pd.DataFrame) -> None:
     bad = clean.copy()
@@ -137,6 +142,7 @@ def test_robust_z_with_zero_mad() -> None:
 
 # --- screen.backdoor -------------------------------------------------------------------------
 
+
 def test_backdoor_trigger_detected(profile: dict[str, Any], clean: pd.DataFrame) -> None:
     bad = clean.copy()
     rows = bad.sample(n=60, random_state=4).index  # 6% of rows
@@ -150,8 +156,9 @@ def test_backdoor_trigger_detected(profile: dict[str, Any], clean: pd.DataFrame)
     assert "backdoor" in b.detail
 
 
-def test_extremes_without_a_label_are_not_a_backdoor(profile: dict[str, Any],
-                                                     clean: pd.DataFrame) -> None:
+def test_extremes_without_a_label_are_not_a_backdoor(
+    profile: dict[str, Any], clean: pd.DataFrame
+) -> None:
     bad = clean.copy()
     rows = bad.sample(n=60, random_state=5).index
     bad.loc[rows, "x1"] = profile["features"]["x1"]["tail_high"] + 0.2
@@ -160,6 +167,7 @@ def test_extremes_without_a_label_are_not_a_backdoor(profile: dict[str, Any],
 
 
 # --- screen.label_distribution and screen.duplicates -----------------------------------------
+
 
 def test_label_keys_are_type_independent() -> None:
     assert label_shares(pd.Series([1.0, 0.0])) == label_shares(pd.Series([1, 0]))
@@ -194,11 +202,14 @@ def test_duplicate_rate_matches_exact_comparison() -> None:
     assert duplicate_rate(frame.head(0)) == 0.0
 
 
-def test_checks_fail_closed_on_missing_feature(profile: dict[str, Any],
-                                               clean: pd.DataFrame) -> None:
+def test_checks_fail_closed_on_missing_feature(
+    profile: dict[str, Any], clean: pd.DataFrame
+) -> None:
     broken = clean.drop(columns=["x2"])
-    for g in (run_check("screen.outliers", check_outliers, broken, profile, max_excess=0.5),
-              run_check("screen.backdoor", check_backdoor, broken, profile, max_score=0.5)):
+    for g in (
+        run_check("screen.outliers", check_outliers, broken, profile, max_excess=0.5),
+        run_check("screen.backdoor", check_backdoor, broken, profile, max_score=0.5),
+    ):
         assert not g.passed and "KeyError" in g.detail
     with pytest.raises(KeyError):
         neighbour_stats(broken, profile)

@@ -39,14 +39,16 @@ def bundled() -> pd.DataFrame:
 
 
 def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(frame=frame, uri="memory", sha256="0" * 64, format="csv",
-                   integrity="none", target="target")
+    return Dataset(
+        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
+    )
 
 
 def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     s = ctx.settings
-    return RunContext(s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}),
-                      ctx.run_id)
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
 
 
 def integrity(ctx: RunContext, bundled: pd.DataFrame) -> GateResult:
@@ -68,8 +70,10 @@ def copy_bundled(ctx: RunContext, tmp_path: Path) -> Path:
 
 # --- building --------------------------------------------------------------------------------
 
-def test_bundled_profile_is_what_build_profile_writes(ctx: RunContext,
-                                                      bundled: pd.DataFrame) -> None:
+
+def test_bundled_profile_is_what_build_profile_writes(
+    ctx: RunContext, bundled: pd.DataFrame
+) -> None:
     text = profile_text(build_profile(bundled, target="target"))
     assert text == ctx.settings.dataset.reference_profile.read_text()
     profile = json.loads(text)
@@ -77,8 +81,16 @@ def test_bundled_profile_is_what_build_profile_writes(ctx: RunContext,
     assert set(profile["label_shares"]) == {"0", "1"} and profile["duplicate_rate"] == 0.0
     assert 0.0 < profile["label_noise_rate"] < 0.1 and profile["near_duplicate_rate"] == 0.0
     assert set(profile["features"]["mean radius"]) == {
-        "mean", "std", "median", "mad", "quantiles", "tail_low", "tail_high",
-        "outlier_rate", "tails"}
+        "mean",
+        "std",
+        "median",
+        "mad",
+        "quantiles",
+        "tail_low",
+        "tail_high",
+        "outlier_rate",
+        "tails",
+    }
     assert set(profile["features"]["mean radius"]["tails"]) == {"low", "high"}
 
 
@@ -93,8 +105,9 @@ def test_build_profile_tiny() -> None:
 
 
 def test_build_profile_excludes_declared_columns() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "email": ["a@x", "b@x", "c@x"],
-                          "target": [0, 1, 1]})
+    frame = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0], "email": ["a@x", "b@x", "c@x"], "target": [0, 1, 1]}
+    )
     with pytest.raises(ValueError):
         build_profile(frame, target="target")  # text is never profiled silently
     assert set(build_profile(frame, target="target", exclude=["email"])["features"]) == {"x"}
@@ -104,11 +117,13 @@ def test_build_and_sign_profile_csv_and_parquet(tmp_path: Path, bundled: pd.Data
     signer = Signer.local(tmp_path / "keys")
     parquet = tmp_path / "data.bin"  # the format is sniffed, not taken from the name
     bundled.to_parquet(parquet)
-    digest = build_and_sign_profile(parquet, target="target", out=tmp_path / "p.json",
-                                    signer=signer)
+    digest = build_and_sign_profile(
+        parquet, target="target", out=tmp_path / "p.json", signer=signer
+    )
     raw = (tmp_path / "p.json").read_bytes()
-    profile, who = verify_profile(raw, signature_path(tmp_path / "p.json").read_bytes(),
-                                  {"pipeline": signer.public_key})
+    profile, who = verify_profile(
+        raw, signature_path(tmp_path / "p.json").read_bytes(), {"pipeline": signer.public_key}
+    )
     assert who == "pipeline" and profile["rows"] == 569 and len(digest) == 64
     build_and_sign_profile(BUNDLED_CSV, target="target", out=tmp_path / "c.json", signer=signer)
     assert (tmp_path / "c.json").read_bytes() == raw
@@ -118,22 +133,25 @@ def test_build_and_sign_profile_refuses_pickle(tmp_path: Path, bundled: pd.DataF
     data = tmp_path / "data.csv"
     data.write_bytes(pickle.dumps(bundled))
     with pytest.raises(ProfileError):
-        build_and_sign_profile(data, target="target", out=tmp_path / "p.json",
-                               signer=Signer(Ed25519PrivateKey.generate()))
+        build_and_sign_profile(
+            data,
+            target="target",
+            out=tmp_path / "p.json",
+            signer=Signer(Ed25519PrivateKey.generate()),
+        )
     assert not (tmp_path / "p.json").exists()
 
 
 # --- screen.profile_integrity ----------------------------------------------------------------
 
-def test_bundled_profile_signed_by_the_data_owner(ctx: RunContext,
-                                                  bundled: pd.DataFrame) -> None:
+
+def test_bundled_profile_signed_by_the_data_owner(ctx: RunContext, bundled: pd.DataFrame) -> None:
     g = integrity(ctx, bundled)
     assert g.passed and g.metrics["signer"] == SIGNER_PUB.name and g.metrics["pin_matched"]
     assert g.metrics["signer_key_id"] == key_id(load_signer_key(SIGNER_PUB))[:16]
 
 
-def test_tampered_profile_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                  tmp_path: Path) -> None:
+def test_tampered_profile_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
     path = copy_bundled(ctx, tmp_path)
     text = path.read_text()
     needle = '"label_noise_rate": 0.029876977152899824'
@@ -143,16 +161,17 @@ def test_tampered_profile_blocked(ctx: RunContext, bundled: pd.DataFrame,
     assert not g.passed and g.metrics["signed"] is False and "edited after signing" in g.detail
 
 
-def test_reformatted_profile_still_verifies(ctx: RunContext, bundled: pd.DataFrame,
-                                            tmp_path: Path) -> None:
+def test_reformatted_profile_still_verifies(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
     path = copy_bundled(ctx, tmp_path)
     path.write_text(json.dumps(json.loads(path.read_text())))  # same content, other layout
-    assert integrity(variant(ctx, reference_profile=path, reference_profile_sha256=None),
-                     bundled).passed
+    assert integrity(
+        variant(ctx, reference_profile=path, reference_profile_sha256=None), bundled
+    ).passed
 
 
-def test_unsigned_profile_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                  tmp_path: Path) -> None:
+def test_unsigned_profile_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
     path = copy_bundled(ctx, tmp_path)
     signature_path(path).unlink()
     g = integrity(variant(ctx, reference_profile=path, reference_profile_sha256=None), bundled)
@@ -160,28 +179,30 @@ def test_unsigned_profile_blocked(ctx: RunContext, bundled: pd.DataFrame,
     assert "signature" in g.detail
 
 
-def test_missing_profile_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                 tmp_path: Path) -> None:
+def test_missing_profile_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
     g = integrity(variant(ctx, reference_profile=tmp_path / "absent.json"), bundled)
     assert not g.passed and g.metrics["readable"] is False
 
 
-def test_profile_signed_by_unknown_key_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                               tmp_path: Path) -> None:
+def test_profile_signed_by_unknown_key_blocked(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
     path = tmp_path / "profile.json"
-    write_profile(build_profile(bundled, target="target"), path,
-                  signer=Signer(Ed25519PrivateKey.generate()))
+    write_profile(
+        build_profile(bundled, target="target"), path, signer=Signer(Ed25519PrivateKey.generate())
+    )
     g = integrity(variant(ctx, reference_profile=path, reference_profile_sha256=None), bundled)
     assert not g.passed and "no valid signature by a trusted key" in g.detail
 
 
-def test_profile_signed_by_local_pipeline_key_passes(ctx: RunContext, bundled: pd.DataFrame,
-                                                     tmp_path: Path) -> None:
+def test_profile_signed_by_local_pipeline_key_passes(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
     path = tmp_path / "profile.json"
-    build_and_sign_profile(BUNDLED_CSV, target="target", out=path,
-                           signer=Signer.local(ctx.settings.keys_dir))
-    local = variant(ctx, reference_profile=path, reference_profile_sha256=None,
-                    profile_signers=[])
+    build_and_sign_profile(
+        BUNDLED_CSV, target="target", out=path, signer=Signer.local(ctx.settings.keys_dir)
+    )
+    local = variant(ctx, reference_profile=path, reference_profile_sha256=None, profile_signers=[])
     g = integrity(local, bundled)
     assert g.passed and g.metrics["signer"] == "pipeline" and g.metrics["pin_matched"] is None
     _, results = screen(local, as_dataset(bundled))
@@ -193,8 +214,7 @@ def test_pin_is_enforced_when_set(ctx: RunContext, bundled: pd.DataFrame) -> Non
     assert not g.passed and g.metrics["signed"] is True and g.metrics["pin_matched"] is False
 
 
-def test_missing_signer_key_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                    tmp_path: Path) -> None:
+def test_missing_signer_key_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
     g = integrity(variant(ctx, profile_signers=[tmp_path / "gone.pub"]), bundled)
     assert not g.passed and "gone.pub" in g.detail
 

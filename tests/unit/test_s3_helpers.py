@@ -30,35 +30,61 @@ def test_plain_http_policy_has_no_transport_deny():
 
 
 def _single(statement_changes: dict) -> dict:
-    st = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-          "Resource": f"arn:aws:s3:::{BUCKET}/*",
-          "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}}}
+    st = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{BUCKET}/*",
+        "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}},
+    }
     st.update(statement_changes)
     return {"Version": "2012-10-17", "Statement": [st]}
 
 
-@pytest.mark.parametrize("changes, expected", [
-    ({}, True),
-    ({"Action": ["s3:Put*"]}, True),
-    ({"Action": "s3:*", "Resource": f"arn:aws:s3:::{BUCKET}*"}, True),
-    ({"Principal": {"AWS": "*"}}, True),
-    ({"Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}, True),
-    ({"Condition": {"Null": {"s3:x-amz-server-side-encryption": True}}}, True),
-    ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption":
-                                        ["AES256", "aws:kms"]}}}, True),
-    # IfExists lets a request without the header through.
-    ({"Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "AES256"}}},
-     False),
-    ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "none"}}}, False),
-    ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": []}}}, False),
-    ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"},
-                    "IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}}, False),
-    ({"Effect": "Allow"}, False),
-    ({"Principal": {"AWS": "arn:aws:iam::1:user/x"}}, False),
-    ({"Action": "s3:GetObject"}, False),
-    ({"Resource": "arn:aws:s3:::other/*"}, False),
-    ({"Condition": {}}, False),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, True),
+        ({"Action": ["s3:Put*"]}, True),
+        ({"Action": "s3:*", "Resource": f"arn:aws:s3:::{BUCKET}*"}, True),
+        ({"Principal": {"AWS": "*"}}, True),
+        ({"Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}, True),
+        ({"Condition": {"Null": {"s3:x-amz-server-side-encryption": True}}}, True),
+        (
+            {
+                "Condition": {
+                    "StringNotEquals": {"s3:x-amz-server-side-encryption": ["AES256", "aws:kms"]}
+                }
+            },
+            True,
+        ),
+        # IfExists lets a request without the header through.
+        (
+            {
+                "Condition": {
+                    "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "AES256"}
+                }
+            },
+            False,
+        ),
+        ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "none"}}}, False),
+        ({"Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": []}}}, False),
+        (
+            {
+                "Condition": {
+                    "StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"},
+                    "IpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+                }
+            },
+            False,
+        ),
+        ({"Effect": "Allow"}, False),
+        ({"Principal": {"AWS": "arn:aws:iam::1:user/x"}}, False),
+        ({"Action": "s3:GetObject"}, False),
+        ({"Resource": "arn:aws:s3:::other/*"}, False),
+        ({"Condition": {}}, False),
+    ],
+)
 def test_unencrypted_put_deny_detection(changes, expected):
     assert policy_denies_unencrypted_put(_single(changes), BUCKET) is expected
 
@@ -79,8 +105,10 @@ def test_transport_deny_must_cover_bucket_and_objects():
     assert not policy_denies_insecure_transport(inverted, BUCKET)
 
 
-@pytest.mark.parametrize("policy", [None, [], "text", {"Statement": "x"}, {"Statement": [1]},
-                                    {"Statement": {"Effect": "Deny"}}])
+@pytest.mark.parametrize(
+    "policy",
+    [None, [], "text", {"Statement": "x"}, {"Statement": [1]}, {"Statement": {"Effect": "Deny"}}],
+)
 def test_malformed_policies_are_not_trusted(policy):
     assert policy_denies_unencrypted_put(policy, BUCKET) is False
     assert policy_denies_insecure_transport(policy, BUCKET) is False

@@ -21,16 +21,25 @@ from tasks.screen import screen as screen_poisoning
 from tasks.validate import validate
 from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
 
-GATES = ["screen.pii", "screen.profile_integrity", "screen.label_distribution",
-         "screen.label_noise", "screen.duplicates", "screen.near_duplicates",
-         "screen.outliers", "screen.backdoor"]
+GATES = [
+    "screen.pii",
+    "screen.profile_integrity",
+    "screen.label_distribution",
+    "screen.label_noise",
+    "screen.duplicates",
+    "screen.near_duplicates",
+    "screen.outliers",
+    "screen.backdoor",
+]
 # The measured value of each gate and the settings field it is compared with.
-MEASURE = {"screen.label_distribution": ("max_shift", "max_label_shift"),
-           "screen.label_noise": ("excess", "max_label_noise_excess"),
-           "screen.duplicates": ("duplicate_rate", "max_duplicate_rate"),
-           "screen.near_duplicates": ("excess", "max_near_duplicate_rate"),
-           "screen.outliers": ("excess", "max_outlier_rate_excess"),
-           "screen.backdoor": ("score", "max_backdoor_score")}
+MEASURE = {
+    "screen.label_distribution": ("max_shift", "max_label_shift"),
+    "screen.label_noise": ("excess", "max_label_noise_excess"),
+    "screen.duplicates": ("duplicate_rate", "max_duplicate_rate"),
+    "screen.near_duplicates": ("excess", "max_near_duplicate_rate"),
+    "screen.outliers": ("excess", "max_outlier_rate_excess"),
+    "screen.backdoor": ("score", "max_backdoor_score"),
+}
 
 
 def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
@@ -49,14 +58,16 @@ def bundled() -> pd.DataFrame:
 
 
 def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(frame=frame, uri="memory", sha256="0" * 64, format="csv",
-                   integrity="none", target="target")
+    return Dataset(
+        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
+    )
 
 
 def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     s = ctx.settings
-    return RunContext(s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}),
-                      ctx.run_id)
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
 
 
 def blocked(ctx: RunContext, frame: pd.DataFrame) -> tuple[GateResult, dict[str, GateResult]]:
@@ -66,16 +77,21 @@ def blocked(ctx: RunContext, frame: pd.DataFrame) -> tuple[GateResult, dict[str,
     return info.value.gate, {r.name: r for r in info.value.results}
 
 
-def flip_labels(frame: pd.DataFrame, *, share: float, seed: int, src: int = 1,
-                dst: int = 0) -> pd.DataFrame:
+def flip_labels(
+    frame: pd.DataFrame, *, share: float, seed: int, src: int = 1, dst: int = 0
+) -> pd.DataFrame:
     """Flip `share` of all rows from class `src` to class `dst`."""
-    rows = frame.index[frame["target"] == src].to_series().sample(n=round(share * len(frame)),
-                                                                  random_state=seed)
+    rows = (
+        frame.index[frame["target"] == src]
+        .to_series()
+        .sample(n=round(share * len(frame)), random_state=seed)
+    )
     return frame.assign(target=frame["target"].where(~frame.index.isin(rows), dst))
 
 
-def duplicate_flood(frame: pd.DataFrame, *, share: float, seed: int,
-                    jitter: float = 0.0) -> pd.DataFrame:
+def duplicate_flood(
+    frame: pd.DataFrame, *, share: float, seed: int, jitter: float = 0.0
+) -> pd.DataFrame:
     """Append copies of existing rows until `share` of the result are copies; `jitter`
     multiplies each feature by 1 + N(0, jitter) so exact deduplication misses them."""
     extra = round(share * len(frame) / (1 - share))
@@ -87,8 +103,15 @@ def duplicate_flood(frame: pd.DataFrame, *, share: float, seed: int,
     return pd.concat([frame, copies], ignore_index=True).sample(frac=1, random_state=seed)
 
 
-def backdoor(frame: pd.DataFrame, profile: dict[str, Any], *, feature: str, share: float,
-             label: int, seed: int) -> pd.DataFrame:
+def backdoor(
+    frame: pd.DataFrame,
+    profile: dict[str, Any],
+    *,
+    feature: str,
+    share: float,
+    label: int,
+    seed: int,
+) -> pd.DataFrame:
     """Stamp a trigger on `share` of the rows: a value just beyond the reference's 99th
     percentile (inside the observed range, so the validation suite's bounds pass) and
     the attacker's label."""
@@ -106,6 +129,7 @@ def profile() -> dict[str, Any]:
 
 
 # --- the bundled data ------------------------------------------------------------------------
+
 
 def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
     dataset, results = screen(ctx, as_dataset(bundled))
@@ -125,6 +149,7 @@ def test_missing_target_fails_closed(ctx: RunContext, bundled: pd.DataFrame) -> 
 
 # --- detection -------------------------------------------------------------------------------
 
+
 def test_label_flip_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
     g, every = blocked(ctx, flip_labels(bundled, share=0.10, seed=0))
     assert g.name == "screen.label_distribution"
@@ -134,10 +159,8 @@ def test_label_flip_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
     assert not noise.passed and noise.metrics["excess"] > 0.08
 
 
-def test_balanced_label_flip_blocked_by_label_noise(ctx: RunContext,
-                                                    bundled: pd.DataFrame) -> None:
-    both = flip_labels(flip_labels(bundled, share=0.05, seed=1), share=0.05, seed=1, src=0,
-                       dst=1)
+def test_balanced_label_flip_blocked_by_label_noise(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    both = flip_labels(flip_labels(bundled, share=0.05, seed=1), share=0.05, seed=1, src=0, dst=1)
     g, every = blocked(ctx, both)
     assert every["screen.label_distribution"].passed  # the class shares barely move
     assert g.name == "screen.label_noise" and g.metrics["excess"] > 0.05
@@ -151,17 +174,19 @@ def test_duplicate_flood_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None
     assert not every["screen.near_duplicates"].passed
 
 
-def test_jittered_flood_blocked_by_near_duplicates(ctx: RunContext,
-                                                   bundled: pd.DataFrame) -> None:
+def test_jittered_flood_blocked_by_near_duplicates(ctx: RunContext, bundled: pd.DataFrame) -> None:
     g, every = blocked(ctx, duplicate_flood(bundled, share=0.40, seed=0, jitter=1e-3))
     assert every["screen.duplicates"].passed
     assert g.name == "screen.near_duplicates" and g.metrics["excess"] > 0.5
 
 
-@pytest.mark.parametrize(("feature", "label"), [("mean texture", 1), ("worst symmetry", 1),
-                                                ("radius error", 0), ("worst area", 1)])
-def test_backdoor_trigger_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                                  profile: dict[str, Any], feature: str, label: int) -> None:
+@pytest.mark.parametrize(
+    ("feature", "label"),
+    [("mean texture", 1), ("worst symmetry", 1), ("radius error", 0), ("worst area", 1)],
+)
+def test_backdoor_trigger_blocked(
+    ctx: RunContext, bundled: pd.DataFrame, profile: dict[str, Any], feature: str, label: int
+) -> None:
     poisoned = backdoor(bundled, profile, feature=feature, share=0.06, label=label, seed=0)
     _, every = blocked(ctx, poisoned)
     g = every["screen.backdoor"]
@@ -172,15 +197,19 @@ def test_backdoor_trigger_blocked(ctx: RunContext, bundled: pd.DataFrame,
 
 # --- PII -------------------------------------------------------------------------------------
 
+
 def emails(n: int) -> list[str]:
     return [f"patient{i}@example.org" for i in range(n)]
 
 
 def ssns(n: int) -> list[str]:
     rng = np.random.default_rng(0)
-    return [f"{a:03d}-{g:02d}-{s:04d}" for a, g, s in zip(rng.integers(1, 600, n),
-                                                         rng.integers(1, 99, n),
-                                                         rng.integers(1, 9999, n), strict=True)]
+    return [
+        f"{a:03d}-{g:02d}-{s:04d}"
+        for a, g, s in zip(
+            rng.integers(1, 600, n), rng.integers(1, 99, n), rng.integers(1, 9999, n), strict=True
+        )
+    ]
 
 
 def no_values_leak(ctx: RunContext, results: list[GateResult], values: list[str]) -> None:
@@ -189,13 +218,17 @@ def no_values_leak(ctx: RunContext, results: list[GateResult], values: list[str]
     assert not any(v in text for v in values)
 
 
-@pytest.mark.parametrize(("column", "make", "kind", "by"), [
-    ("email", emails, "email", ["name", "value"]),
-    ("ssn", ssns, "national_id", ["name", "value"]),
-    ("customer_ref", ssns, "national_id", ["value"]),  # found by its values alone
-])
-def test_undeclared_pii_blocked(ctx: RunContext, bundled: pd.DataFrame, column: str,
-                                make: Any, kind: str, by: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("column", "make", "kind", "by"),
+    [
+        ("email", emails, "email", ["name", "value"]),
+        ("ssn", ssns, "national_id", ["name", "value"]),
+        ("customer_ref", ssns, "national_id", ["value"]),  # found by its values alone
+    ],
+)
+def test_undeclared_pii_blocked(
+    ctx: RunContext, bundled: pd.DataFrame, column: str, make: Any, kind: str, by: list[str]
+) -> None:
     values = make(len(bundled))
     with pytest.raises(GateFailed) as info:
         screen(ctx, as_dataset(bundled.assign(**{column: values})))
@@ -225,23 +258,31 @@ def test_declared_email_pseudonymized(ctx: RunContext, bundled: pd.DataFrame) ->
 
 def test_declared_email_dropped(ctx: RunContext, bundled: pd.DataFrame) -> None:
     values = emails(len(bundled))
-    dataset, results = screen(variant(ctx, pii={"email": "drop"}),
-                              as_dataset(bundled.assign(email=values)))
+    dataset, results = screen(
+        variant(ctx, pii={"email": "drop"}), as_dataset(bundled.assign(email=values))
+    )
     assert all(r.passed for r in results) and "email" not in dataset.frame.columns
     assert list(dataset.frame.columns) == list(bundled.columns)
     assert not (ctx.settings.keys_dir / "pii-hmac.key").exists()  # no key needed
     no_values_leak(ctx, results, values)
 
 
-def test_configured_pii_key_file_used(ctx: RunContext, bundled: pd.DataFrame,
-                                      tmp_path: Path) -> None:
+def test_configured_pii_key_file_used(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
     key_file = tmp_path / "pii.key"
     key_file.write_bytes(b"k" * 32)
     key_file.chmod(0o600)
     s = ctx.settings
-    keyed = RunContext(s.model_copy(update={
-        "dataset": s.dataset.model_copy(update={"pii": {"email": "pseudonymize"}}),
-        "screen": s.screen.model_copy(update={"pii_key_file": key_file})}), ctx.run_id)
+    keyed = RunContext(
+        s.model_copy(
+            update={
+                "dataset": s.dataset.model_copy(update={"pii": {"email": "pseudonymize"}}),
+                "screen": s.screen.model_copy(update={"pii_key_file": key_file}),
+            }
+        ),
+        ctx.run_id,
+    )
     frame = bundled.assign(email=emails(len(bundled)))
     a, _ = screen(keyed, as_dataset(frame))
     b, _ = screen(variant(ctx, pii={"email": "pseudonymize"}), as_dataset(frame))
@@ -254,9 +295,11 @@ def test_configured_pii_key_file_used(ctx: RunContext, bundled: pd.DataFrame,
 
 # --- calibration: clean resamples pass every gate of ingest, validate and screen -------------
 
+
 @pytest.mark.parametrize("seed", range(20))
-def test_clean_resamples_pass_every_gate(ctx: RunContext, bundled: pd.DataFrame,
-                                         tmp_path: Path, seed: int) -> None:
+def test_clean_resamples_pass_every_gate(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path, seed: int
+) -> None:
     sample = bundled.sample(frac=0.95, random_state=seed)  # without replacement, shuffled
     path = tmp_path / f"resample-{seed}.csv"
     sample.to_csv(path, index=False)

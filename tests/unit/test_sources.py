@@ -34,6 +34,7 @@ def refused(source: str, root: Path, allowed: tuple[str, ...] = ()) -> SourceRef
 
 # --- local ---------------------------------------------------------------------------------
 
+
 def test_relative_name_resolves_against_root(root: Path) -> None:
     loc = locate("d.csv", root=root, allowed=())
     assert loc == Located("file", str(root / "d.csv"), path=root / "d.csv", root=root)
@@ -91,8 +92,9 @@ def test_read_local_reads_file_and_sidecar(root: Path) -> None:
     assert fetched.checksum == "not-applicable"
 
 
-def test_read_local_refuses_a_symlink_swapped_in_after_the_check(root: Path,
-                                                                 tmp_path: Path) -> None:
+def test_read_local_refuses_a_symlink_swapped_in_after_the_check(
+    root: Path, tmp_path: Path
+) -> None:
     (root / "sub").mkdir()
     (root / "sub" / "d.csv").write_bytes(CSV)
     loc = locate("sub/d.csv", root=root, allowed=())
@@ -113,42 +115,65 @@ def test_read_local_sizes_before_reading(root: Path) -> None:
 
 # --- remote URIs and the allow-list --------------------------------------------------------
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("s3://nightly-data/exports/d.csv", Remote("s3", "nightly-data", None, "/exports/d.csv")),
-    ("https://Data.Example.org/exports/d.csv",
-     Remote("https", "data.example.org", 443, "/exports/d.csv")),
-    ("https://data.example.org:8443/d.csv", Remote("https", "data.example.org", 8443, "/d.csv")),
-])
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://nightly-data/exports/d.csv", Remote("s3", "nightly-data", None, "/exports/d.csv")),
+        (
+            "https://Data.Example.org/exports/d.csv",
+            Remote("https", "data.example.org", 443, "/exports/d.csv"),
+        ),
+        (
+            "https://data.example.org:8443/d.csv",
+            Remote("https", "data.example.org", 8443, "/d.csv"),
+        ),
+    ],
+)
 def test_parse_remote_normalises(uri: str, expected: Remote) -> None:
     assert parse_remote(uri) == expected
 
 
-@pytest.mark.parametrize("uri", [
-    "https://user:pw@data.example.org/d.csv", "https://data.example.org/d.csv?token=x",
-    "https://data.example.org/d.csv#frag", "https://data.example.org/a/../d.csv",
-    "https://data.example.org/a/%2e%2e/d.csv", "https://data.example.org/a%2fb.csv",
-    "https://data.example.org/a\\b.csv", "https://data.example.org//d.csv",
-    "https://data.example.org/", "s3://Bad_Bucket/d.csv", "s3://bucket", "https:///d.csv",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://user:pw@data.example.org/d.csv",
+        "https://data.example.org/d.csv?token=x",
+        "https://data.example.org/d.csv#frag",
+        "https://data.example.org/a/../d.csv",
+        "https://data.example.org/a/%2e%2e/d.csv",
+        "https://data.example.org/a%2fb.csv",
+        "https://data.example.org/a\\b.csv",
+        "https://data.example.org//d.csv",
+        "https://data.example.org/",
+        "s3://Bad_Bucket/d.csv",
+        "s3://bucket",
+        "https:///d.csv",
+    ],
+)
 def test_parse_remote_refuses_tricks(uri: str) -> None:
     with pytest.raises(ValueError):
         parse_remote(uri)
 
 
-@pytest.mark.parametrize(("uri", "allowed", "match"), [
-    ("https://data.example.org/exports/d.csv", ["https://data.example.org/exports/"], True),
-    ("https://data.example.org/exports/d.csv", ["https://data.example.org/exports"], True),
-    ("https://data.example.org/exports-x/d.csv", ["https://data.example.org/exports"], False),
-    ("https://data.example.org.evil.com/d.csv", ["https://data.example.org"], False),
-    ("https://data.example.org:8443/d.csv", ["https://data.example.org/"], False),
-    ("https://data.example.org/d.csv", ["https://data.example.org:443/"], True),
-    ("s3://nightly-data/exports/d.csv", ["s3://nightly-data/"], True),
-    ("s3://nightly-data-2/exports/d.csv", ["s3://nightly-data/"], False),
-    ("s3://nightly-data/exports/d.csv", ["https://nightly-data/"], False),
-    ("s3://nightly-data/exports/d.csv", ["not a uri", "s3://nightly-data/exports/d.csv"], True),
-])
-def test_allow_list_matches_scheme_host_port_and_path_segments(uri: str, allowed: list[str],
-                                                               match: bool) -> None:
+@pytest.mark.parametrize(
+    ("uri", "allowed", "match"),
+    [
+        ("https://data.example.org/exports/d.csv", ["https://data.example.org/exports/"], True),
+        ("https://data.example.org/exports/d.csv", ["https://data.example.org/exports"], True),
+        ("https://data.example.org/exports-x/d.csv", ["https://data.example.org/exports"], False),
+        ("https://data.example.org.evil.com/d.csv", ["https://data.example.org"], False),
+        ("https://data.example.org:8443/d.csv", ["https://data.example.org/"], False),
+        ("https://data.example.org/d.csv", ["https://data.example.org:443/"], True),
+        ("s3://nightly-data/exports/d.csv", ["s3://nightly-data/"], True),
+        ("s3://nightly-data-2/exports/d.csv", ["s3://nightly-data/"], False),
+        ("s3://nightly-data/exports/d.csv", ["https://nightly-data/"], False),
+        ("s3://nightly-data/exports/d.csv", ["not a uri", "s3://nightly-data/exports/d.csv"], True),
+    ],
+)
+def test_allow_list_matches_scheme_host_port_and_path_segments(
+    uri: str, allowed: list[str], match: bool
+) -> None:
     assert (match_prefix(parse_remote(uri), allowed) is not None) is match
 
 
@@ -157,13 +182,15 @@ def test_remote_sources_need_the_allow_list(root: Path) -> None:
     assert refused(uri, root).reason == "not_allowed"
     loc = locate(uri, root=root, allowed=["s3://nightly-data/exports/"])
     assert loc.scheme == "s3" and loc.prefix == "s3://nightly-data/exports/"
-    assert refused("https://h.example/d.csv?sig=1", root, ("https://h.example/",)).reason \
-        == "bad_uri"
+    assert (
+        refused("https://h.example/d.csv?sig=1", root, ("https://h.example/",)).reason == "bad_uri"
+    )
 
 
 def test_plain_http_is_refused_even_if_listed(root: Path) -> None:
-    assert refused("http://h.example/d.csv", root, ("http://h.example/",)).reason \
-        == "insecure_scheme"
+    assert (
+        refused("http://h.example/d.csv", root, ("http://h.example/",)).reason == "insecure_scheme"
+    )
     assert refused("HTTP://h.example/d.csv", root).reason == "insecure_scheme"
 
 
@@ -177,6 +204,7 @@ def test_same_source(root: Path) -> None:
 
 
 # --- sidecars and TLS ----------------------------------------------------------------------
+
 
 def test_parse_sidecar() -> None:
     d = "ab" * 32

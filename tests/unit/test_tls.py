@@ -23,8 +23,10 @@ def _handshake(files, server_hostname: str, cafile: Path) -> None:
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
     done = {"client": False, "server": False}
     for _ in range(20):
-        for name, conn, out, peer_in in (("client", client, c_out, s_in),
-                                         ("server", server, s_out, c_in)):
+        for name, conn, out, peer_in in (
+            ("client", client, c_out, s_in),
+            ("server", server, s_out, c_in),
+        ):
             if not done[name]:
                 try:
                     conn.do_handshake()

@@ -31,8 +31,14 @@ MODEL_FILES = {"MLmodel", "conda.yaml", "model.skops", "python_env.yaml", "requi
 
 
 def bundled_dataset() -> Dataset:
-    return Dataset(frame=pd.read_csv(CSV), uri=str(CSV), sha256=sha256_file(CSV), format="csv",
-                   integrity="none", target="target")
+    return Dataset(
+        frame=pd.read_csv(CSV),
+        uri=str(CSV),
+        sha256=sha256_file(CSV),
+        format="csv",
+        integrity="none",
+        target="target",
+    )
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,8 +99,12 @@ def test_registered_version_has_params_and_tags(trained):
     assert run.data.tags["model_sha256"] == model.sha256
     params = run.data.params
     assert {k: params[k] for k in ("C", "max_iter", "seed", "test_fraction", "estimator")} == {
-        "C": "1.0", "max_iter": "1000", "seed": "42", "test_fraction": "0.25",
-        "estimator": "logistic_regression"}
+        "C": "1.0",
+        "max_iter": "1000",
+        "seed": "42",
+        "test_fraction": "0.25",
+        "estimator": "logistic_regression",
+    }
     assert params["dataset.sha256"] == sha256_file(CSV)
     assert params["dataset.rows"] == "569"
     assert params["suite_sha256"] == SUITE_SHA
@@ -125,14 +135,25 @@ def test_tampered_download_fails_the_round_trip_gate(trained, tmp_path):
     blob = bytearray(model.skops_path.read_bytes())
     blob[len(blob) // 2] ^= 0x01
     tampered.write_bytes(bytes(blob))
-    result = run_check(ROUNDTRIP, check_artifact_roundtrip, pipeline=model.pipeline,
-                       skops_path=tampered, expected_sha256=model.sha256, x=model.x_test)
+    result = run_check(
+        ROUNDTRIP,
+        check_artifact_roundtrip,
+        pipeline=model.pipeline,
+        skops_path=tampered,
+        expected_sha256=model.sha256,
+        x=model.x_test,
+    )
     assert not result.passed
     assert "ModelIntegrityError" in result.detail
     # The untouched file passes the same check.
-    assert run_check(ROUNDTRIP, check_artifact_roundtrip, pipeline=model.pipeline,
-                     skops_path=model.skops_path, expected_sha256=model.sha256,
-                     x=model.x_test).passed
+    assert run_check(
+        ROUNDTRIP,
+        check_artifact_roundtrip,
+        pipeline=model.pipeline,
+        skops_path=model.skops_path,
+        expected_sha256=model.sha256,
+        x=model.x_test,
+    ).passed
 
 
 @pytest.mark.integration
@@ -140,15 +161,18 @@ def test_artifact_of_another_model_fails_the_round_trip_gate(trained):
     ctx, model = trained
     other = build_pipeline(ctx.settings.model.model_copy(update={"params": {"C": 0.0005}}))
     other.fit(model.x_train, model.y_train)
-    result = check_artifact_roundtrip(pipeline=other, skops_path=model.skops_path,
-                                      expected_sha256=model.sha256, x=model.x_test)
+    result = check_artifact_roundtrip(
+        pipeline=other, skops_path=model.skops_path, expected_sha256=model.sha256, x=model.x_test
+    )
     assert not result.passed
     assert result.metrics["mismatches"] > 0
     assert result.threshold == {"max_mismatches": 0}
 
 
 def test_redact_uri_drops_credentials_and_signatures():
-    assert redact_uri("https://u:secret@host:8443/d.csv?X-Amz-Signature=abc") == \
-        "https://host:8443/d.csv"
+    assert (
+        redact_uri("https://u:secret@host:8443/d.csv?X-Amz-Signature=abc")
+        == "https://host:8443/d.csv"
+    )
     assert redact_uri("/data/d.csv") == "/data/d.csv"
     assert redact_uri("s3://bucket/key.parquet") == "s3://bucket/key.parquet"

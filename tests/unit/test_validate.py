@@ -38,14 +38,16 @@ def bundled() -> pd.DataFrame:
 
 
 def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(frame=frame, uri="memory", sha256="0" * 64, format="csv",
-                   integrity="none", target="target")
+    return Dataset(
+        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
+    )
 
 
 def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     s = ctx.settings
-    return RunContext(s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}),
-                      ctx.run_id)
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
 
 
 def evidence(ctx: RunContext) -> Path:
@@ -59,8 +61,7 @@ def blocked(ctx: RunContext, frame: pd.DataFrame) -> GateResult:
 
 
 def saved_failures(ctx: RunContext) -> list[str]:
-    return failing_expectations(json.loads((evidence(ctx) / "validation_result.json")
-                                           .read_text()))
+    return failing_expectations(json.loads((evidence(ctx) / "validation_result.json").read_text()))
 
 
 def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
@@ -84,38 +85,50 @@ def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
 
 
 def test_suite_covers_schema_types_nulls_ranges_labels_rows_and_distribution() -> None:
-    suite = json.loads((Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json")
-                       .read_text())
+    suite = json.loads(
+        (Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json").read_text()
+    )
     kinds = Counter(e["type"] for e in suite["expectations"])
     assert kinds == {
-        "expect_table_columns_to_match_set": 1, "expect_table_row_count_to_be_between": 1,
-        "expect_column_values_to_be_in_type_list": 31, "expect_column_values_to_not_be_null": 31,
-        "expect_column_values_to_be_in_set": 1, "expect_column_distinct_values_to_equal_set": 1,
-        "expect_column_values_to_be_between": 30, "expect_column_mean_to_be_between": 30,
+        "expect_table_columns_to_match_set": 1,
+        "expect_table_row_count_to_be_between": 1,
+        "expect_column_values_to_be_in_type_list": 31,
+        "expect_column_values_to_not_be_null": 31,
+        "expect_column_values_to_be_in_set": 1,
+        "expect_column_distinct_values_to_equal_set": 1,
+        "expect_column_values_to_be_between": 30,
+        "expect_column_mean_to_be_between": 30,
         "expect_column_stdev_to_be_between": 30,
-        "expect_column_quantile_values_to_be_between": 30}
+        "expect_column_quantile_values_to_be_between": 30,
+    }
     assert "Uniqueness: none" in suite["meta"]["notes"]
 
 
 def test_bundled_suite_is_the_derived_one(bundled: pd.DataFrame) -> None:
     """The suite file is reproducible from the data with `python -m tasks.common.suite_builder`."""
-    suite = json.loads((Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json")
-                       .read_text())
-    derived = derive_suite(bundled, name="breast_cancer", target="target",
-                           notes=suite["meta"]["notes"])
+    suite = json.loads(
+        (Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json").read_text()
+    )
+    derived = derive_suite(
+        bundled, name="breast_cancer", target="target", notes=suite["meta"]["notes"]
+    )
     assert derived == suite
 
 
 def test_derive_command_prints_the_bundled_suite_byte_for_byte(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     path = Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json"
     notes = json.loads(path.read_text())["meta"]["notes"]
-    assert main([str(BUNDLED_CSV), "--target", "target", "--name", "breast_cancer",
-                 "--notes", notes]) == 0
+    assert (
+        main([str(BUNDLED_CSV), "--target", "target", "--name", "breast_cancer", "--notes", notes])
+        == 0
+    )
     assert capsys.readouterr().out == path.read_text()
 
 
 # --- calibration: clean resamples pass --------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(20))
 def test_clean_resamples_pass(ctx: RunContext, bundled: pd.DataFrame, seed: int) -> None:
@@ -125,6 +138,7 @@ def test_clean_resamples_pass(ctx: RunContext, bundled: pd.DataFrame, seed: int)
 
 
 # --- broken data is blocked by validate.expectations ------------------------------------------
+
 
 def _extra(f: pd.DataFrame) -> pd.DataFrame:
     return f.assign(extra=1.0)
@@ -190,28 +204,54 @@ def _shifted(f: pd.DataFrame) -> pd.DataFrame:
     return f.assign(**{"mean texture": f["mean texture"] + f["mean texture"].std()})
 
 
-@pytest.mark.parametrize(("mutate", "expected_failures"), [
-    (_extra, ["expect_table_columns_to_match_set(table)"]),
-    (_missing, ["expect_table_columns_to_match_set(table)"]),
-    (_renamed, ["expect_table_columns_to_match_set(table)"]),
-    (_strings, ["expect_column_values_to_be_in_type_list(mean area)"]),
-    (_nans, [f"expect_column_values_to_not_be_null({c})"
-             for c in ("area error", "mean texture", "worst radius")]),
-    (_scaled_few, ["expect_column_values_to_be_between(mean area)",
-                   "expect_column_mean_to_be_between(mean area)",
-                   "expect_column_stdev_to_be_between(mean area)"]),
-    (_unknown_label, ["expect_column_values_to_be_in_set(target)",
-                      "expect_column_distinct_values_to_equal_set(target)"]),
-    (_unit_error, ["expect_column_values_to_be_between(mean area)"]),
-    (_twenty_rows, ["expect_table_row_count_to_be_between(table)"]),
-    (_null_label, ["expect_column_values_to_not_be_null(target)",
-                   "expect_column_values_to_be_in_type_list(target)"]),
-    (_one_class, ["expect_column_distinct_values_to_equal_set(target)"]),
-    (_shifted, ["expect_column_mean_to_be_between(mean texture)"]),
-])
-def test_broken_data_blocked(ctx: RunContext, bundled: pd.DataFrame,
-                             mutate: Callable[[pd.DataFrame], pd.DataFrame],
-                             expected_failures: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "expected_failures"),
+    [
+        (_extra, ["expect_table_columns_to_match_set(table)"]),
+        (_missing, ["expect_table_columns_to_match_set(table)"]),
+        (_renamed, ["expect_table_columns_to_match_set(table)"]),
+        (_strings, ["expect_column_values_to_be_in_type_list(mean area)"]),
+        (
+            _nans,
+            [
+                f"expect_column_values_to_not_be_null({c})"
+                for c in ("area error", "mean texture", "worst radius")
+            ],
+        ),
+        (
+            _scaled_few,
+            [
+                "expect_column_values_to_be_between(mean area)",
+                "expect_column_mean_to_be_between(mean area)",
+                "expect_column_stdev_to_be_between(mean area)",
+            ],
+        ),
+        (
+            _unknown_label,
+            [
+                "expect_column_values_to_be_in_set(target)",
+                "expect_column_distinct_values_to_equal_set(target)",
+            ],
+        ),
+        (_unit_error, ["expect_column_values_to_be_between(mean area)"]),
+        (_twenty_rows, ["expect_table_row_count_to_be_between(table)"]),
+        (
+            _null_label,
+            [
+                "expect_column_values_to_not_be_null(target)",
+                "expect_column_values_to_be_in_type_list(target)",
+            ],
+        ),
+        (_one_class, ["expect_column_distinct_values_to_equal_set(target)"]),
+        (_shifted, ["expect_column_mean_to_be_between(mean texture)"]),
+    ],
+)
+def test_broken_data_blocked(
+    ctx: RunContext,
+    bundled: pd.DataFrame,
+    mutate: Callable[[pd.DataFrame], pd.DataFrame],
+    expected_failures: list[str],
+) -> None:
     g = blocked(ctx, mutate(bundled))
     assert g.name == "validate.expectations"
     assert g.metrics["failed"] >= 1 and g.metrics["success_rate"] < 1
@@ -231,22 +271,26 @@ def test_shifted_feature_passes_the_range_bounds(ctx: RunContext, bundled: pd.Da
 
 
 @pytest.mark.parametrize("column", ["mean area", "target"])
-def test_no_cell_values_in_gate_result_file_or_data_docs(ctx: RunContext, bundled: pd.DataFrame,
-                                                         column: str) -> None:
+def test_no_cell_values_in_gate_result_file_or_data_docs(
+    ctx: RunContext, bundled: pd.DataFrame, column: str
+) -> None:
     frame = bundled.copy()
     frame[column] = frame[column].astype(str)
     frame.loc[5, column] = SECRET
     g = blocked(ctx, frame)
     assert SECRET not in g.model_dump_json()
-    files = [evidence(ctx) / "validation_result.json",
-             *(evidence(ctx) / "data_docs").rglob("*.html")]
+    files = [
+        evidence(ctx) / "validation_result.json",
+        *(evidence(ctx) / "data_docs").rglob("*.html"),
+    ]
     assert len(files) >= 3
     for path in files:
         assert SECRET not in path.read_text(), path
 
 
-def test_data_docs_render_a_blocked_run_without_errors(ctx: RunContext, bundled: pd.DataFrame,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_data_docs_render_a_blocked_run_without_errors(
+    ctx: RunContext, bundled: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
         blocked(ctx, _unknown_label(_strings(bundled)))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
@@ -284,12 +328,17 @@ def test_missing_suite_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path:
     assert g.name == "validate.suite_integrity" and g.metrics["readable"] is False
 
 
-def test_unknown_expectation_type_fails_closed(ctx: RunContext, bundled: pd.DataFrame,
-                                              tmp_path: Path) -> None:
+def test_unknown_expectation_type_fails_closed(
+    ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
+) -> None:
     # GX 1.24 logs and DROPS an unknown type (no exception): the count check catches it.
-    suite = {"name": "x", "expectations": [
-        {"type": "expect_nothing_at_all", "kwargs": {}},
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}]}
+    suite = {
+        "name": "x",
+        "expectations": [
+            {"type": "expect_nothing_at_all", "kwargs": {}},
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+        ],
+    }
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(suite))
     pinned = variant(ctx, suite=path, suite_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
@@ -311,8 +360,9 @@ def test_check_expectations_counts_and_fails_closed() -> None:
 
     ok = check_expectations({"success": True, "results": [outcome(True)] * 3}, expected=3)
     assert ok.passed and ok.metrics["evaluated"] == 3
-    bad = check_expectations({"success": False, "results": [outcome(True), outcome(False)]},
-                             expected=2)
+    bad = check_expectations(
+        {"success": False, "results": [outcome(True), outcome(False)]}, expected=2
+    )
     assert not bad.passed and bad.metrics["failed"] == 1 and "expect_x(c)" in bad.detail
     short = check_expectations({"success": True, "results": [outcome(True)]}, expected=2)
     assert not short.passed and "1 of 2" in short.detail  # an expectation was skipped
@@ -323,8 +373,10 @@ def test_check_expectations_counts_and_fails_closed() -> None:
 
 # --- the Prefect summary artifact -------------------------------------------------------------
 
-def test_summary_markdown_lists_counts_failures_and_docs(ctx: RunContext,
-                                                         bundled: pd.DataFrame) -> None:
+
+def test_summary_markdown_lists_counts_failures_and_docs(
+    ctx: RunContext, bundled: pd.DataFrame
+) -> None:
     with pytest.raises(GateFailed) as info:
         validate(ctx, as_dataset(_unknown_label(bundled)))
     text = summary_markdown(info.value.results, evidence(ctx))
@@ -342,8 +394,9 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
-def test_task_publishes_validation_summary_artifact(prefect_api: None, ctx: RunContext,
-                                                    bundled: pd.DataFrame) -> None:
+def test_task_publishes_validation_summary_artifact(
+    prefect_api: None, ctx: RunContext, bundled: pd.DataFrame
+) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -355,8 +408,9 @@ def test_task_publishes_validation_summary_artifact(prefect_api: None, ctx: RunC
     state = run_validation(return_state=True)
     assert state.is_failed()
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["validation-summary"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["validation-summary"]))
+        )
     assert len(artifacts) == 1 and artifacts[0].type == "markdown"
     body = str(artifacts[0].data)
     assert "**BLOCKED**" in body and "expect_column_values_to_be_in_set(target)" in body
