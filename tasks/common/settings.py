@@ -89,7 +89,7 @@ class EvaluateConfig(_Section):
     min_robust_accuracy: float = Field(default=0.80, ge=0, le=1)
     attack_samples: int = Field(default=200, gt=0)
     # Membership-inference advantage (TPR - FPR of ART's black-box attack).
-    max_membership_advantage: float = Field(default=0.2, ge=0, le=1)
+    max_membership_advantage: float = Field(default=0.25, ge=0, le=1)
 
 
 class StorageConfig(_Section):

@@ -73,7 +73,7 @@ def test_defaults_pass_and_are_recorded(trained):
     assert 0.8 <= metrics["robust_accuracy"] < metrics["clean_accuracy"]
     assert metrics["max_perturbation_std"] == pytest.approx(0.1, abs=1e-5)
     quality, adversarial, membership = results
-    assert membership.threshold == {"max_advantage": 0.2}
+    assert membership.threshold == {"max_advantage": 0.25}
     assert quality.threshold == {"min_accuracy": 0.9}
     assert adversarial.threshold == {"min_robust_accuracy": 0.8}
     client = mlflow_client(ctx.settings)
