@@ -41,7 +41,8 @@ def secure_training(
 
     Args:
         config: Pipeline config file (TOML); default: the bundled dataset's.
-        data: Dataset path overriding the configured source (new data).
+        data: Dataset name or path overriding the configured source (new data);
+            it must resolve inside ``dataset.data_root``.
         report_path: Where to write the JSON run report.
     """
     settings = load_settings(config)
@@ -90,11 +91,14 @@ def secure_training(
     except GateFailed as exc:
         gates += exc.results
         report.status, report.blocked_by = "blocked", exc.gate.name
-    except Exception as exc:  # noqa: BLE001 - reported as "failed", then re-raised below
+    except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
         report.status, report.error = "failed", type(exc).__name__
     report.gates = [g.as_report() for g in gates]
     if model is not None and report.status != "deployed":
-        mark_version(settings, model=model, status=report.status)
+        try:  # nobody should promote a version that did not ship
+            mark_version(settings, model=model, status=report.status)
+        except Exception as exc:  # noqa: BLE001 - the verdict and report matter more
+            ctx.audit.append("registry.tag_failed", run_id=ctx.run_id, error=type(exc).__name__)
     ctx.audit.append(
         "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
     )
