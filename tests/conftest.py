@@ -4,8 +4,11 @@ Prefect or MLflow: telemetry off, and all state in a throwaway directory."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tasks.common.environment import TELEMETRY_OFF
 
@@ -19,9 +22,10 @@ for _var in list(os.environ):
     if _var.startswith("SECURE_PIPELINE_") or _var == "PREFECT_API_URL":
         del os.environ[_var]  # a developer's shell must not leak into the tests
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from tasks.common.context import RunContext  # noqa: E402
+from tasks.common.context import Dataset, RunContext  # noqa: E402
 from tasks.common.settings import Settings, load_settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -37,3 +41,37 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def ctx(settings: Settings) -> RunContext:
     return RunContext(settings=settings, run_id="test-run")
+
+
+@pytest.fixture(scope="module")
+def bundled() -> pd.DataFrame:
+    """The bundled dataset (one copy per test module)."""
+    return pd.read_csv(BUNDLED_CSV)
+
+
+def as_dataset(frame: pd.DataFrame) -> Dataset:
+    """A frame as if ingestion had accepted it."""
+    return Dataset(
+        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
+    )
+
+
+def variant(ctx: RunContext, **dataset: Any) -> RunContext:
+    """The same context with some dataset settings changed."""
+    s = ctx.settings
+    return RunContext(
+        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_mlflow_uri() -> Iterator[None]:
+    """mlflow.set_tracking_uri also rewrites $MLFLOW_TRACKING_URI: undo it after each module."""
+    before = os.environ["MLFLOW_TRACKING_URI"]
+    yield
+    os.environ["MLFLOW_TRACKING_URI"] = before
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)
+        mlflow.set_registry_uri(before)

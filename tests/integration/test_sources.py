@@ -29,19 +29,12 @@ from tasks.common.sources import FetchFailed, Remote, SourceRefused, TooLarge
 from tasks.common.stack import S3Endpoint
 from tasks.common.tls import TlsFiles, ensure_tls
 from tasks.ingest import ingest
-from tests.conftest import BUNDLED_CSV
+from tests.conftest import BUNDLED_CSV, variant
 from tests.integration.conftest import free_port
 
 DATA_BUCKET = "nightly-data"
 CSV = BUNDLED_CSV.read_bytes()
 CAP = 64 * 1024  # max_bytes in the oversize tests
-
-
-def variant(ctx: RunContext, **dataset: Any) -> RunContext:
-    s = ctx.settings
-    return RunContext(
-        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
-    )
 
 
 def blocked(ctx: RunContext, source: str) -> GateResult:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import pytest
 from sklearn.ensemble import RandomForestClassifier
@@ -25,15 +23,6 @@ from tasks.train import TrainedModel, train
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 pytestmark = pytest.mark.integration  # every test here reads or writes a real MLflow store
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_mlflow_uri():
-    # mlflow.set_tracking_uri also rewrites $MLFLOW_TRACKING_URI: undo it for other modules.
-    before = os.environ["MLFLOW_TRACKING_URI"]
-    yield
-    mlflow.set_tracking_uri(before)
-    mlflow.set_registry_uri(before)
 
 
 @pytest.fixture(scope="module")

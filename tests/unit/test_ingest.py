@@ -21,16 +21,9 @@ from tasks.common.content import formula_cells, sniff_format
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.ingest import check_formula_cells, check_integrity, check_size, ingest
+from tests.conftest import variant
 
 TINY_CSV = b"a,b,target\n1.5,2.5,0\n3.5,4.5,1\n5.5,6.5,1\n"
-
-
-def variant(ctx: RunContext, **dataset: Any) -> RunContext:
-    """The same context with some dataset settings changed (whole section copied)."""
-    s = ctx.settings
-    return RunContext(
-        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
-    )
 
 
 @pytest.fixture

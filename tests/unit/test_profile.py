@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tasks.common.context import Dataset, RunContext
+from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.signing import Signer, key_id
 from tasks.profile import (
@@ -28,27 +27,9 @@ from tasks.profile import (
     write_profile,
 )
 from tasks.screen import screen
-from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
+from tests.conftest import BUNDLED_CSV, PROJECT_ROOT, as_dataset, variant
 
 SIGNER_PUB = PROJECT_ROOT / "data" / "breast_cancer.profile-signer.pub"
-
-
-@pytest.fixture(scope="module")
-def bundled() -> pd.DataFrame:
-    return pd.read_csv(BUNDLED_CSV)
-
-
-def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(
-        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
-    )
-
-
-def variant(ctx: RunContext, **dataset: Any) -> RunContext:
-    s = ctx.settings
-    return RunContext(
-        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
-    )
 
 
 def integrity(ctx: RunContext, bundled: pd.DataFrame) -> GateResult:

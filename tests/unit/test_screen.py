@@ -19,7 +19,7 @@ from tasks.ingest import ingest
 from tasks.screen import guard_pii
 from tasks.screen import screen as screen_poisoning
 from tasks.validate import validate
-from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, as_dataset, variant
 
 GATES = [
     "screen.pii",
@@ -50,24 +50,6 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
     except GateFailed as exc:
         raise GateFailed(first + exc.results) from None
     return screened, first + rest
-
-
-@pytest.fixture(scope="module")
-def bundled() -> pd.DataFrame:
-    return pd.read_csv(BUNDLED_CSV)
-
-
-def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(
-        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
-    )
-
-
-def variant(ctx: RunContext, **dataset: Any) -> RunContext:
-    s = ctx.settings
-    return RunContext(
-        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
-    )
 
 
 def blocked(ctx: RunContext, frame: pd.DataFrame) -> tuple[GateResult, dict[str, GateResult]]:

@@ -41,15 +41,6 @@ def bundled_dataset() -> Dataset:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_mlflow_uri():
-    # mlflow.set_tracking_uri also rewrites $MLFLOW_TRACKING_URI: undo it for other modules.
-    before = os.environ["MLFLOW_TRACKING_URI"]
-    yield
-    mlflow.set_tracking_uri(before)
-    mlflow.set_registry_uri(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[RunContext, TrainedModel]:
     settings = load_settings(state_dir=tmp_path_factory.mktemp("train") / "state")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.common.context import Dataset, RunContext
+from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.suite_builder import derive_suite, main
 from tasks.validate import (
@@ -26,28 +26,10 @@ from tasks.validate import (
     validate,
     validate_task,
 )
-from tests.conftest import BUNDLED_CSV
+from tests.conftest import BUNDLED_CSV, as_dataset, variant
 
 SECRET = "SECRET-CELL-VALUE"
 N_EXPECTATIONS = 186
-
-
-@pytest.fixture(scope="module")
-def bundled() -> pd.DataFrame:
-    return pd.read_csv(BUNDLED_CSV)
-
-
-def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(
-        frame=frame, uri="memory", sha256="0" * 64, format="csv", integrity="none", target="target"
-    )
-
-
-def variant(ctx: RunContext, **dataset: Any) -> RunContext:
-    s = ctx.settings
-    return RunContext(
-        s.model_copy(update={"dataset": s.dataset.model_copy(update=dataset)}), ctx.run_id
-    )
 
 
 def evidence(ctx: RunContext) -> Path:
