@@ -143,8 +143,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.common.audit_mirror import check_anchors
     from tasks.common.s3 import s3_client
 
-    with stack.s3_service(settings) as endpoint:
-        anchored, detail = check_anchors(settings, s3_client(endpoint))
+    try:
+        with stack.s3_service(settings) as endpoint:
+            anchored, detail = check_anchors(settings, s3_client(endpoint))
+    except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
+        anchored, detail = False, f"cannot read the anchors ({type(exc).__name__})"
     _say(f"anchors in s3://{settings.storage.bucket}: {detail}")
     return EXIT_OK if anchored else EXIT_BLOCKED
 
@@ -253,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CRASH
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
+        _say(f"error: {type(exc).__name__}: {exc}")
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":
