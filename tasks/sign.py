@@ -22,6 +22,7 @@ from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import PROJECT_ROOT
 from tasks.common.signing import PROVENANCE_TYPE, Signer, load_public_key, verify
+from tasks.supply_chain import DEPENDENCIES, check_dependencies, sbom
 from tasks.train import TrainedModel
 
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
@@ -71,6 +72,7 @@ def build_provenance(
         "created_at": datetime.now(UTC).isoformat(),
         "flow_run_id": ctx.run_id,
         "code": {"git_commit": git_commit(), "lock_file_sha256": sha256_file(LOCK_FILE)},
+        "sbom": sbom(),  # every installed package, name==version
         "dataset": {
             "uri": dataset.uri,
             "sha256": dataset.sha256,
@@ -135,7 +137,10 @@ def sign(
     gates: list[GateResult],
 ) -> tuple[SignedProvenance, list[GateResult]]:
     stage = StageGates(ctx)
-    stage.enforce(run_check("sign.model_digest", check_model_digest, model))
+    stage.enforce(
+        run_check("sign.model_digest", check_model_digest, model),
+        run_check(DEPENDENCIES, check_dependencies, LOCK_FILE),
+    )
     payload = build_provenance(
         ctx, dataset=dataset, model=model, suite_sha256=suite_sha256, gates=gates + stage.results
     )
