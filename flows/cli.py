@@ -80,9 +80,9 @@ def _resolve_ref(settings: Settings, ref: str) -> str:
     """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> the deployment URI in MLflow."""
     if not ref.startswith("models:/"):
         return ref
-    from mlflow import MlflowClient
+    from tasks.common.tracking import mlflow_client
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = mlflow_client(settings)
     name, _, rest = ref[len("models:/") :].partition("@")
     if rest:
         mv = client.get_model_version_by_alias(name, rest)

@@ -23,6 +23,7 @@ from tasks.common.s3 import ObjectExists, bucket_posture, put_immutable, s3_clie
 from tasks.common.settings import Settings
 from tasks.common.signing import RELEASE_TYPE, Signer, canonical_json, load_public_key
 from tasks.common.stack import s3_service
+from tasks.common.tracking import mlflow_client
 from tasks.sign import SignedProvenance
 from tasks.train import TrainedModel
 
@@ -112,9 +113,7 @@ def publish(
 
 
 def move_champion(settings: Settings, *, model: TrainedModel, deployment_uri: str) -> None:
-    from mlflow import MlflowClient  # edge: MLflow only where it is used
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = mlflow_client(settings)
     client.set_model_version_tag(model.name, model.version, "deployment_uri", deployment_uri)
     client.set_model_version_tag(model.name, model.version, "gate_status", "deployed")
     client.set_registered_model_alias(model.name, CHAMPION, model.version)
@@ -122,9 +121,7 @@ def move_champion(settings: Settings, *, model: TrainedModel, deployment_uri: st
 
 def mark_version(settings: Settings, *, model: TrainedModel, status: str) -> None:
     """Tag a registered version that did not ship, so nobody promotes it by hand."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = mlflow_client(settings)
     client.set_model_version_tag(model.name, model.version, "gate_status", status)
 
 

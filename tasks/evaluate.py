@@ -26,6 +26,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.base import BaseEstimator
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -105,6 +106,31 @@ def _no_attack(model_type: str, threshold: dict[str, Any]) -> GateResult:
     )
 
 
+# Linear models ART does not accept but whose decision function is a plain
+# LogisticRegression's (diffprivlib's DP LogisticRegression: the noise is in the
+# fitted coefficients, prediction is ordinary). Named exactly: never a whole module.
+LINEAR_TWINS = frozenset({"diffprivlib.models.logistic_regression.LogisticRegression"})
+
+
+def _attack_target(final: BaseEstimator) -> BaseEstimator:
+    """The estimator ART attacks for `final`: itself, or a scikit-learn twin.
+
+    The twin is a LogisticRegression with the same ``coef_``, ``intercept_`` and
+    ``classes_``, so the same decision function and predictions; the caller's
+    wrapper-mismatch check compares its predictions with the real pipeline's and
+    fails closed on any difference.
+    """
+    name = f"{type(final).__module__}.{type(final).__qualname__}"
+    if name not in LINEAR_TWINS or not isinstance(final, LogisticRegression):
+        return final
+    twin = LogisticRegression()
+    twin.classes_ = np.array(final.classes_, copy=True)
+    twin.coef_ = np.array(final.coef_, dtype=np.float64, copy=True)
+    twin.intercept_ = np.array(final.intercept_, dtype=np.float64, copy=True)
+    twin.n_features_in_ = final.n_features_in_
+    return twin
+
+
 def check_adversarial(
     *,
     pipeline: BaseEstimator,
@@ -138,8 +164,8 @@ def check_adversarial(
     # a clean row (a move larger than the budget would understate robustness).
     clip = (np.minimum(xs_train.min(0), xs.min(0)), np.maximum(xs_train.max(0), xs.max(0)))
     try:
-        clf = SklearnClassifier(model=final, clip_values=clip)
-    except TypeError:  # not a scikit-learn model (e.g. diffprivlib)
+        clf = SklearnClassifier(model=_attack_target(final), clip_values=clip)
+    except TypeError:  # not a scikit-learn model (and no linear twin for it)
         clf = None
     if not isinstance(clf, LossGradientsMixin):
         return _no_attack(type(final).__name__, threshold)

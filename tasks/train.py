@@ -29,15 +29,17 @@ from sklearn.preprocessing import StandardScaler
 
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateResult, check, run_check
-from tasks.common.modelio import load_model_file, sha256_file
+from tasks.common.modelio import TRUSTED_TYPES, load_model_file, sha256_file
 from tasks.common.settings import ModelConfig
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
 
 log = logging.getLogger(__name__)
 
 ROUNDTRIP = "train.artifact_roundtrip"
+DP_ESTIMATOR = "dp_logistic_regression"
 # Pinned, not inferred: inference picks up test tools and costs ~5 s (STACK-NOTES).
 PIP_REQUIREMENTS = [f"{d}=={dist_version(d)}" for d in ("scikit-learn", "skops")]
+DP_REQUIREMENTS = [f"diffprivlib=={dist_version('diffprivlib')}"]
 
 
 @dataclass(frozen=True)
@@ -60,20 +62,56 @@ class TrainedModel:
 
 
 def model_params(config: ModelConfig) -> dict[str, Any]:
-    """Everything that decides the fitted model, as logged to MLflow."""
-    return {
+    """Everything that decides the fitted model, as logged to MLflow (and signed).
+
+    A differentially private model adds its privacy budget and row-norm bound.
+    """
+    params: dict[str, Any] = {
         "estimator": config.estimator,
         "seed": config.seed,
         "test_fraction": config.test_fraction,
         **config.params,
     }
+    if config.estimator == DP_ESTIMATOR:
+        params |= {"dp_epsilon": config.dp_epsilon, "dp_data_norm": config.dp_data_norm}
+    return params
+
+
+def resolve_data_norm(config: ModelConfig, x_train: pd.DataFrame) -> ModelConfig:
+    """`config` with ``dp_data_norm`` fixed before training, so it is logged and signed.
+
+    Unset, it becomes the largest L2 norm of a scaled training row. Deriving the
+    bound from the data leaks a little privacy (the bound is not itself private);
+    a fixed value from domain knowledge is the right production choice.
+    """
+    if config.estimator != DP_ESTIMATOR or config.dp_data_norm is not None:
+        return config
+    scaled = StandardScaler().fit_transform(x_train.to_numpy(np.float64))
+    return config.model_copy(update={"dp_data_norm": float(np.linalg.norm(scaled, axis=1).max())})
 
 
 def build_pipeline(config: ModelConfig) -> Pipeline:
     """The unfitted pipeline for `config` (scaler + estimator, seeded)."""
-    if config.estimator != "logistic_regression":  # the settings type allows only this today
+    estimator: LogisticRegression
+    if config.estimator == "logistic_regression":
+        estimator = LogisticRegression(random_state=config.seed, **config.params)
+    elif config.estimator == DP_ESTIMATOR:
+        from diffprivlib.accountant import BudgetAccountant
+        from diffprivlib.models import LogisticRegression as DPLogisticRegression
+
+        # Only the model is private: the StandardScaler's mean and scale are fitted on
+        # the raw training data without noise (private scaling/bounds are out of scope).
+        # A fresh accountant per model: the fitted model (and its skops file) records
+        # this run's spend only, not every fit of the process (diffprivlib's default).
+        estimator = DPLogisticRegression(
+            epsilon=config.dp_epsilon,
+            data_norm=config.dp_data_norm,  # None: diffprivlib derives it and warns
+            random_state=config.seed,
+            accountant=BudgetAccountant(),
+            **config.params,  # C, max_iter, tol: as for plain LogisticRegression
+        )
+    else:  # pragma: no cover - the settings type allows only the above
         raise ValueError(f"unsupported estimator {config.estimator!r}")
-    estimator = LogisticRegression(random_state=config.seed, **config.params)
     return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
 
 
@@ -144,6 +182,7 @@ def _log_to_mlflow(
     pipeline: Pipeline,
     *,
     suite_sha256: str,
+    params: dict[str, Any],
     x_train: pd.DataFrame,
     y_train: pd.Series,
 ) -> tuple[str, str, str]:
@@ -165,7 +204,7 @@ def _log_to_mlflow(
         run_name=f"train-{ctx.run_id}",
         tags={"prefect_flow_run_id": ctx.run_id},
     ) as run:
-        mlflow.log_params(model_params(s.model))
+        mlflow.log_params(params)
         mlflow.log_params(
             {
                 "dataset.uri": uri,
@@ -202,11 +241,15 @@ def _log_to_mlflow(
         for part in sorted(evidence.iterdir()) if evidence.is_dir() else []:
             if part.is_dir() and part.name != "model":
                 mlflow.log_artifacts(str(part), artifact_path=f"evidence/{part.name}")
+        dp = s.model.estimator == DP_ESTIMATOR
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
             serialization_format="skops",
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=[*PIP_REQUIREMENTS, *(DP_REQUIREMENTS if dp else [])],
+            # MLflow test-loads the file it saved; our own loader ignores this list
+            # and uses the pinned one (modelio).
+            skops_trusted_types=list(TRUSTED_TYPES) if dp else None,
             registered_model_name=s.model.name,
             signature=signature,
         )
@@ -239,9 +282,17 @@ def train(
         raise ValueError("run id must be a plain name")  # it becomes a directory name
     gates = StageGates(ctx)
     x_train, x_test, y_train, y_test = split(dataset, config=s.model, features=s.dataset.features)
-    pipeline = build_pipeline(s.model).fit(x_train, y_train)
+    config = resolve_data_norm(s.model, x_train)
+    params = model_params(config)
+    pipeline = build_pipeline(config).fit(x_train, y_train)
     run_id, version, artifact_uri = _log_to_mlflow(
-        ctx, dataset, pipeline, suite_sha256=suite_sha256, x_train=x_train, y_train=y_train
+        ctx,
+        dataset,
+        pipeline,
+        suite_sha256=suite_sha256,
+        params=params,
+        x_train=x_train,
+        y_train=y_train,
     )
     model_dir = s.state_dir / "runs" / ctx.run_id / "model"
     files = fetch_model_dir(artifact_uri=artifact_uri, dest=model_dir, tracking_uri=s.tracking_uri)
@@ -276,7 +327,7 @@ def train(
         skops_path=model_dir / skops_rel,
         sha256=sha256,
         files=files,
-        params=model_params(s.model),
+        params=params,
         x_test=x_test,
         y_test=y_test,
         x_train=x_train,

@@ -20,20 +20,25 @@ import skops.io as sio
 from sklearn.base import BaseEstimator
 from skops.io.exceptions import UntrustedTypesFoundException
 
-# Types skops must trust beyond its defaults to load the project's model.
+# Types skops must trust beyond its defaults to load the project's models.
 # A StandardScaler + LogisticRegression Pipeline needs none: skops 0.16 trusts
-# every type in it by default (checked with `skops.io.get_untrusted_types`,
-# and re-checked by tests/unit/test_modelio.py), so the list is empty.
+# every type in it by default. The differentially private variant
+# (model.estimator = "dp_logistic_regression") needs exactly two, both plain
+# data holders rebuilt from their attributes (no __setstate__/__reduce__ hooks,
+# nothing callable): the diffprivlib estimator and the BudgetAccountant it keeps
+# (the privacy spend of its fit). Both lists are checked with
+# `skops.io.get_untrusted_types` by tests/unit/test_modelio.py.
 #
 # A fork that trains another model adds exactly what
 #     skops.io.get_untrusted_types(data=dumps_model(fitted_model))
 # prints, after reading each entry, and never a module-wide or callable type:
 #   RandomForest / DecisionTree / GradientBoosting -> "sklearn.tree._tree.Tree"
 #   HistGradientBoosting -> "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
-#   diffprivlib LogisticRegression -> "diffprivlib.models.logistic_regression.LogisticRegression",
-#                                     "diffprivlib.accountant.BudgetAccountant"
 # An entry such as "posix.system" or "builtins.eval" means the file can run code: refuse it.
-TRUSTED_TYPES: tuple[str, ...] = ()
+TRUSTED_TYPES: tuple[str, ...] = (
+    "diffprivlib.accountant.BudgetAccountant",
+    "diffprivlib.models.logistic_regression.LogisticRegression",
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

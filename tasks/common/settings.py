@@ -76,8 +76,15 @@ class ScreenConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    estimator: Literal["logistic_regression"] = "logistic_regression"
+    estimator: Literal["logistic_regression", "dp_logistic_regression"] = "logistic_regression"
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    # dp_logistic_regression only (diffprivlib): the privacy budget of one training run.
+    dp_epsilon: float = Field(default=1.0, gt=0)
+    # Bound on the L2 norm of a *scaled* training row (rows beyond it are clipped).
+    # None: derived from the training data (its largest scaled row norm). That leaks
+    # a little privacy (diffprivlib warns: the bound itself depends on the data); in
+    # production set a fixed value from domain knowledge.
+    dp_data_norm: float | None = Field(default=None, gt=0)
     seed: int = 42
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
 

@@ -77,14 +77,13 @@ class Pipeline:
         return sorted(f"{v['Key']}@{v['VersionId']}" for v in out.get("Versions", []))
 
     def champion(self) -> str | None:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
+
+        from tasks.common.tracking import mlflow_client
 
         settings = self.settings()
         try:
-            mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(
-                settings.model.name, "champion"
-            )
+            mv = mlflow_client(settings).get_model_version_by_alias(settings.model.name, "champion")
         except MlflowException:
             return None
         return str(mv.version)

@@ -64,8 +64,25 @@ def pipeline(data) -> Pipeline:
     ).fit(x, y)
 
 
-def test_trusted_types_are_exactly_what_the_project_pipeline_needs(pipeline):
-    assert sorted(sio.get_untrusted_types(data=dumps_model(pipeline))) == sorted(TRUSTED_TYPES)
+def test_trusted_types_are_exactly_what_the_project_pipelines_need(pipeline, data):
+    # The plain pipeline needs nothing beyond skops' defaults ...
+    assert sio.get_untrusted_types(data=dumps_model(pipeline)) == []
+    # ... and the differentially private one exactly the pinned diffprivlib types.
+    from diffprivlib.accountant import BudgetAccountant
+    from diffprivlib.models import LogisticRegression as DPLogisticRegression
+
+    dp = Pipeline(
+        [
+            ("scaler", StandardScaler()),
+            (
+                "model",
+                DPLogisticRegression(
+                    epsilon=1.0, data_norm=5.0, random_state=42, accountant=BudgetAccountant()
+                ),
+            ),
+        ]
+    ).fit(*data)
+    assert sorted(sio.get_untrusted_types(data=dumps_model(dp))) == sorted(TRUSTED_TYPES)
 
 
 def test_round_trip_predicts_identically(pipeline, data, tmp_path):
