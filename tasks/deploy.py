@@ -53,7 +53,7 @@ def check_bucket_posture(posture: dict[str, Any], *, sse: str) -> GateResult:
         ok=not wrong,
         metrics={k: posture.get(k) for k in wanted},
         threshold=wanted,
-        detail=f"fix the bucket settings: {', '.join(wrong)} (see infra/terraform)"
+        detail=f"fix the bucket settings: {', '.join(wrong)} (expected posture: tasks/common/s3.py)"
         if wrong
         else "",
     )

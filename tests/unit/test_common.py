@@ -160,3 +160,23 @@ def test_settings_refuse_bad_files(tmp_path: Path) -> None:
     unknown.write_text('[dataset]\nname = "x"\nsurprise = 1\n')
     with pytest.raises(ConfigError, match="invalid configuration"):
         load_settings(unknown)
+
+
+# --- deploy preflight -------------------------------------------------------
+def test_bucket_posture_gate_names_what_is_missing() -> None:
+    from tasks.deploy import check_bucket_posture
+
+    good = {
+        "exists": True,
+        "versioning": "Enabled",
+        "object_lock": True,
+        "default_sse": "AES256",
+        "denies_unencrypted_put": True,
+        "denies_insecure_transport": True,
+    }
+    assert check_bucket_posture(good, sse="AES256").passed
+    weak = {**good, "versioning": "Suspended", "denies_insecure_transport": False}
+    result = check_bucket_posture(weak, sse="AES256")
+    assert not result.passed
+    assert "versioning" in result.detail and "denies_insecure_transport" in result.detail
+    assert not check_bucket_posture(good, sse="aws:kms").passed  # KMS configured, AES256 found
