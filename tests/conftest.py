@@ -75,3 +75,17 @@ def _restore_mlflow_uri() -> Iterator[None]:
 
         mlflow.set_tracking_uri(before)
         mlflow.set_registry_uri(before)
+
+
+def bundled_dataset() -> Dataset:
+    """The bundled CSV as ingestion accepts it (with its real sha256)."""
+    import hashlib
+
+    return Dataset(
+        frame=pd.read_csv(BUNDLED_CSV),
+        uri=str(BUNDLED_CSV),
+        sha256=hashlib.sha256(BUNDLED_CSV.read_bytes()).hexdigest(),
+        format="csv",
+        integrity="none",
+        target="target",
+    )

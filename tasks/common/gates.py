@@ -60,9 +60,7 @@ def passed(
     threshold: dict[str, Any] | None = None,
     detail: str = "",
 ) -> GateResult:
-    return GateResult(
-        name=name, passed=True, metrics=metrics or {}, threshold=threshold or {}, detail=detail
-    )
+    return check(name, ok=True, metrics=metrics or {}, threshold=threshold or {}, detail=detail)
 
 
 def failed(
@@ -72,9 +70,7 @@ def failed(
     threshold: dict[str, Any] | None = None,
     detail: str = "",
 ) -> GateResult:
-    return GateResult(
-        name=name, passed=False, metrics=metrics or {}, threshold=threshold or {}, detail=detail
-    )
+    return check(name, ok=False, metrics=metrics or {}, threshold=threshold or {}, detail=detail)
 
 
 def check(

@@ -7,15 +7,14 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import tasks.common.modelio as modelio
 import tasks.evaluate as evaluate_mod
-from tasks.common.context import Dataset, RunContext
-from tasks.common.modelio import UntrustedModelError, load_model_file, sha256_file
+from tasks.common.context import RunContext
+from tasks.common.modelio import UntrustedModelError, load_model_file
 from tasks.common.settings import ConfigError, load_settings
 from tasks.common.tracking import mlflow_client
 from tasks.evaluate import ADVERSARIAL, check_adversarial, evaluate
@@ -30,20 +29,10 @@ from tasks.train import (
     split,
     train,
 )
+from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 DP_CLASS = "diffprivlib.models.logistic_regression.LogisticRegression"
-
-
-def bundled_dataset() -> Dataset:
-    return Dataset(
-        frame=pd.read_csv(CSV),
-        uri=str(CSV),
-        sha256=sha256_file(CSV),
-        format="csv",
-        integrity="none",
-        target="target",
-    )
 
 
 @pytest.fixture(scope="module")

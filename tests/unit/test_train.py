@@ -8,10 +8,9 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
-from tasks.common.context import Dataset, RunContext
+from tasks.common.context import RunContext
 from tasks.common.gates import run_check
 from tasks.common.modelio import sha256_file
 from tasks.common.settings import load_settings
@@ -24,21 +23,11 @@ from tasks.train import (
     split,
     train,
 )
+from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 SUITE_SHA = "ab" * 32
 MODEL_FILES = {"MLmodel", "conda.yaml", "model.skops", "python_env.yaml", "requirements.txt"}
-
-
-def bundled_dataset() -> Dataset:
-    return Dataset(
-        frame=pd.read_csv(CSV),
-        uri=str(CSV),
-        sha256=sha256_file(CSV),
-        format="csv",
-        integrity="none",
-        target="target",
-    )
 
 
 @pytest.fixture(scope="module")
