@@ -16,8 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tasks.common import environment, stack
+from tasks.common import environment
 from tasks.common.settings import ConfigError, Settings, load_settings
+from tasks.localstack import stack
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 
@@ -97,10 +98,10 @@ def _resolve_ref(settings: Settings, ref: str) -> str:
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings)
-    from tasks.common import release
     from tasks.common.s3 import s3_client
-    from tasks.common.signing import load_public_key
     from tasks.deploy import key_provider
+    from tasks.trust import release
+    from tasks.trust.signing import load_public_key
 
     uri = _resolve_ref(settings, args.model_ref)
     try:
@@ -140,7 +141,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     if not status.intact or status.entries == 0:
         return EXIT_OK if status.intact else EXIT_BLOCKED
     environment.configure(settings)
-    from tasks.common.audit_mirror import check_anchors
+    from tasks.common.anchors import check_anchors
     from tasks.common.s3 import s3_client
 
     try:
@@ -177,8 +178,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from tasks.common.signing import Signer
-    from tasks.profile import build_and_sign_profile
+    from tasks.checks.profile import build_and_sign_profile
+    from tasks.trust.signing import Signer
 
     out = Path(args.out).expanduser().resolve()
     try:

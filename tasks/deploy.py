@@ -14,18 +14,19 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import release as rel
-from tasks.common.audit_mirror import anchor_head
+from tasks.checks.bucket_posture import bucket_posture, check_bucket_posture
+from tasks.common.anchors import anchor_head
 from tasks.common.context import RunContext, StageGates
-from tasks.common.envelope import encrypt, kms_master_key, local_master_key
 from tasks.common.gates import GateResult, check, failed, passed, run_check
-from tasks.common.s3 import ObjectExists, bucket_posture, put_immutable, s3_client
+from tasks.common.s3 import ObjectExists, put_immutable, s3_client
 from tasks.common.settings import Settings
-from tasks.common.signing import RELEASE_TYPE, Signer, canonical_json, load_public_key
-from tasks.common.stack import s3_service
 from tasks.common.tracking import mlflow_client
+from tasks.localstack.stack import s3_service
 from tasks.sign import SignedProvenance
 from tasks.train import TrainedModel
+from tasks.trust import release as rel
+from tasks.trust.envelope import encrypt, kms_master_key, local_master_key
+from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, load_public_key
 
 CHAMPION = "champion"
 
@@ -34,29 +35,6 @@ def key_provider(settings: Settings) -> Any:
     if settings.storage.kms_key_id:
         return kms_master_key(settings.storage.kms_key_id, region=settings.storage.region)
     return local_master_key(settings.keys_dir)
-
-
-def check_bucket_posture(posture: dict[str, Any], *, sse: str) -> GateResult:
-    """The bucket must be versioned, object-locked, encrypted by default and
-    refuse unencrypted or plain-http writes before we put a model in it."""
-    wanted = {
-        "exists": True,
-        "versioning": "Enabled",
-        "object_lock": True,
-        "default_sse": sse,
-        "denies_unencrypted_put": True,
-        "denies_insecure_transport": True,
-    }
-    wrong = [k for k, v in wanted.items() if posture.get(k) != v]
-    return check(
-        "deploy.bucket_posture",
-        ok=not wrong,
-        metrics={k: posture.get(k) for k in wanted},
-        threshold=wanted,
-        detail=f"fix the bucket settings: {', '.join(wrong)} (expected posture: tasks/common/s3.py)"
-        if wrong
-        else "",
-    )
 
 
 def publish(

@@ -31,11 +31,11 @@ from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tasks.checks.privacy import MEMBERSHIP, check_membership_inference
 from tasks.common.context import RunContext, StageGates
 from tasks.common.gates import GateResult, check, failed, run_check
 from tasks.common.settings import EvaluateConfig
 from tasks.common.tracking import mlflow_client
-from tasks.privacy import MEMBERSHIP, check_membership_inference
 from tasks.train import TrainedModel
 
 log = logging.getLogger(__name__)

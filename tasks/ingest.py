@@ -1,7 +1,7 @@
 """Ingest: fetch one dataset safely and turn it into a `Dataset`.
 
 The source is checked before anything is read (local files confined to the data
-root, remote ones allow-listed; see `tasks.common.sources`), sized before the
+root, remote ones allow-listed; see `tasks.sources`), sized before the
 download, read once, hashed, checked against the pin that applies, and only then
 parsed from memory. The format is decided by content, never by extension; only
 UTF-8 CSV and Parquet are parsed, so pickle, joblib, numpy and archive payloads
@@ -18,11 +18,11 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common import sources
-from tasks.common.content import control_byte, encoding_error, formula_cells, parse, sniff_format
+from tasks import sources
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.settings import DatasetConfig
+from tasks.sources.content import control_byte, encoding_error, formula_cells, parse, sniff_format
 
 _LISTED = 20
 Integrity = Literal["config-pin", "sidecar", "none"]

@@ -4,7 +4,7 @@ Two steps. `guard_pii` (``screen.pii``) runs right after ingestion: undeclared
 PII-looking columns block; declared ones are dropped or pseudonymised before
 validation, reports or models see them. `screen` runs after validation: the
 profile's signature (``screen.profile_integrity``), then the poisoning screens,
-each against the verified profile (see `tasks.poisoning`): label_distribution,
+each against the verified profile (see `tasks.checks.poisoning`): label_distribution,
 label_noise, duplicates, near_duplicates, outliers, backdoor. Every check fails
 closed, and all poisoning gates are reported together so one block shows them all.
 """
@@ -20,12 +20,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.common.context import Dataset, RunContext, StageGates
-from tasks.common.gates import GateResult, run_check
-from tasks.common.local_files import read_capped
-from tasks.common.settings import ScreenConfig
-from tasks.pii import apply_pii, check_pii, pii_key, scan
-from tasks.poisoning import (
+from tasks.checks.pii import apply_pii, check_pii, pii_key, scan
+from tasks.checks.poisoning import (
     NeighbourStats,
     check_backdoor,
     check_duplicates,
@@ -36,7 +32,7 @@ from tasks.poisoning import (
     label_shares,
     neighbour_stats,
 )
-from tasks.profile import (
+from tasks.checks.profile import (
     MAX_PROFILE_BYTES,
     ProfileError,
     check_profile_integrity,
@@ -44,6 +40,10 @@ from tasks.profile import (
     trusted_keys,
     verify_profile,
 )
+from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.gates import GateResult, run_check
+from tasks.common.settings import ScreenConfig
+from tasks.sources.local import read_capped
 
 
 def _read(path: Path) -> bytes | None:

@@ -18,12 +18,12 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.checks.supply_chain import DEPENDENCIES, check_dependencies, sbom
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import PROJECT_ROOT
-from tasks.common.signing import PROVENANCE_TYPE, Signer, load_public_key, verify
-from tasks.supply_chain import DEPENDENCIES, check_dependencies, sbom
 from tasks.train import TrainedModel
+from tasks.trust.signing import PROVENANCE_TYPE, Signer, load_public_key, verify
 
 LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 

@@ -3,7 +3,7 @@
 Threats: insider tampering with the model between training and release, and
 unsafe model formats. The model is logged with skops (never pickle), every
 file of the logged model is hashed, and gate ``train.artifact_roundtrip``
-loads the *logged* artifact through `tasks.common.modelio` (digest checked,
+loads the *logged* artifact through `tasks.trust.modelio` (digest checked,
 pinned allow-list) and requires it to predict exactly what the trained
 pipeline predicts: what will be signed and deployed is what was evaluated.
 """
@@ -29,9 +29,9 @@ from sklearn.preprocessing import StandardScaler
 
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateResult, check, run_check
-from tasks.common.modelio import TRUSTED_TYPES, load_model_file, sha256_file
 from tasks.common.settings import ModelConfig
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
+from tasks.trust.modelio import TRUSTED_TYPES, load_model_file, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ through. The suite is parsed from the very bytes that were hashed.
 
 Evidence, whether the data passes or not, goes to
 ``<state>/runs/<run_id>/validation/``: the GX result JSON and GX Data Docs (HTML),
-both scrubbed so that no cell value is stored (see `tasks.common.gx_evidence`).
-A suite is derived from trusted data with `tasks.common.suite_builder`.
+both scrubbed so that no cell value is stored (see `tasks.checks.expectations`).
+A suite is derived from trusted data with `tasks.checks.suite_builder`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.checks.expectations import run_suite
 from tasks.common.context import Dataset, RunContext, StageGates
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
-from tasks.common.gx_evidence import run_suite
-from tasks.common.local_files import read_capped
+from tasks.sources.local import read_capped
 
 log = logging.getLogger(__name__)
 _SUITE_MAX_BYTES = 16 * 1024 * 1024

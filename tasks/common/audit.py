@@ -3,7 +3,7 @@
 Each line holds the sha256 of the previous line's entry, so editing,
 reordering or deleting any line breaks the chain at that point; `verify`
 finds the first broken line. At the end of every run the head is also anchored
-in the object-locked bucket (tasks/common/audit_mirror.py), so rewriting the
+in the object-locked bucket (tasks/common/anchors.py), so rewriting the
 chain or truncating its tail is detectable too.
 """
 

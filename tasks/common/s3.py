@@ -1,20 +1,18 @@
-"""S3 client factory and the deployment-bucket helpers.
+"""The S3 client: one factory for the embedded SeaweedFS and for AWS S3, and the two
+object operations every stage uses.
 
-The same code talks to the embedded SeaweedFS and to AWS S3: SigV4, path-style
-addressing, TLS verified against the endpoint's CA. Writes are conditional
-(``If-None-Match: *``) and carry a SHA-256 checksum, so a release can never
-overwrite another one and a corrupted upload is refused by the server.
+SigV4, path-style addressing, TLS verified against the endpoint's CA. Writes are
+conditional (``If-None-Match: *``) and carry a SHA-256 checksum, so a release can
+never overwrite another one and a corrupted upload is refused by the server; reads
+are capped. The bucket's own posture is checked in `tasks.checks.bucket_posture`.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import logging
-from collections.abc import Iterable, Sequence
-from contextlib import suppress
-from fnmatch import fnmatchcase
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -24,19 +22,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from tasks.common.stack import S3Endpoint
-
-log = logging.getLogger(__name__)
-
-SSE_HEADER_KEY = "s3:x-amz-server-side-encryption"
 SSE_ALGORITHMS = ("AES256", "aws:kms")
-# Read-only bucket settings a non-admin identity needs for the posture gate.
-POSTURE_READ_ACTIONS = (
-    "s3:GetEncryptionConfiguration",
-    "s3:GetBucketObjectLockConfiguration",
-    "s3:GetBucketVersioning",
-    "s3:GetBucketPolicy",
-)
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """Where and how to reach S3."""
+
+    url: str  # e.g. https://127.0.0.1:PORT
+    region: str
+    ca_bundle: Path | None  # CA to verify TLS; None = system trust (real AWS)
+    access_key: str | None  # None = boto3's default credential chain (real AWS)
+    secret_key: str | None = field(repr=False)  # never in logs, tracebacks, pickled errors
 
 
 class ObjectExists(Exception):
@@ -74,194 +71,8 @@ def s3_client(endpoint: S3Endpoint) -> S3Client:
     )
 
 
-def deploy_bucket_policy(
-    bucket: str, *, secure_transport: bool = True, posture_readers: Sequence[str] = ()
-) -> dict[str, Any]:
-    """The deployment bucket's policy document.
-
-    Args:
-        bucket: Bucket name.
-        secure_transport: Add the deny of every non-TLS request. Never set it on
-            an endpoint served over plain http: it locks every identity out.
-        posture_readers: Principal ARNs allowed to read the bucket's settings.
-    """
-    objects = f"arn:aws:s3:::{bucket}/*"
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "DenyWrongEncryption",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:PutObject",
-            "Resource": objects,
-            "Condition": {"StringNotEquals": {SSE_HEADER_KEY: "AES256"}},
-        },
-        {
-            "Sid": "DenyMissingEncryption",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:PutObject",
-            "Resource": objects,
-            "Condition": {"Null": {SSE_HEADER_KEY: "true"}},
-        },
-    ]
-    if secure_transport:
-        statements.append(
-            {
-                "Sid": "DenyInsecureTransport",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": "s3:*",
-                "Resource": [f"arn:aws:s3:::{bucket}", objects],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }
-        )
-    if posture_readers:
-        statements.append(
-            {
-                "Sid": "AllowPostureRead",
-                "Effect": "Allow",
-                "Principal": {"AWS": list(posture_readers)},
-                "Action": list(POSTURE_READ_ACTIONS),
-                "Resource": f"arn:aws:s3:::{bucket}",
-            }
-        )
-    return {"Version": "2012-10-17", "Statement": statements}
-
-
-def ensure_deploy_bucket(
-    client: S3Client, *, bucket: str, object_lock_days: int, posture_readers: Sequence[str] = ()
-) -> None:
-    """Create or repair the deployment bucket (needs an admin identity). Idempotent.
-
-    Object Lock (hence versioning), default SSE-S3, default GOVERNANCE retention of
-    ``object_lock_days``, and the deny policy from `deploy_bucket_policy`. The
-    insecure-transport deny is only applied when the client talks https.
-    """
-    if not _exists(client, bucket):
-        kwargs: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
-        region = client.meta.region_name
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        client.create_bucket(**kwargs)
-        log.info("created bucket %s with object lock", bucket)
-    client.put_bucket_encryption(
-        Bucket=bucket,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-    client.put_object_lock_configuration(
-        Bucket=bucket,
-        ObjectLockConfiguration={
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": object_lock_days}},
-        },
-    )
-    secure = client.meta.endpoint_url.lower().startswith("https://")
-    if not secure:
-        log.warning("endpoint is not https: bucket %s gets no insecure-transport deny", bucket)
-    policy = deploy_bucket_policy(bucket, secure_transport=secure, posture_readers=posture_readers)
-    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
-
-
-def bucket_posture(client: S3Client, *, bucket: str) -> dict[str, Any]:
-    """Measure the bucket settings the deploy preflight gate checks.
-
-    Every read that fails (missing config, access denied, network) reports the
-    unsafe value; this function never raises.
-    """
-    posture: dict[str, Any] = {
-        "exists": _exists(client, bucket),
-        "versioning": None,
-        "object_lock": False,
-        "object_lock_retention": None,
-        "default_sse": None,
-        "denies_unencrypted_put": False,
-        "denies_insecure_transport": False,
-    }
-    if not posture["exists"]:
-        return posture
-    with suppress(ClientError, BotoCoreError):
-        posture["versioning"] = client.get_bucket_versioning(Bucket=bucket).get("Status")
-    try:
-        lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-        posture["object_lock"] = lock.get("ObjectLockEnabled") == "Enabled"
-        posture["object_lock_retention"] = lock.get("Rule", {}).get("DefaultRetention")
-    except (ClientError, BotoCoreError, KeyError):
-        pass
-    try:
-        rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
-            "Rules"
-        ]
-        posture["default_sse"] = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
-    except (ClientError, BotoCoreError, KeyError, IndexError):
-        pass
-    try:
-        policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
-    except (ClientError, BotoCoreError, KeyError, ValueError):
-        return posture
-    posture["denies_unencrypted_put"] = policy_denies_unencrypted_put(policy, bucket)
-    posture["denies_insecure_transport"] = policy_denies_insecure_transport(policy, bucket)
-    return posture
-
-
-def policy_denies_unencrypted_put(policy: Any, bucket: str) -> bool:
-    """True if an unconditional-principal Deny refuses PutObject without SSE."""
-    for cond in _deny_conditions(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/key"):
-        if len(cond) != 1:
-            continue  # an extra condition narrows the deny
-        op, values = next(iter(cond.items()))
-        values = {k.lower(): v for k, v in values.items()} if isinstance(values, dict) else {}
-        if set(values) != {SSE_HEADER_KEY}:
-            continue
-        wanted = _as_list(values[SSE_HEADER_KEY])
-        if op == "Null" and wanted == ["true"]:
-            return True
-        # Without IfExists a missing header also matches: the deny covers both cases.
-        if op == "StringNotEquals" and wanted and set(wanted) <= set(SSE_ALGORITHMS):
-            return True
-    return False
-
-
-def policy_denies_insecure_transport(policy: Any, bucket: str) -> bool:
-    """True if an unconditional-principal Deny refuses every non-TLS request."""
-    for resource in (f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/key"):
-        found = False
-        for cond in _deny_conditions(policy, "s3:GetObject", resource, require_all=True):
-            values = cond.get("Bool") if len(cond) == 1 else None
-            values = {k.lower(): v for k, v in values.items()} if isinstance(values, dict) else {}
-            if set(values) == {"aws:securetransport"}:
-                found = found or _as_list(values["aws:securetransport"]) == ["false"]
-        if not found:
-            return False
-    return True
-
-
-def _deny_conditions(
-    policy: Any, action: str, resource: str, *, require_all: bool = False
-) -> Iterable[dict[str, Any]]:
-    """Conditions of Deny statements for every principal covering action and resource."""
-    statements = policy.get("Statement", []) if isinstance(policy, dict) else []
-    for st in statements if isinstance(statements, list) else [statements]:
-        if not isinstance(st, dict) or st.get("Effect") != "Deny" or "NotAction" in st:
-            continue
-        if st.get("Principal") not in ("*", {"AWS": "*"}) or "NotResource" in st:
-            continue
-        actions = [a.lower() for a in _as_list(st.get("Action"))]
-        wanted = ["s3:*", "*"] if require_all else [action.lower()]
-        if not any(fnmatchcase(w, a) for a in actions for w in wanted):
-            continue
-        if any(fnmatchcase(resource, r) for r in _as_list(st.get("Resource"))):
-            cond = st.get("Condition")
-            yield cond if isinstance(cond, dict) else {}
-
-
-def _as_list(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [str(v).lower() if isinstance(v, bool) else str(v) for v in items if v is not None]
-
-
-def _exists(client: S3Client, bucket: str) -> bool:
+def bucket_exists(client: S3Client, bucket: str) -> bool:
+    """HEAD the bucket; any error (missing, denied, unreachable) is False."""
     try:
         client.head_bucket(Bucket=bucket)
     except (ClientError, BotoCoreError):

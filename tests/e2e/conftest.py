@@ -68,7 +68,7 @@ class Pipeline:
     def bucket_keys(self, prefix: str = "") -> list[str]:
         """Every object version in the deployment bucket under `prefix`."""
         from tasks.common.s3 import s3_client
-        from tasks.common.stack import s3_service
+        from tasks.localstack.stack import s3_service
 
         settings = self.settings()
         with s3_service(settings) as endpoint:

@@ -119,7 +119,7 @@ class _Payload:
 
 def test_tampered_deployment_fails_verify(kept_up: Pipeline, tmp_path: Path) -> None:
     from tasks.common.s3 import s3_client
-    from tasks.common.stack import s3_service
+    from tasks.localstack.stack import s3_service
 
     code, report, err = kept_up.train(tmp_path)
     assert code == 0, err

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common import processes, seaweedfs, seaweedfs_access
-from tasks.common.s3 import s3_client
+from tasks.common.s3 import S3Endpoint, s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
-from tasks.common.stack import S3Endpoint, s3_service
+from tasks.localstack import identities, processes, seaweedfs
+from tasks.localstack.stack import s3_service
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def s3(s3_endpoint: S3Endpoint):
 
 @pytest.fixture(scope="session")
 def admin_s3(s3_settings: Settings, s3_endpoint: S3Endpoint):
-    return s3_client(seaweedfs_access.endpoint_at(s3_settings, s3_endpoint.url, identity="admin"))
+    return s3_client(identities.endpoint_at(s3_settings, s3_endpoint.url, identity="admin"))
 
 
 @pytest.fixture(scope="session")

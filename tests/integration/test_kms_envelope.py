@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from tasks.common import envelope
+from tasks.trust import envelope
 
 pytestmark = [pytest.mark.integration, pytest.mark.moto]
 

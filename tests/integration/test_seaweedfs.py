@@ -19,19 +19,20 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, SSLError
 
-from tasks.common import processes, seaweedfs, seaweedfs_access, stack
+from tasks.checks.bucket_posture import bucket_posture
 from tasks.common.s3 import (
     ObjectExists,
     ObjectTooLarge,
-    bucket_posture,
-    ensure_deploy_bucket,
+    S3Endpoint,
     get_bytes,
     put_immutable,
     s3_client,
 )
 from tasks.common.settings import Settings, load_settings
-from tasks.common.stack import StackError, local_down, local_status, local_up, s3_service
-from tasks.common.tls import ensure_tls
+from tasks.localstack import identities, processes, seaweedfs, stack
+from tasks.localstack.bucket import ensure_deploy_bucket
+from tasks.localstack.stack import StackError, local_down, local_status, local_up, s3_service
+from tasks.localstack.tls import ensure_tls
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
 
 def _client(endpoint, **changes):
     fields = {**endpoint.__dict__, **changes}
-    return s3_client(stack.S3Endpoint(**fields))
+    return s3_client(S3Endpoint(**fields))
 
 
 # --- bucket posture and policy enforcement ------------------------------------------------
@@ -100,13 +101,13 @@ def test_plain_http_endpoint_never_gets_the_transport_deny(tmp_path):
     ]
     child = processes.spawn(
         argv,
-        env={**os.environ, **seaweedfs_access.weed_secrets(settings)},
+        env={**os.environ, **identities.weed_secrets(settings)},
         log_path=tmp_path / "weed.log",
         cwd=tmp_path,
     )
     url = f"http://127.0.0.1:{ports['s3']}"
     try:
-        admin = s3_client(seaweedfs_access.endpoint_at(settings, url, identity="admin"))
+        admin = s3_client(identities.endpoint_at(settings, url, identity="admin"))
         processes.wait_until_healthy(
             "weed over http", lambda: _answers(admin), child, tmp_path / "weed.log", 30
         )

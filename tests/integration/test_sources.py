@@ -1,6 +1,6 @@
 """Remote sources against real local servers: S3 on the embedded SeaweedFS (through
 `s3_service`, as a run does) and HTTPS on a TLS server started here with a
-certificate from `tasks.common.tls`."""
+certificate from `tasks.localstack.tls`."""
 
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.common import seaweedfs_access, stack
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
-from tasks.common.remote import fetch_https, fetch_s3
-from tasks.common.s3 import s3_client
+from tasks.common.s3 import S3Endpoint, s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
-from tasks.common.sources import FetchFailed, Remote, SourceRefused, TooLarge
-from tasks.common.stack import S3Endpoint
-from tasks.common.tls import TlsFiles, ensure_tls
 from tasks.ingest import ingest
+from tasks.localstack import identities, stack
+from tasks.localstack.tls import TlsFiles, ensure_tls
+from tasks.sources import FetchFailed, Remote, SourceRefused, TooLarge
+from tasks.sources.remote import fetch_https, fetch_s3
 from tests.conftest import BUNDLED_CSV, variant
 from tests.integration.conftest import free_port
 
@@ -112,7 +111,7 @@ def kept_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 def test_ingest_s3_source_through_the_embedded_store(kept_up: Settings) -> None:
     url = stack.local_status(kept_up)["s3"]["url"]
-    admin = s3_client(seaweedfs_access.endpoint_at(kept_up, url, identity="admin"))
+    admin = s3_client(identities.endpoint_at(kept_up, url, identity="admin"))
     admin.create_bucket(Bucket=DATA_BUCKET)
     admin.put_object(
         Bucket=DATA_BUCKET, Key="exports/d.csv", Body=CSV, ChecksumSHA256=sha256_b64(CSV)

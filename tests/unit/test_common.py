@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common import envelope, signing
 from tasks.common.audit import AuditLog
 from tasks.common.context import RunContext, StageGates
 from tasks.common.gates import GateFailed, GateResult, check, run_check
-from tasks.common.keyfiles import KeyFileError, ensure_secret, read_secret
 from tasks.common.settings import ConfigError, load_settings
+from tasks.trust import envelope, signing
+from tasks.trust.keys import KeyFileError, ensure_secret, read_secret
 
 
 # --- gates -----------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_settings_refuse_bad_files(tmp_path: Path) -> None:
 
 # --- deploy preflight -------------------------------------------------------
 def test_bucket_posture_gate_names_what_is_missing() -> None:
-    from tasks.deploy import check_bucket_posture
+    from tasks.checks.bucket_posture import check_bucket_posture
 
     good = {
         "exists": True,

@@ -11,14 +11,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import tasks.common.modelio as modelio
 import tasks.evaluate as evaluate_mod
+import tasks.trust.modelio as modelio
+from tasks.checks.privacy import MEMBERSHIP
 from tasks.common.context import RunContext
-from tasks.common.modelio import UntrustedModelError, load_model_file
 from tasks.common.settings import ConfigError, load_settings
 from tasks.common.tracking import mlflow_client
 from tasks.evaluate import ADVERSARIAL, check_adversarial, evaluate
-from tasks.privacy import MEMBERSHIP
 from tasks.train import (
     DP_ESTIMATOR,
     ROUNDTRIP,
@@ -29,6 +28,7 @@ from tasks.train import (
     split,
     train,
 )
+from tasks.trust.modelio import UntrustedModelError, load_model_file
 from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"

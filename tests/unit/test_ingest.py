@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.common.content import formula_cells, sniff_format
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.ingest import check_formula_cells, check_integrity, check_size, ingest
+from tasks.sources.content import formula_cells, sniff_format
 from tests.conftest import variant
 
 TINY_CSV = b"a,b,target\n1.5,2.5,0\n3.5,4.5,1\n5.5,6.5,1\n"

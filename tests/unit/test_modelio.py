@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from tasks.common.modelio import (
+from tasks.trust.modelio import (
     TRUSTED_TYPES,
     ModelIntegrityError,
     UntrustedModelError,

@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.common.keyfiles import KeyFileError
-from tasks.pii import (
+from tasks.checks.pii import (
     Finding,
     apply_pii,
     check_pii,
@@ -24,6 +23,7 @@ from tasks.pii import (
     scan,
     value_kinds,
 )
+from tasks.trust.keys import KeyFileError
 from tests.conftest import BUNDLED_CSV
 
 # --- by name ---------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.common.gates import run_check
-from tasks.poisoning import (
+from tasks.checks.poisoning import (
     check_backdoor,
     check_duplicates,
     check_label_distribution,
@@ -22,7 +21,8 @@ from tasks.poisoning import (
     neighbour_stats,
     robust_z,
 )
-from tasks.profile import build_profile
+from tasks.checks.profile import build_profile
+from tasks.common.gates import run_check
 
 FEATURES = ["x0", "x1", "x2", "x3"]
 LIMITS = {"noise": 0.05, "near": 0.05, "outliers": 0.04, "backdoor": 0.04}

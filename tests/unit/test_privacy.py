@@ -10,7 +10,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.privacy import check_membership_inference
+from tasks.checks.privacy import check_membership_inference
 from tests.conftest import BUNDLED_CSV
 
 

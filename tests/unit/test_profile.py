@@ -10,10 +10,7 @@ import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tasks.common.context import RunContext
-from tasks.common.gates import GateFailed, GateResult
-from tasks.common.signing import Signer, key_id
-from tasks.profile import (
+from tasks.checks.profile import (
     PROFILE_TYPE,
     ProfileError,
     build_and_sign_profile,
@@ -26,7 +23,10 @@ from tasks.profile import (
     verify_profile,
     write_profile,
 )
+from tasks.common.context import RunContext
+from tasks.common.gates import GateFailed, GateResult
 from tasks.screen import screen
+from tasks.trust.signing import Signer, key_id
 from tests.conftest import BUNDLED_CSV, PROJECT_ROOT, as_dataset, variant
 
 SIGNER_PUB = PROJECT_ROOT / "data" / "breast_cancer.profile-signer.pub"

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 
-from tasks.common.s3 import (
-    deploy_bucket_policy,
+from tasks.checks.bucket_posture import (
     policy_denies_insecure_transport,
     policy_denies_unencrypted_put,
-    put_immutable,
 )
+from tasks.common.s3 import put_immutable
+from tasks.localstack.bucket import deploy_bucket_policy
 
 BUCKET = "models"
 

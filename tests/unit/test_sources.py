@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.common.local_files import read_local
-from tasks.common.remote import tls_context
-from tasks.common.source_rules import match_prefix, parse_remote, parse_sidecar
-from tasks.common.sources import Located, Remote, SourceRefused, TooLarge, locate, same_source
+from tasks.sources import Located, Remote, SourceRefused, TooLarge, locate, same_source
+from tasks.sources.local import read_local
+from tasks.sources.remote import tls_context
+from tasks.sources.rules import match_prefix, parse_remote, parse_sidecar
 
 CSV = b"a,target\n1.0,0\n"
 
@@ -218,7 +218,7 @@ def test_parse_sidecar() -> None:
 
 
 def test_tls_context_verifies_and_adds_the_extra_ca(tmp_path: Path) -> None:
-    from tasks.common.tls import ensure_tls
+    from tasks.localstack.tls import ensure_tls
 
     plain = tls_context(None)
     assert plain.verify_mode == ssl.CERT_REQUIRED and plain.check_hostname

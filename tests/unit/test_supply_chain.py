@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tasks.checks.supply_chain import check_dependencies, installed, pinned, sbom
 from tasks.sign import LOCK_FILE
-from tasks.supply_chain import check_dependencies, installed, pinned, sbom
 
 LOCK = """\
 great-expectations==1.24.1 \\

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tasks.common.tls import ensure_tls
+from tasks.localstack.tls import ensure_tls
 
 
 def _handshake(files, server_hostname: str, cafile: Path) -> None:

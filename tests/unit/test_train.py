@@ -12,7 +12,6 @@ import pytest
 
 from tasks.common.context import RunContext
 from tasks.common.gates import run_check
-from tasks.common.modelio import sha256_file
 from tasks.common.settings import load_settings
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
 from tasks.train import (
@@ -23,6 +22,7 @@ from tasks.train import (
     split,
     train,
 )
+from tasks.trust.modelio import sha256_file
 from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"

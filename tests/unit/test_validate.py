@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.checks.suite_builder import derive_suite, main
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
-from tasks.common.suite_builder import derive_suite, main
 from tasks.validate import (
     check_expectations,
     check_suite_integrity,
@@ -87,7 +87,7 @@ def test_suite_covers_schema_types_nulls_ranges_labels_rows_and_distribution() -
 
 
 def test_bundled_suite_is_the_derived_one(bundled: pd.DataFrame) -> None:
-    """The suite file is reproducible from the data with `python -m tasks.common.suite_builder`."""
+    """The suite file is reproducible from the data with `python -m tasks.checks.suite_builder`."""
     suite = json.loads(
         (Path(BUNDLED_CSV).parents[1] / "expectations" / "breast_cancer.json").read_text()
     )

@@ -1,6 +1,6 @@
-"""Fetching the ``s3://`` and ``https://`` sources that `tasks.common.sources.locate`
+"""Fetching the ``s3://`` and ``https://`` sources that `tasks.sources.locate`
 matched against ``dataset.allowed_sources``, each with its ``.sha256`` sidecar, under
-the byte cap (the rules are listed in `tasks.common.sources`). botocore and httpx are
+the byte cap (the rules are listed in `tasks.sources`). botocore and httpx are
 imported inside the functions, so a run on local files never loads them.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from tasks.common.source_rules import (
+from tasks.sources.rules import (
     SIDECAR_MAX_BYTES,
     Checksum,
     Fetched,

@@ -23,11 +23,7 @@ import pandas as pd
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tasks.common.content import sniff_format
-from tasks.common.gates import GateResult, check, failed
-from tasks.common.local_files import read_capped
-from tasks.common.signing import SignatureError, Signer, key_id, load_public_key, verify
-from tasks.poisoning import (
+from tasks.checks.poisoning import (
     PARAMS,
     duplicate_rate,
     feature_values,
@@ -38,6 +34,10 @@ from tasks.poisoning import (
     tail_label_shares,
     tail_masks,
 )
+from tasks.common.gates import GateResult, check, failed
+from tasks.sources.content import sniff_format
+from tasks.sources.local import read_capped
+from tasks.trust.signing import SignatureError, Signer, key_id, load_public_key, verify
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
 PROFILE_VERSION = 2

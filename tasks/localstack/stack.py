@@ -19,14 +19,13 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from tasks.common import processes, seaweedfs, seaweedfs_access, ui_servers
-from tasks.common.processes import StackError
-from tasks.common.seaweedfs_access import S3Endpoint
+from tasks.common.s3 import S3Endpoint
 from tasks.common.settings import Settings
-from tasks.common.tls import tls_files
+from tasks.localstack import identities, processes, seaweedfs, ui_servers
+from tasks.localstack.processes import StackError
+from tasks.localstack.tls import tls_files
 
 __all__ = [
-    "S3Endpoint",
     "StackError",
     "local_down",
     "local_status",
@@ -59,7 +58,7 @@ def s3_service(settings: Settings) -> Iterator[S3Endpoint]:
         return
     entry = processes.read_services(settings).get("s3", {})
     if _running(settings, "s3", entry):
-        endpoint = seaweedfs_access.endpoint_at(settings, entry["url"])
+        endpoint = identities.endpoint_at(settings, entry["url"])
         seaweedfs.ensure_bucket(settings, endpoint)
         yield endpoint
         return
@@ -165,5 +164,5 @@ def _running(settings: Settings, name: str, entry: dict[str, Any] | None) -> boo
     if not entry or not processes.is_ours(entry):
         return False
     if name == "s3":
-        return seaweedfs_access.healthy(seaweedfs_access.endpoint_at(settings, entry["url"]))
+        return identities.healthy(identities.endpoint_at(settings, entry["url"]))
     return ui_servers.healthy(name, entry["url"])

@@ -20,7 +20,7 @@ from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
 
-from tasks.common.keyfiles import ensure_secret
+from tasks.trust.keys import ensure_secret
 
 PROVIDER_ID = "secure-pipeline"
 LOCAL_KEY_ID = b"local-master-v1"

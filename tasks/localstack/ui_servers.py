@@ -12,8 +12,8 @@ import subprocess
 import urllib.request
 
 from tasks.common.environment import service_env
-from tasks.common.processes import BIN_DIR, StackError, log_file, require_free_port, spawn
 from tasks.common.settings import Settings
+from tasks.localstack.processes import BIN_DIR, StackError, log_file, require_free_port, spawn
 
 NAMES = ("prefect", "mlflow")
 START_TIMEOUT = 120.0

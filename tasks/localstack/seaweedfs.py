@@ -23,7 +23,17 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.common.environment import service_env
-from tasks.common.processes import (
+from tasks.common.s3 import S3Endpoint, s3_client
+from tasks.common.settings import Settings
+from tasks.localstack.bucket import ensure_deploy_bucket
+from tasks.localstack.identities import (
+    PIPELINE_ARN,
+    endpoint_at,
+    healthy,
+    weed_secrets,
+    write_identities,
+)
+from tasks.localstack.processes import (
     BIN_DIR,
     StackError,
     log_file,
@@ -33,17 +43,7 @@ from tasks.common.processes import (
     terminate,
     wait_until_healthy,
 )
-from tasks.common.s3 import ensure_deploy_bucket, s3_client
-from tasks.common.seaweedfs_access import (
-    PIPELINE_ARN,
-    S3Endpoint,
-    endpoint_at,
-    healthy,
-    weed_secrets,
-    write_identities,
-)
-from tasks.common.settings import Settings
-from tasks.common.tls import ensure_tls
+from tasks.localstack.tls import ensure_tls
 
 log = logging.getLogger(__name__)
 

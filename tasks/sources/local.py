@@ -17,7 +17,7 @@ import os
 import stat
 from pathlib import Path
 
-from tasks.common.source_rules import (
+from tasks.sources.rules import (
     SIDECAR_MAX_BYTES,
     Fetched,
     FetchFailed,
@@ -33,7 +33,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def locate_local(raw: str, root: Path) -> Located:
-    """Resolve a path or bare dataset name inside `root` (see `tasks.common.sources.locate`)."""
+    """Resolve a path or bare dataset name inside `root` (see `tasks.sources.locate`)."""
     real_root = Path(os.path.realpath(root))
     path = Path(raw).expanduser()
     base = {"scheme": "file"}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common.settings import Settings
-from tasks.common.tls import write_file
+from tasks.localstack.tls import write_file
 
 log = logging.getLogger(__name__)
 

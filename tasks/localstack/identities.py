@@ -6,8 +6,7 @@ Two S3 identities are generated on first use and kept in
 the JWT signing keys that close filer and volume HTTP and the key that encrypts
 stored objects, so losing it loses the data. The state dir's TLS certificate is
 also the gRPC mutual-TLS identity of every component. Secrets reach ``weed``
-through its environment, never its argv. `S3Endpoint` is how every command
-reaches S3, embedded or not.
+through its environment, never its argv.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.common.processes import StackError
+from tasks.common.s3 import S3Endpoint
 from tasks.common.settings import Settings
-from tasks.common.tls import ensure_tls, tls_files, write_file
+from tasks.localstack.processes import StackError
+from tasks.localstack.tls import ensure_tls, tls_files, write_file
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +46,6 @@ SERVICE_SECRETS = (
     "jwt_filer_read",
     "sse_key",
 )
-
-
-@dataclass(frozen=True)
-class S3Endpoint:
-    """Where and how to reach S3."""
-
-    url: str  # e.g. https://127.0.0.1:PORT
-    region: str
-    ca_bundle: Path | None  # CA to verify TLS; None = system trust (real AWS)
-    access_key: str | None  # None = boto3's default credential chain (real AWS)
-    secret_key: str | None = field(repr=False)  # never in logs, tracebacks, pickled errors
 
 
 def endpoint_at(settings: Settings, url: str, *, identity: str = "pipeline") -> S3Endpoint:

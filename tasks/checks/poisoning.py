@@ -1,7 +1,7 @@
 """Poisoning screens: pure functions of a DataFrame and the trusted reference profile.
 
 Each check compares one statistic of the data with the same statistic measured on
-the trusted reference (stored in its signed profile, see `tasks.profile`), so
+the trusted reference (stored in its signed profile, see `tasks.checks.profile`), so
 that what is normal for this dataset is never flagged, only what moved:
 
 * label_distribution: class shares (label flipping moves them);

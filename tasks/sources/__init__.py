@@ -1,8 +1,8 @@
 """Where a dataset's bytes come from: `locate` applies the source rules to a path,
 dataset name or URI, and `fetch` reads what passed them. This is the entry point;
-the parts live in `tasks.common.source_rules` (refusals, records, URI and sidecar
-parsing), `tasks.common.local_files`, `tasks.common.remote` (s3, https) and, for
-what the bytes are, `tasks.common.content`.
+the parts live in `tasks.sources.rules` (refusals, records, URI and sidecar
+parsing), `tasks.sources.local`, `tasks.sources.remote` (s3, https) and, for
+what the bytes are, `tasks.sources.content`.
 
 * Local files resolve (realpath) inside ``dataset.data_root``: ``..``, absolute
   paths elsewhere and symlinks leading out are refused. The file is then opened
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from tasks.common.local_files import locate_local, read_local
-from tasks.common.remote import fetch_https, fetch_s3
-from tasks.common.source_rules import (
+from tasks.sources.local import locate_local, read_local
+from tasks.sources.remote import fetch_https, fetch_s3
+from tasks.sources.rules import (
     Checksum,
     Fetched,
     FetchFailed,
@@ -136,7 +136,7 @@ def fetch(located: Located, *, settings: Settings) -> Fetched:
     assert located.remote is not None
     if located.scheme == "s3":
         from tasks.common.s3 import s3_client
-        from tasks.common.stack import s3_service
+        from tasks.localstack.stack import s3_service
 
         with s3_service(settings) as endpoint:
             return fetch_s3(s3_client(endpoint), located.remote, max_bytes=ds.max_bytes)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.common.gates import GateResult, check
-from tasks.common.keyfiles import ensure_secret, read_secret
+from tasks.trust.keys import ensure_secret, read_secret
 
 SAMPLE_VALUES = 200  # non-null values tested per text column
 MIN_MATCH_SHARE = 0.05  # a column is flagged when more than this share of them match

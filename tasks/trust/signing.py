@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tasks.common.keyfiles import ensure_secret
+from tasks.trust.keys import ensure_secret
 
 PROVENANCE_TYPE = "application/vnd.secure-pipeline.provenance+json"
 RELEASE_TYPE = "application/vnd.secure-pipeline.release+json"

@@ -1,6 +1,6 @@
 """Deriving a calibrated expectation suite from trusted data, outside any run.
 
-``python -m tasks.common.suite_builder DATA.csv --target COL --name NAME --notes TEXT``
+``python -m tasks.checks.suite_builder DATA.csv --target COL --name NAME --notes TEXT``
 prints the suite; review it, save it under ``expectations/`` and pin its sha256 in
 ``dataset.suite_sha256``. The validate stage only ever reads that pinned file, so
 a suite changes through review, never because the data drifted.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.common.gx_evidence import ROW_COUNT
+from tasks.checks.expectations import ROW_COUNT
 
 
 def _sig(value: float, digits: int = 4) -> float:
@@ -107,10 +107,10 @@ def derive_suite(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tasks.common.suite_builder DATA.csv --target COL --name NAME --notes
+    """``python -m tasks.checks.suite_builder DATA.csv --target COL --name NAME --notes
     TEXT``: print a suite derived from trusted data (then review it and pin its sha256)."""
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.common.suite_builder", description=main.__doc__
+        prog="python -m tasks.checks.suite_builder", description=main.__doc__
     )
     parser.add_argument("data", type=Path)
     parser.add_argument("--target", required=True)

@@ -20,10 +20,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.common.envelope import EnvelopeError, decrypt
-from tasks.common.modelio import load_model_bytes
 from tasks.common.s3 import get_bytes
-from tasks.common.signing import PROVENANCE_TYPE, RELEASE_TYPE, SignatureError, verify
+from tasks.trust.envelope import EnvelopeError, decrypt
+from tasks.trust.modelio import load_model_bytes
+from tasks.trust.signing import PROVENANCE_TYPE, RELEASE_TYPE, SignatureError, verify
 
 ARTIFACT = "model.skops.enc"
 PROVENANCE = "provenance.dsse.json"

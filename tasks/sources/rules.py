@@ -1,4 +1,4 @@
-"""The source vocabulary and its pure rules, shared by `tasks.common.sources` and its
+"""The source vocabulary and its pure rules, shared by `tasks.sources` and its
 local and remote readers. It is a module of its own so that they can all import it
 without importing one another; there is no I/O here.
 
