@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import environment
+from tasks.common.files import PUBLIC, write_json
 from tasks.common.settings import ConfigError, Settings, load_settings
 from tasks.localstack import stack
 
@@ -29,7 +30,7 @@ def _say(message: str) -> None:
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
-        Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(Path(path), payload, mode=PUBLIC)
 
 
 def _data_arg(value: str | None) -> str | None:

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.checks.bucket_posture import bucket_posture, check_bucket_posture
 from tasks.common.anchors import anchor_head
 from tasks.common.context import RunContext, StageGates
+from tasks.common.files import sha256_bytes
 from tasks.common.gates import GateResult, check, failed, passed, run_check
 from tasks.common.s3 import ObjectExists, put_immutable, s3_client
 from tasks.common.settings import Settings
@@ -43,7 +44,7 @@ def publish(
     """Write artifact, provenance, then the signed release record, all conditionally."""
     st = ctx.settings.storage
     plaintext = model.skops_path.read_bytes()
-    if rel.sha256_hex(plaintext) != model.sha256:
+    if sha256_bytes(plaintext) != model.sha256:
         raise rel.ReleaseError("model file changed after signing")
     context = rel.encryption_context(name=model.name, version=model.version, sha256=model.sha256)
     ciphertext = encrypt(plaintext, key_provider=key_provider(ctx.settings), context=context)
@@ -69,12 +70,12 @@ def publish(
             "version_id": art_vid,
             "sse": sse,
             "size": len(ciphertext),
-            "ciphertext_sha256": rel.sha256_hex(ciphertext),
+            "ciphertext_sha256": sha256_bytes(ciphertext),
         },
         "provenance": {
             "key": prov_key,
             "version_id": prov_vid,
-            "sha256": rel.sha256_hex(prov_body),
+            "sha256": sha256_bytes(prov_body),
         },
         "encryption_context": context,
     }

@@ -11,7 +11,6 @@ a spreadsheet would run as formulas block the data too.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Literal, NoReturn, cast
 
 import pandas as pd
@@ -20,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import sources
 from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.files import sha256_bytes
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.settings import DatasetConfig
 from tasks.sources.content import control_byte, encoding_error, formula_cells, parse, sniff_format
@@ -286,7 +286,7 @@ def ingest(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list
     assert isinstance(located, sources.Located)
     fetched = _fetch(ctx, gates, located)
     data = fetched.data
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     pin, pin_kind = (
         (ds.sha256, "config-pin")
         if ds.sha256 and sources.same_source(located, ds.source)

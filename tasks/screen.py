@@ -41,9 +41,9 @@ from tasks.checks.profile import (
     verify_profile,
 )
 from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.files import read_capped
 from tasks.common.gates import GateResult, run_check
 from tasks.common.settings import ScreenConfig
-from tasks.sources.local import read_capped
 
 
 def _read(path: Path) -> bytes | None:

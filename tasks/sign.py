@@ -8,11 +8,9 @@ whose manifest does not verify against the pipeline's own public key.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -20,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.checks.supply_chain import DEPENDENCIES, check_dependencies, sbom
 from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.files import sha256_file
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import PROJECT_ROOT
 from tasks.train import TrainedModel
@@ -32,14 +31,6 @@ LOCK_FILE = PROJECT_ROOT / "requirements.lock"
 class SignedProvenance:
     payload: dict[str, Any]
     envelope: dict[str, Any]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:

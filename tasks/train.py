@@ -28,10 +28,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import ModelConfig
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
-from tasks.trust.modelio import TRUSTED_TYPES, load_model_file, sha256_file
+from tasks.trust.modelio import TRUSTED_TYPES, load_model_file
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +130,6 @@ def split(
         x, y, test_size=config.test_fraction, random_state=config.seed, stratify=y
     )
     return parts[0], parts[1], parts[2], parts[3]
-
-
-def hash_tree(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under `root`, keyed by relative POSIX path."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def check_artifact_roundtrip(

@@ -12,10 +12,8 @@ A suite is derived from trusted data with `tasks.checks.suite_builder`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.checks.expectations import run_suite
 from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.files import read_capped, sha256_bytes, write_json
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
-from tasks.sources.local import read_capped
 
 log = logging.getLogger(__name__)
 _SUITE_MAX_BYTES = 16 * 1024 * 1024
@@ -60,7 +58,7 @@ def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
             threshold=threshold,
             detail="suite file missing, unreadable or over 16 MiB; check dataset.suite",
         )
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = sha256_bytes(raw)
     ok = digest == expected
     return check(
         name,
@@ -129,13 +127,6 @@ def check_expectations(
     return check(name, metrics=metrics, threshold=threshold, ok=ok, detail=detail)
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-
-
 def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[GateResult]]:
     """Check the suite's pin, then validate the dataset against it.
 
@@ -178,14 +169,14 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate
         error = type(exc).__name__
     result_path = out_dir / RESULT_FILE
-    _write_json(result_path, result if result is not None else {"success": False, "error": error})
+    write_json(result_path, result if result is not None else {"success": False, "error": error})
     gate = run_check(
         "validate.expectations", check_expectations, result, expected=expected, error=error
     )
     log.info("validation evidence written to %s", out_dir)
     gates.enforce(gate)
     return (
-        ValidationOutput(dataset, hashlib.sha256(raw).hexdigest(), result_path, out_dir),
+        ValidationOutput(dataset, sha256_bytes(raw), result_path, out_dir),
         gates.results,
     )
 

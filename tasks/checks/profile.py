@@ -11,7 +11,6 @@ payload. ``dataset.reference_profile_sha256`` is an optional extra pin.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -34,9 +33,9 @@ from tasks.checks.poisoning import (
     tail_label_shares,
     tail_masks,
 )
+from tasks.common.files import PUBLIC, read_capped, sha256_bytes, write_atomic
 from tasks.common.gates import GateResult, check, failed
 from tasks.sources.content import sniff_format
-from tasks.sources.local import read_capped
 from tasks.trust.signing import SignatureError, Signer, key_id, load_public_key, verify
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
@@ -115,9 +114,9 @@ def write_profile(profile: Mapping[str, Any], out: Path, *, signer: Signer) -> s
     """Write the profile and ``<out>.sig``; return the profile file's sha256."""
     text = profile_text(profile)
     envelope = signer.sign(json.loads(text), payload_type=PROFILE_TYPE)
-    out.write_text(text)
-    signature_path(out).write_text(json.dumps(envelope, indent=2) + "\n")
-    return hashlib.sha256(text.encode()).hexdigest()
+    write_atomic(out, text, mode=PUBLIC)
+    write_atomic(signature_path(out), json.dumps(envelope, indent=2) + "\n", mode=PUBLIC)
+    return sha256_bytes(text.encode())
 
 
 def read_table(path: Path, *, max_bytes: int = 1024**3) -> pd.DataFrame:
@@ -236,7 +235,7 @@ def check_profile_integrity(
             detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
             "with `secure-pipeline profile`",
         )
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = sha256_bytes(raw)
     metrics: dict[str, Any] = {
         "sha256": digest,
         "signed": False,

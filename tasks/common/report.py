@@ -4,12 +4,12 @@ Prefect markdown artifact. Other tooling parses it; keep its keys stable."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tasks.common.files import write_atomic
 from tasks.common.gates import GateResult
 
 
@@ -41,10 +41,7 @@ class RunReport(BaseModel):
         return f"failed: {self.error or 'unexpected error'}"
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.model_dump(), indent=2, default=str) + "\n")
-        os.replace(tmp, path)  # readers never see a half-written report
+        write_atomic(path, json.dumps(self.model_dump(), indent=2, default=str) + "\n")
 
     def markdown(self) -> str:
         lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]

@@ -21,10 +21,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tasks.common.files import write_atomic
 from tasks.common.s3 import S3Endpoint
 from tasks.common.settings import Settings
 from tasks.localstack.processes import StackError
-from tasks.localstack.tls import ensure_tls, tls_files, write_file
+from tasks.localstack.tls import ensure_tls, tls_files
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def credentials(settings: Settings) -> dict[str, Any]:
         for name in ("admin", "pipeline")
     }
     creds["service"] = {k: secrets.token_hex(32) for k in SERVICE_SECRETS}
-    write_file(path, json.dumps(creds, indent=2).encode())
+    write_atomic(path, json.dumps(creds, indent=2).encode())
     log.info("generated S3 credentials in %s", path)
     return creds
 
@@ -139,7 +140,7 @@ def write_identities(settings: Settings) -> Path:
     """
     creds = credentials(settings)
     path = settings.state_dir / "s3" / "identities.json"
-    write_file(
+    write_atomic(
         path,
         json.dumps(
             {

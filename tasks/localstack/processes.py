@@ -23,8 +23,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from tasks.common.files import write_atomic
 from tasks.common.settings import Settings
-from tasks.localstack.tls import write_file
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def read_services(settings: Settings) -> dict[str, Any]:
 def write_services(settings: Settings, services: dict[str, Any]) -> None:
     """Record ``services`` in stack.json (0600)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_file(_stack_file(settings), json.dumps({"services": services}, indent=2).encode())
+    write_atomic(_stack_file(settings), json.dumps({"services": services}, indent=2).encode())
 
 
 def forget_services(settings: Settings) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -22,6 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tasks.common.files import PUBLIC, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +71,16 @@ def ensure_tls(state_dir: Path) -> TlsFiles:
     ca_cert = _ca_certificate(ca_key)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _server_certificate(key, ca_cert, ca_key)
-    write_file(
+    write_atomic(
         files.key,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        mode=0o600,
     )
-    write_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    write_file(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=PUBLIC)
+    write_atomic(files.ca, ca_cert.public_bytes(serialization.Encoding.PEM), mode=PUBLIC)
     log.info("generated a TLS CA and server certificate under %s", files.ca.parent)
     return files
 
@@ -180,14 +180,3 @@ def _valid(files: TlsFiles) -> bool:
     except (OSError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
     return covers and same_key and fresh and private
-
-
-def write_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write atomically, with the final mode set before any byte lands."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as fh:
-        os.fchmod(fh.fileno(), mode)  # the umask must not widen or narrow it
-        fh.write(data)
-    os.replace(tmp, path)

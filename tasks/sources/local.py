@@ -6,8 +6,6 @@ symlink swapped in after the check cannot redirect.
 * `read_local` then opens the file one path component at a time from the root with
   ``O_NOFOLLOW``, sizes it (fstat) before reading a byte, and reads its ``.sha256``
   sidecar the same way.
-* `read_capped` is the capped read of one regular file, for the files around the
-  data (suite, profile, signer keys, the validation result).
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ import os
 import stat
 from pathlib import Path
 
+from tasks.common.files import FileTooLarge, NotRegularFile, read_fd
 from tasks.sources.rules import (
     SIDECAR_MAX_BYTES,
     Fetched,
@@ -140,37 +139,10 @@ def _read_at(dir_fd: int, name: str, *, max_bytes: int, changed: SourceRefused) 
     except OSError as exc:
         raise _open_error(exc, changed) from None
     try:
-        return _read_fd(fd, max_bytes=max_bytes, not_regular=changed)
+        return read_fd(fd, max_bytes=max_bytes)
+    except NotRegularFile:
+        raise changed from None
+    except FileTooLarge as exc:
+        raise TooLarge(exc.n_bytes, exc.measured) from None
     except OSError as exc:
         raise _open_error(exc, changed) from None
-
-
-def read_capped(path: Path, *, max_bytes: int, follow_symlinks: bool = False) -> bytes:
-    """Read a regular file, not through a final symlink, refusing more than `max_bytes`.
-
-    `follow_symlinks` is for hash-pinned files (suite, profile) only: their digest
-    matters, not their path (config maps are often mounted as symlinks).
-
-    Raises:
-        OSError: it cannot be opened, is not a regular file, or is larger than the cap.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
-    fd = os.open(path, flags)  # NONBLOCK: a FIFO swapped in must not hang the run
-    try:
-        return _read_fd(fd, max_bytes=max_bytes, not_regular=OSError("not a regular file"))
-    except TooLarge:
-        raise OSError("file is larger than the cap") from None
-
-
-def _read_fd(fd: int, *, max_bytes: int, not_regular: Exception) -> bytes:
-    """Read an open descriptor, then close it: a regular file of at most `max_bytes`."""
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise not_regular
-        if st.st_size > max_bytes:
-            raise TooLarge(st.st_size, "stat")  # before a single byte is read
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:  # it grew after the fstat
-        raise TooLarge(len(data), "read")
-    return data

@@ -8,21 +8,14 @@ file that group or others can read: a key that leaked on disk is not a key.
 from __future__ import annotations
 
 import contextlib
-import os
 import stat
 from pathlib import Path
+
+from tasks.common.files import write_new
 
 
 class KeyFileError(RuntimeError):
     """A key file is missing, unreadable or too widely readable."""
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600; never overwrite an existing key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def read_secret(path: Path) -> bytes:
@@ -42,5 +35,5 @@ def ensure_secret(path: Path, *, generate: bytes) -> bytes:
     """Return the key in `path`, creating it from `generate` on first use."""
     if not path.exists():
         with contextlib.suppress(FileExistsError):  # another process was first: use theirs
-            write_secret(path, generate)
+            write_new(path, generate)
     return read_secret(path)

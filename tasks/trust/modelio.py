@@ -11,7 +11,6 @@ repository and reviewed like code.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import skops.io as sio
 from sklearn.base import BaseEstimator
 from skops.io.exceptions import UntrustedTypesFoundException
+
+from tasks.common.files import sha256_bytes
 
 # Types skops must trust beyond its defaults to load the project's models.
 # A StandardScaler + LogisticRegression Pipeline needs none: skops 0.16 trusts
@@ -57,20 +58,6 @@ class UntrustedModelError(ModelIntegrityError):
             f"{', '.join(self.types)}; review them and add them to "
             "tasks/trust/modelio.py TRUSTED_TYPES only if they cannot run code"
         )
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (models can be large)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dumps_model(model: BaseEstimator) -> bytes:

@@ -15,11 +15,11 @@ released one (an overwrite attempt leaves a newer version behind).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.common.files import sha256_bytes
 from tasks.common.s3 import get_bytes
 from tasks.trust.envelope import EnvelopeError, decrypt
 from tasks.trust.modelio import load_model_bytes
@@ -57,10 +57,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not key.endswith(RELEASE):
         key = key.rstrip("/") + "/" + RELEASE
     return bucket, key
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -114,7 +110,7 @@ def verify_release(
         )
         step(
             "provenance.digest",
-            sha256_hex(prov_raw) == prov["sha256"],
+            sha256_bytes(prov_raw) == prov["sha256"],
             "provenance object matches the digest in the release",
         )
         provenance = verify(
@@ -147,7 +143,7 @@ def verify_release(
         )
         step(
             "artifact.digest",
-            sha256_hex(ciphertext) == art["ciphertext_sha256"],
+            sha256_bytes(ciphertext) == art["ciphertext_sha256"],
             "ciphertext matches the digest in the release",
         )
         context = encryption_context(

@@ -11,7 +11,6 @@ than this needs.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from tasks.common.files import PUBLIC, sha256_bytes, write_atomic
 from tasks.trust.keys import ensure_secret
 
 PROVENANCE_TYPE = "application/vnd.secure-pipeline.provenance+json"
@@ -59,11 +59,10 @@ class Signer:
         signer = cls(Ed25519PrivateKey.from_private_bytes(raw))
         pub = keys_dir / "signing.pub"
         if not pub.exists():
-            pub.write_bytes(
-                signer.public_key.public_bytes(
-                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-                )
+            pem = signer.public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
+            write_atomic(pub, pem, mode=PUBLIC)
         return signer
 
     def sign(self, payload: dict[str, Any], *, payload_type: str) -> dict[str, Any]:
@@ -78,7 +77,7 @@ class Signer:
 
 def key_id(public_key: Ed25519PublicKey) -> str:
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return sha256_bytes(raw)
 
 
 def load_public_key(keys_dir: Path) -> Ed25519PublicKey:

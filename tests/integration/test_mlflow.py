@@ -15,9 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tasks.common.files import sha256_file
 from tasks.common.tracking import configure_mlflow, mlflow_client
 from tasks.train import PIP_REQUIREMENTS
-from tasks.trust.modelio import load_model_file, sha256_file
+from tasks.trust.modelio import load_model_file
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from tasks.common.context import Dataset, RunContext
+from tasks.common.files import sha256_file
 from tasks.common.gates import GateFailed
 from tasks.common.settings import load_settings
 from tasks.common.tracking import mlflow_client
 from tasks.evaluate import ADVERSARIAL, QUALITY, attack_rows, check_adversarial, evaluate
 from tasks.train import TrainedModel, train
-from tasks.trust.modelio import sha256_file
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 pytestmark = pytest.mark.integration  # every test here reads or writes a real MLflow store

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from tasks.common.files import sha256_bytes, sha256_file
 from tasks.trust.modelio import (
     TRUSTED_TYPES,
     ModelIntegrityError,
@@ -23,8 +24,6 @@ from tasks.trust.modelio import (
     dumps_model,
     load_model_bytes,
     load_model_file,
-    sha256_bytes,
-    sha256_file,
 )
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"

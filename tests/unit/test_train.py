@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tasks.common.context import RunContext
+from tasks.common.files import sha256_file
 from tasks.common.gates import run_check
 from tasks.common.settings import load_settings
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
@@ -22,7 +23,6 @@ from tasks.train import (
     split,
     train,
 )
-from tasks.trust.modelio import sha256_file
 from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
