@@ -1,4 +1,4 @@
-"""The `secure-pipeline` command (contracts in DESIGN.md §5.1).
+"""The `secure-pipeline` command: run, verify, audit, profile, local, serve.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed. Heavy imports (Prefect, MLflow) happen only after
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -41,10 +40,9 @@ def _data_arg(value: str | None) -> str | None:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     data = _data_arg(args.data)
-    if data and "://" not in data:
-        # A path typed at the shell is the operator's choice: confine ingestion to
-        # its directory. Deployment parameters stay confined to dataset.data_root.
-        os.environ["SECURE_PIPELINE_DATASET__DATA_ROOT"] = str(Path(data).parent)
+    # A path typed at the shell is the operator's choice: confine ingestion to its
+    # directory. Deployment parameters stay confined to dataset.data_root.
+    data_root = str(Path(data).parent) if data and "://" not in data else None
     environment.configure(
         settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
     )
@@ -65,6 +63,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             config=str(settings.config_file),
             data=data,
             report_path=str(report_path),
+            data_root=data_root,
             return_state=True,
         )
     try:
@@ -100,8 +99,8 @@ def _resolve_ref(settings: Settings, ref: str) -> str:
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings)
     from tasks.common.s3 import s3_client
-    from tasks.deploy import key_provider
     from tasks.trust import release
+    from tasks.trust.envelope import key_provider
     from tasks.trust.signing import load_public_key
 
     uri = _resolve_ref(settings, args.model_ref)

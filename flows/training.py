@@ -2,16 +2,21 @@
 
     ingest -> PII guard -> validate -> screen -> train -> evaluate -> sign -> deploy
 
-A stage that finds a problem raises GateFailed; the flow then stops, writes a
-report naming the gate, and ends Failed so the Prefect UI shows it. The
-previous champion stays deployed: nothing is published before every gate has
-passed and the deployed copy has been verified.
+The flow loads the settings once and hands them to every stage in a `RunContext`;
+it opens the S3 endpoint once (the embedded store is started for the length of the
+run if nothing keeps it up) and hands its client to the stages that need it. A
+stage that finds a problem raises GateFailed; the flow then stops, writes a report
+naming the gate, and ends Failed so the Prefect UI shows it. The previous champion
+stays deployed: nothing is published before every gate has passed and the deployed
+copy has been verified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
@@ -19,14 +24,20 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
-from tasks.common.settings import load_settings
-from tasks.deploy import anchor_audit_task, deploy_task, mark_version
+from tasks.common.s3 import s3_client
+from tasks.common.settings import ConfigError, Settings, load_settings
+from tasks.common.tracking import ModelRegistry
+from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
+from tasks.localstack.stack import s3_service
 from tasks.screen import pii_task, screen_task
 from tasks.sign import sign_task
 from tasks.train import TrainedModel, train_task
 from tasks.validate import validate_task
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 class RunNotDeployed(RuntimeError):
@@ -35,7 +46,10 @@ class RunNotDeployed(RuntimeError):
 
 @flow(name="secure-training", log_prints=False)
 def secure_training(
-    config: str | None = None, data: str | None = None, report_path: str | None = None
+    config: str | None = None,
+    data: str | None = None,
+    report_path: str | None = None,
+    data_root: str | None = None,
 ) -> dict[str, object]:
     """Train, attack, sign and deploy one model, failing closed at every gate.
 
@@ -44,8 +58,22 @@ def secure_training(
         data: Dataset name or path overriding the configured source (new data);
             it must resolve inside ``dataset.data_root``.
         report_path: Where to write the JSON run report.
+        data_root: Confine `data` to this directory instead of ``dataset.data_root``.
+            Set by the CLI for a path the operator typed at the shell; a deployment
+            run refuses it, so whoever can trigger a run cannot widen the root.
     """
     settings = load_settings(config)
+    if data_root is not None:
+        if runtime.deployment.id is not None:
+            raise ConfigError("data_root cannot be set on a deployment run")
+        settings = settings.confined_to(Path(data_root))
+    return run_pipeline(settings, data=data, report_path=report_path)
+
+
+def run_pipeline(
+    settings: Settings, *, data: str | None = None, report_path: str | None = None
+) -> dict[str, object]:
+    """The flow's body: every stage in order, inside a Prefect flow run."""
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
     report = RunReport(flow_run_id=ctx.run_id)
     ctx.audit.append(
@@ -56,53 +84,61 @@ def secure_training(
     )
     gates: list[GateResult] = []
     model: TrainedModel | None = None
-    try:
-        dataset, g = ingest_task(ctx, source=data)
-        gates += g
-        report.dataset = {
-            "uri": dataset.uri,
-            "sha256": dataset.sha256,
-            "rows": dataset.rows,
-            "integrity": dataset.integrity,
-        }
-        dataset, g = pii_task(ctx, dataset)  # before anything copies a personal value
-        gates += g
-        validated, g = validate_task(ctx, dataset)
-        gates += g
-        screened, g = screen_task(ctx, validated.dataset)
-        gates += g
-        model, g = train_task(ctx, screened, suite_sha256=validated.suite_sha256)
-        gates += g
-        report.model = {
-            "name": model.name,
-            "version": model.version,
-            "mlflow_run_id": model.mlflow_run_id,
-            "sha256": model.sha256,
-        }
-        _, g = evaluate_task(ctx, model)
-        gates += g
-        signed, g = sign_task(
-            ctx, dataset=screened, model=model, suite_sha256=validated.suite_sha256, gates=gates
+    client: S3Client | None = None
+    with contextlib.ExitStack() as resources:
+        try:
+            client = s3_client(resources.enter_context(s3_service(settings)))
+            dataset, g = ingest_task(ctx, source=data, s3=client)
+            gates += g
+            report.dataset = {
+                "uri": dataset.uri,
+                "sha256": dataset.sha256,
+                "rows": dataset.rows,
+                "integrity": dataset.integrity,
+            }
+            dataset, g = pii_task(ctx, dataset)  # before anything copies a personal value
+            gates += g
+            validated, g = validate_task(ctx, dataset)
+            gates += g
+            screened, g = screen_task(ctx, validated.dataset)
+            gates += g
+            model, g = train_task(
+                ctx,
+                screened,
+                suite_sha256=validated.suite_sha256,
+                evidence={"validation": validated.evidence_dir},
+            )
+            gates += g
+            report.model = {
+                "name": model.name,
+                "version": model.version,
+                "mlflow_run_id": model.mlflow_run_id,
+                "sha256": model.sha256,
+            }
+            _, g = evaluate_task(ctx, model)
+            gates += g
+            signed, g = sign_task(
+                ctx, dataset=screened, model=model, suite_sha256=validated.suite_sha256, gates=gates
+            )
+            gates += g
+            report.deployment, g = deploy_task(ctx, client, model=model, signed=signed)
+            gates += g
+            report.status = "deployed"
+        except GateFailed as exc:
+            gates += exc.results
+            report.status, report.blocked_by = "blocked", exc.gate.name
+        except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
+            report.status, report.error = "failed", type(exc).__name__
+        report.gates = [g.as_report() for g in gates]
+        if model is not None and report.status != "deployed":
+            try:  # nobody should promote a version that did not ship
+                ModelRegistry.for_settings(settings).mark(model.version, status=report.status)
+            except Exception as exc:  # noqa: BLE001 - the verdict and report matter more
+                ctx.audit.append("registry.tag_failed", run_id=ctx.run_id, error=type(exc).__name__)
+        ctx.audit.append(
+            "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
-        gates += g
-        report.deployment, g = deploy_task(ctx, model=model, signed=signed)
-        gates += g
-        report.status = "deployed"
-    except GateFailed as exc:
-        gates += exc.results
-        report.status, report.blocked_by = "blocked", exc.gate.name
-    except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
-        report.status, report.error = "failed", type(exc).__name__
-    report.gates = [g.as_report() for g in gates]
-    if model is not None and report.status != "deployed":
-        try:  # nobody should promote a version that did not ship
-            mark_version(settings, model=model, status=report.status)
-        except Exception as exc:  # noqa: BLE001 - the verdict and report matter more
-            ctx.audit.append("registry.tag_failed", run_id=ctx.run_id, error=type(exc).__name__)
-    ctx.audit.append(
-        "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
-    )
-    report.audit_anchor = anchor_audit_task(ctx)
+        report.audit_anchor = anchor_audit_task(ctx, client)
     if report_path:
         report.write(Path(report_path))
     create_markdown_artifact(

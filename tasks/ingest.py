@@ -7,22 +7,27 @@ parsed from memory. The format is decided by content, never by extension; only
 UTF-8 CSV and Parquet are parsed, so pickle, joblib, numpy and archive payloads
 are refused without calling any loader that could execute code. Text cells that
 a spreadsheet would run as formulas block the data too.
+
+Longer than most stage modules (about 370 lines) because its five gates keep their
+checks here, each with the remediation text a user reads when it refuses; where the
+bytes come from and what they are live in `tasks.sources`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, NoReturn, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks import sources
-from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import sha256_bytes
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.settings import DatasetConfig
 from tasks.sources.content import control_byte, encoding_error, formula_cells, parse, sniff_format
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 _LISTED = 20
 Integrity = Literal["config-pin", "sidecar", "none"]
@@ -219,10 +224,12 @@ def _block(gates: StageGates, result: GateResult) -> NoReturn:
     raise GateFailed(gates.results)
 
 
-def _fetch(ctx: RunContext, gates: StageGates, located: sources.Located) -> sources.Fetched:
+def _fetch(
+    ctx: RunContext, gates: StageGates, located: sources.Located, s3: S3Client | None
+) -> sources.Fetched:
     ds = ctx.settings.dataset
     try:
-        return sources.fetch(located, settings=ctx.settings)
+        return sources.fetch(located, limits=ds, s3=s3)
     except sources.TooLarge as exc:  # refused before (or while) downloading
         _block(
             gates,
@@ -247,7 +254,9 @@ def _fetch(ctx: RunContext, gates: StageGates, located: sources.Located) -> sour
         )
 
 
-def ingest(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list[GateResult]]:
+def ingest(
+    ctx: RunContext, *, source: str | None = None, s3: S3Client | None = None
+) -> tuple[Dataset, list[GateResult]]:
     """Check, fetch once, pin-verify and parse the dataset.
 
     Args:
@@ -256,6 +265,7 @@ def ingest(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list
             allow-listed ``s3://`` / ``https://`` URI. None reads ``dataset.source``.
             The config pin applies when the source is the configured one; any other
             is pinned by its ``.sha256`` sidecar, if present.
+        s3: The run's S3 client (``s3://`` sources only).
 
     Returns:
         The parsed dataset and this stage's gate results.
@@ -283,8 +293,9 @@ def ingest(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list
             allowed=ds.allowed_sources,
         )
     )
-    assert isinstance(located, sources.Located)
-    fetched = _fetch(ctx, gates, located)
+    if not isinstance(located, sources.Located):  # unreachable unless the gate misjudged
+        _block(gates, failed("ingest.source", detail="the source was refused; failing closed"))
+    fetched = _fetch(ctx, gates, located, s3)
     data = fetched.data
     digest = sha256_bytes(data)
     pin, pin_kind = (
@@ -344,15 +355,5 @@ def ingest(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list
     ), gates.results
 
 
-@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)  # a cached result skips gates
-def ingest_task(ctx: RunContext, *, source: str | None = None) -> tuple[Dataset, list[GateResult]]:
-    """Prefect task: check, fetch and parse the dataset (see `ingest`).
-
-    Args:
-        ctx: The run's context.
-        source: Dataset name, path or allow-listed URI; None uses the configured source.
-
-    Returns:
-        The dataset and this stage's gate results.
-    """
-    return ingest(ctx, source=source)
+# The Prefect task is the pure function itself, with the options every stage needs.
+ingest_task = stage_task("ingest")(ingest)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.checks.pii import apply_pii, check_pii, pii_key, scan
 from tasks.checks.poisoning import (
@@ -38,11 +37,10 @@ from tasks.checks.profile import (
     check_profile_integrity,
     signature_path,
     trusted_keys,
-    verify_profile,
 )
-from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped
-from tasks.common.gates import GateResult, run_check
+from tasks.common.gates import GateResult, run_check, run_check_with
 from tasks.common.settings import ScreenConfig
 
 
@@ -107,6 +105,21 @@ def poisoning_gates(
     ]
 
 
+def check_and_handle_pii(
+    frame: pd.DataFrame, *, declared: Mapping[str, str], target: str, key: Callable[[], bytes]
+) -> tuple[GateResult, pd.DataFrame]:
+    """`screen.pii`: no undeclared PII-looking column; the declared ones dropped or
+    pseudonymised (with `key`, read only when a column needs it). Returns the result
+    and the handled frame (`run_check_with` hands it on only if the gate passed)."""
+    result = check_pii(
+        scan(frame), declared, columns=[str(c) for c in frame.columns], target=target
+    )
+    if not result.passed or not declared:
+        return result, frame
+    needs_key = any(a == "pseudonymize" and c in frame.columns for c, a in declared.items())
+    return result, apply_pii(frame, declared, key=key() if needs_key else None)
+
+
 def guard_pii(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
     """Block undeclared personal data; drop or pseudonymise the declared columns.
 
@@ -116,22 +129,17 @@ def guard_pii(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResu
     Raises:
         GateFailed: a column looks like PII (by name or by value) and is not declared.
     """
-    s = ctx.settings
-    ds, gates, frame = s.dataset, StageGates(ctx), dataset.frame
-    handled: list[pd.DataFrame] = []
-
-    def pii_gate() -> GateResult:
-        result = check_pii(
-            scan(frame), ds.pii, columns=[str(c) for c in frame.columns], target=dataset.target
-        )
-        if result.passed:
-            needs_key = any(a == "pseudonymize" and c in frame.columns for c, a in ds.pii.items())
-            key = pii_key(s.screen.pii_key_file, s.keys_dir) if needs_key else None
-            handled.append(apply_pii(frame, ds.pii, key=key) if ds.pii else frame)
-        return result
-
-    gates.enforce(run_check("screen.pii", pii_gate))
-    return dataclasses.replace(dataset, frame=handled[0]), gates.results
+    s, gates = ctx.settings, StageGates(ctx)
+    result, frame = run_check_with(
+        "screen.pii",
+        check_and_handle_pii,
+        dataset.frame,
+        declared=s.dataset.pii,
+        target=dataset.target,
+        key=lambda: pii_key(s.screen.pii_key_file, s.keys_dir),
+    )
+    handled = gates.enforce_with(result, frame)
+    return dataclasses.replace(dataset, frame=handled), gates.results
 
 
 def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
@@ -154,48 +162,24 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
         keys, key_error = trusted_keys(s.keys_dir, ds.profile_signers), ""
     except ProfileError as exc:
         keys, key_error = None, str(exc)
-    gates.enforce(
-        run_check(
-            "screen.profile_integrity",
-            check_profile_integrity,
-            raw,
-            sig_raw,
-            keys=keys,
-            expected_sha256=ds.reference_profile_sha256,
-            key_error=key_error,
-        )
+    result, verified = run_check_with(
+        "screen.profile_integrity",
+        check_profile_integrity,
+        raw,
+        sig_raw,
+        keys=keys,
+        expected_sha256=ds.reference_profile_sha256,
+        key_error=key_error,
     )
-    assert raw is not None and sig_raw is not None and keys is not None  # the gate passed
-    profile, _ = verify_profile(raw, sig_raw, keys)
+    profile = gates.enforce_with(result, verified)
     gates.enforce(
         poisoning_gates(dataset.frame, profile, limits=s.screen, seed=secrets.randbelow(2**32))
     )
     return dataset, gates.results
 
 
-@task(name="pii-guard", cache_policy=NO_CACHE, persist_result=False)  # cached = gates skipped
-def pii_task(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
-    """Prefect task: block undeclared PII, handle declared PII (see `guard_pii`).
-
-    Args:
-        ctx: The run's context.
-        dataset: The ingested dataset.
-
-    Returns:
-        The dataset with declared PII columns dropped or pseudonymised, and the gate results.
-    """
-    return guard_pii(ctx, dataset)
+# The Prefect task is the pure function itself, with the options every stage needs.
+pii_task = stage_task("pii-guard")(guard_pii)
 
 
-@task(name="screen", cache_policy=NO_CACHE, persist_result=False)  # cached = gates skipped
-def screen_task(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
-    """Prefect task: screen the dataset for poisoning (see `screen`).
-
-    Args:
-        ctx: The run's context.
-        dataset: The validated dataset.
-
-    Returns:
-        The dataset, and this stage's gate results.
-    """
-    return screen(ctx, dataset)
+screen_task = stage_task("screen")(screen)

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tasks.checks.supply_chain import DEPENDENCIES, check_dependencies, sbom
-from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import sha256_file
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import PROJECT_ROOT
@@ -88,13 +85,17 @@ def build_provenance(
 
 
 def check_model_digest(model: TrainedModel) -> GateResult:
+    """`sign.model_digest`: the model file about to be signed is the one that was trained."""
     measured = sha256_file(model.skops_path)
+    ok = measured == model.sha256
     return check(
         "sign.model_digest",
-        ok=measured == model.sha256,
+        ok=ok,
         metrics={"sha256": measured},
         threshold={"sha256": model.sha256},
-        detail="the model file changed between training and signing; "
+        detail="the model file is the trained one"
+        if ok
+        else "the model file changed between training and signing; "
         "treat the state directory as compromised",
     )
 
@@ -127,6 +128,22 @@ def sign(
     suite_sha256: str,
     gates: list[GateResult],
 ) -> tuple[SignedProvenance, list[GateResult]]:
+    """Sign the provenance manifest of a model that passed every gate.
+
+    Args:
+        ctx: The run's settings and identity.
+        dataset: The ingested dataset.
+        model: The trained, registered model.
+        suite_sha256: Digest of the expectation suite that validated the data.
+        gates: Every gate result of the earlier stages (all passed).
+
+    Returns:
+        The signed provenance, and this stage's gate results.
+
+    Raises:
+        GateFailed: the model file changed, the environment drifted from the lock, or
+            the statement does not verify.
+    """
     stage = StageGates(ctx)
     stage.enforce(
         run_check("sign.model_digest", check_model_digest, model),
@@ -140,22 +157,5 @@ def sign(
     return SignedProvenance(payload=payload, envelope=envelope), stage.results
 
 
-@task(name="sign", cache_policy=NO_CACHE, persist_result=False)
-def sign_task(
-    ctx: RunContext,
-    *,
-    dataset: Dataset,
-    model: TrainedModel,
-    suite_sha256: str,
-    gates: list[GateResult],
-) -> tuple[SignedProvenance, list[GateResult]]:
-    """Sign the provenance manifest of a model that passed every gate.
-
-    Args:
-        ctx: The run's settings and identity.
-        dataset: The ingested dataset.
-        model: The trained, registered model.
-        suite_sha256: Digest of the expectation suite that validated the data.
-        gates: Every gate result of the earlier stages (all passed).
-    """
-    return sign(ctx, dataset=dataset, model=model, suite_sha256=suite_sha256, gates=gates)
+# The Prefect task is the pure function itself, with the options every stage needs.
+sign_task = stage_task("sign")(sign)

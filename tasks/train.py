@@ -13,34 +13,33 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import ModelConfig
-from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
+from tasks.common.tracking import ModelRegistry, configure_mlflow, mlflow_client, redact_uri
+from tasks.models import (
+    DP_ESTIMATOR,
+    build_pipeline,
+    model_params,
+    pip_requirements,
+    resolve_data_norm,
+)
 from tasks.trust.modelio import TRUSTED_TYPES, load_model_file
 
 log = logging.getLogger(__name__)
 
 ROUNDTRIP = "train.artifact_roundtrip"
-DP_ESTIMATOR = "dp_logistic_regression"
-# Pinned, not inferred: inference picks up test tools and costs ~5 s (STACK-NOTES).
-PIP_REQUIREMENTS = [f"{d}=={dist_version(d)}" for d in ("scikit-learn", "skops")]
-DP_REQUIREMENTS = [f"diffprivlib=={dist_version('diffprivlib')}"]
 
 
 @dataclass(frozen=True)
@@ -60,60 +59,6 @@ class TrainedModel:
     y_test: pd.Series
     x_train: pd.DataFrame
     y_train: pd.Series
-
-
-def model_params(config: ModelConfig) -> dict[str, Any]:
-    """Everything that decides the fitted model, as logged to MLflow (and signed).
-
-    A differentially private model adds its privacy budget and row-norm bound.
-    """
-    params: dict[str, Any] = {
-        "estimator": config.estimator,
-        "seed": config.seed,
-        "test_fraction": config.test_fraction,
-        **config.params,
-    }
-    if config.estimator == DP_ESTIMATOR:
-        params |= {"dp_epsilon": config.dp_epsilon, "dp_data_norm": config.dp_data_norm}
-    return params
-
-
-def resolve_data_norm(config: ModelConfig, x_train: pd.DataFrame) -> ModelConfig:
-    """`config` with ``dp_data_norm`` fixed before training, so it is logged and signed.
-
-    Unset, it becomes the largest L2 norm of a scaled training row. Deriving the
-    bound from the data leaks a little privacy (the bound is not itself private);
-    a fixed value from domain knowledge is the right production choice.
-    """
-    if config.estimator != DP_ESTIMATOR or config.dp_data_norm is not None:
-        return config
-    scaled = StandardScaler().fit_transform(x_train.to_numpy(np.float64))
-    return config.model_copy(update={"dp_data_norm": float(np.linalg.norm(scaled, axis=1).max())})
-
-
-def build_pipeline(config: ModelConfig) -> Pipeline:
-    """The unfitted pipeline for `config` (scaler + estimator, seeded)."""
-    estimator: LogisticRegression
-    if config.estimator == "logistic_regression":
-        estimator = LogisticRegression(random_state=config.seed, **config.params)
-    elif config.estimator == DP_ESTIMATOR:
-        from diffprivlib.accountant import BudgetAccountant
-        from diffprivlib.models import LogisticRegression as DPLogisticRegression
-
-        # Only the model is private: the StandardScaler's mean and scale are fitted on
-        # the raw training data without noise (private scaling/bounds are out of scope).
-        # A fresh accountant per model: the fitted model (and its skops file) records
-        # this run's spend only, not every fit of the process (diffprivlib's default).
-        estimator = DPLogisticRegression(
-            epsilon=config.dp_epsilon,
-            data_norm=config.dp_data_norm,  # None: diffprivlib derives it and warns
-            random_state=config.seed,
-            accountant=BudgetAccountant(),
-            **config.params,  # C, max_iter, tol: as for plain LogisticRegression
-        )
-    else:  # pragma: no cover - the settings type allows only the above
-        raise ValueError(f"unsupported estimator {config.estimator!r}")
-    return Pipeline([("scaler", StandardScaler()), ("model", estimator)])
 
 
 def split(
@@ -177,8 +122,9 @@ def _log_to_mlflow(
     params: dict[str, Any],
     x_train: pd.DataFrame,
     y_train: pd.Series,
+    evidence: Mapping[str, Path],
 ) -> tuple[str, str, str]:
-    """One MLflow run: params, provenance, metrics, model.
+    """One MLflow run: params, provenance, metrics, evidence, model; then the version.
 
     Returns (run id, registered version, artifact URI of the logged model).
     """
@@ -227,33 +173,34 @@ def _log_to_mlflow(
             )
             head = x_train.head(5)
             signature = infer_signature(head, pipeline.predict(head))
-        # Evidence of the data stages (GX result, Data Docs, screen reports) rides
-        # along with the model that the data produced.
-        evidence = s.state_dir / "runs" / ctx.run_id
-        for part in sorted(evidence.iterdir()) if evidence.is_dir() else []:
-            if part.is_dir() and part.name != "model":
-                mlflow.log_artifacts(str(part), artifact_path=f"evidence/{part.name}")
+        # Evidence of the data stages (GX result, Data Docs) rides along with the model
+        # that the data produced.
+        for name, directory in sorted(evidence.items()):
+            if directory.is_dir():
+                mlflow.log_artifacts(str(directory), artifact_path=f"evidence/{name}")
         dp = s.model.estimator == DP_ESTIMATOR
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
             serialization_format="skops",
-            pip_requirements=[*PIP_REQUIREMENTS, *(DP_REQUIREMENTS if dp else [])],
+            pip_requirements=pip_requirements(s.model),
             # MLflow test-loads the file it saved; our own loader ignores this list
             # and uses the pinned one (modelio).
             skops_trusted_types=list(TRUSTED_TYPES) if dp else None,
-            registered_model_name=s.model.name,
             signature=signature,
         )
-    if info.registered_model_version is None:
-        raise RuntimeError("MLflow did not register the model")
+    version = ModelRegistry.for_settings(s).register(model_id=info.model_id, run_id=run.info.run_id)
     # `artifact_path` is the logged model's own artifact location: downloading it yields
     # exactly the logged files (a models:/ URI adds a registered_model_meta file).
-    return run.info.run_id, str(info.registered_model_version), info.artifact_path
+    return run.info.run_id, version, info.artifact_path
 
 
 def train(
-    ctx: RunContext, dataset: Dataset, *, suite_sha256: str
+    ctx: RunContext,
+    dataset: Dataset,
+    *,
+    suite_sha256: str,
+    evidence: Mapping[str, Path] | None = None,
 ) -> tuple[TrainedModel, list[GateResult]]:
     """Fit, log and register the model, then prove the logged artifact is the model.
 
@@ -261,6 +208,7 @@ def train(
         ctx: Run settings, identity and audit trail.
         dataset: The validated and screened dataset.
         suite_sha256: Digest of the expectation suite the data passed (provenance).
+        evidence: Directories of the data stages' evidence, by name, logged with the model.
 
     Returns:
         The trained model and this stage's gate results.
@@ -270,8 +218,6 @@ def train(
             is tagged ``gate_status=blocked``.
     """
     s = ctx.settings
-    if Path(ctx.run_id).name != ctx.run_id or ctx.run_id in ("", ".", ".."):
-        raise ValueError("run id must be a plain name")  # it becomes a directory name
     gates = StageGates(ctx)
     x_train, x_test, y_train, y_test = split(dataset, config=s.model, features=s.dataset.features)
     config = resolve_data_norm(s.model, x_train)
@@ -285,8 +231,9 @@ def train(
         params=params,
         x_train=x_train,
         y_train=y_train,
+        evidence=evidence or {},
     )
-    model_dir = s.state_dir / "runs" / ctx.run_id / "model"
+    model_dir = ctx.run_dir / "model"
     files = fetch_model_dir(artifact_uri=artifact_uri, dest=model_dir, tracking_uri=s.tracking_uri)
     found = [rel for rel in files if rel.endswith(".skops")]
     skops_rel = found[0] if len(found) == 1 else ""  # none or several: the check fails closed
@@ -299,15 +246,14 @@ def train(
         expected_sha256=sha256,
         x=x_test,
     )
-    client = mlflow_client(s)
-    client.set_tag(run_id, "model_sha256", sha256)
-    tags = {
-        "model_sha256": sha256,
-        "gate_status": "candidate" if result.passed else "blocked",
-        **({} if result.passed else {"blocked_by": ROUNDTRIP}),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(s.model.name, version, key, value)
+    mlflow_client(s).set_tag(run_id, "model_sha256", sha256)
+    registry = ModelRegistry.for_settings(s)
+    registry.tag(version, {"model_sha256": sha256})
+    registry.mark(
+        version,
+        status="candidate" if result.passed else "blocked",
+        blocked_by=None if result.passed else ROUNDTRIP,
+    )
     log.info("trained %s version %s (%s)", s.model.name, version, result.summary())
     gates.enforce(result)
     model = TrainedModel(
@@ -328,18 +274,5 @@ def train(
     return model, gates.results
 
 
-@task(name="train", cache_policy=NO_CACHE, persist_result=False)  # a cached result skips gates
-def train_task(
-    ctx: RunContext, dataset: Dataset, *, suite_sha256: str
-) -> tuple[TrainedModel, list[GateResult]]:
-    """Prefect task: train, log and register the model (see `train`).
-
-    Args:
-        ctx: Run settings, identity and audit trail.
-        dataset: The validated and screened dataset.
-        suite_sha256: Digest of the expectation suite the data passed.
-
-    Returns:
-        The trained model and the stage's gate results.
-    """
-    return train(ctx, dataset, suite_sha256=suite_sha256)
+# The Prefect task is the pure function itself, with the options every stage needs.
+train_task = stage_task("train")(train)

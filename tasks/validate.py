@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
 from tasks.checks.expectations import run_suite
-from tasks.common.context import Dataset, RunContext, StageGates
+from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped, sha256_bytes, write_json
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 
@@ -45,7 +43,7 @@ class ValidationOutput:
 
 
 def evidence_dir(ctx: RunContext) -> Path:
-    return ctx.settings.state_dir / "runs" / ctx.run_id / "validation"
+    return ctx.run_dir / "validation"
 
 
 def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
@@ -148,10 +146,10 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
         raw: bytes | None = read_capped(ds.suite, max_bytes=_SUITE_MAX_BYTES, follow_symlinks=True)
     except OSError:
         raw = None
-    gates.enforce(
-        run_check("validate.suite_integrity", check_suite_integrity, raw, expected=ds.suite_sha256)
+    integrity = run_check(
+        "validate.suite_integrity", check_suite_integrity, raw, expected=ds.suite_sha256
     )
-    assert raw is not None  # the integrity gate passed
+    raw = gates.enforce_with(integrity, raw)  # the gate fails on an unreadable suite
     result: dict[str, Any] | None = None
     expected, error = -1, None
     out_dir = evidence_dir(ctx)
@@ -207,7 +205,7 @@ def summary_markdown(results: list[GateResult], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-@task(name="validate", cache_policy=NO_CACHE, persist_result=False)  # cached = gates skipped
+@stage_task("validate")
 def validate_task(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[GateResult]]:
     """Prefect task: check the suite pin and validate the dataset (see `validate`), and
     publish the "validation-summary" markdown artifact, blocked or not.

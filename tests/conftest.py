@@ -64,6 +64,15 @@ def variant(ctx: RunContext, **dataset: Any) -> RunContext:
     )
 
 
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A temporary Prefect API for in-process flow runs (about 10 s, once per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _restore_mlflow_uri() -> Iterator[None]:
     """mlflow.set_tracking_uri also rewrites $MLFLOW_TRACKING_URI: undo it after each module."""

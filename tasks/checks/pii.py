@@ -7,6 +7,9 @@ Luhn digit, IBANs with a valid mod-97 check, IPv4/IPv6 addresses). Undeclared
 PII-looking columns block the run; declared ones (``dataset.pii``) are dropped or
 pseudonymised with HMAC-SHA256 under a secret key that never lives in the repo.
 Findings name columns and kinds of PII, never values.
+
+About 360 lines, a third of them the name-pattern table: data a reviewer reads in
+one place, so it stays beside the matchers that use it.
 """
 
 from __future__ import annotations

@@ -215,8 +215,11 @@ def check_profile_integrity(
     keys: Mapping[str, Ed25519PublicKey] | None,
     expected_sha256: str | None,
     key_error: str = "",
-) -> GateResult:
+) -> tuple[GateResult, dict[str, Any]]:
     """`screen.profile_integrity`: signed by a trusted key, unchanged, and pinned if pinned.
+
+    Returns the result and the verified profile, so it is parsed and verified once
+    (`run_check_with` hands the profile on only if the gate passed).
 
     Args:
         raw: The profile file's bytes (None: missing or unreadable).
@@ -228,12 +231,15 @@ def check_profile_integrity(
     threshold = {"signed_by": sorted(keys or {}), "sha256": expected_sha256}
     if raw is None or sig_raw is None:
         what = "reference profile" if raw is None else "its signature (PROFILE.sig)"
-        return failed(
-            name,
-            metrics={"readable": raw is not None, "signed": False},
-            threshold=threshold,
-            detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
-            "with `secure-pipeline profile`",
+        return (
+            failed(
+                name,
+                metrics={"readable": raw is not None, "signed": False},
+                threshold=threshold,
+                detail=f"{what} missing, unreadable or over 16 MiB; sign the profile "
+                "with `secure-pipeline profile`",
+            ),
+            {},
         )
     digest = sha256_bytes(raw)
     metrics: dict[str, Any] = {
@@ -243,11 +249,11 @@ def check_profile_integrity(
         "pin_matched": None if expected_sha256 is None else digest == expected_sha256,
     }
     if keys is None:
-        return failed(name, metrics=metrics, threshold=threshold, detail=key_error)
+        return (failed(name, metrics=metrics, threshold=threshold, detail=key_error), {})
     try:
         profile, signer = verify_profile(raw, sig_raw, keys)
     except ProfileError as exc:
-        return failed(name, metrics=metrics, threshold=threshold, detail=str(exc))
+        return (failed(name, metrics=metrics, threshold=threshold, detail=str(exc)), {})
     metrics.update(
         signed=True,
         signer=signer,
@@ -255,20 +261,26 @@ def check_profile_integrity(
         version=profile.get("version"),
     )
     if profile.get("version") != PROFILE_VERSION:
-        return failed(
+        return (
+            failed(
+                name,
+                metrics=metrics,
+                threshold=threshold,
+                detail=f"profile version is not {PROFILE_VERSION}; rebuild it",
+            ),
+            {},
+        )
+    ok = metrics["pin_matched"] is not False
+    return (
+        check(
             name,
             metrics=metrics,
             threshold=threshold,
-            detail=f"profile version is not {PROFILE_VERSION}; rebuild it",
-        )
-    ok = metrics["pin_matched"] is not False
-    return check(
-        name,
-        metrics=metrics,
-        threshold=threshold,
-        ok=ok,
-        detail=""
-        if ok
-        else "profile differs from dataset.reference_profile_sha256: "
-        "re-pin after review, or remove the pin",
+            ok=ok,
+            detail=""
+            if ok
+            else "profile differs from dataset.reference_profile_sha256: "
+            "re-pin after review, or remove the pin",
+        ),
+        profile,
     )

@@ -29,7 +29,7 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
     body = json.dumps(
         {"seq": seq, "hash": status.head, "run_id": run_id, "intact": status.intact}, sort_keys=True
     ).encode()
-    sse = "aws:kms" if settings.storage.kms_key_id else "AES256"
+    sse = settings.sse
     with contextlib.suppress(ObjectExists):  # the same head twice: nothing new to say
         put_immutable(
             client,

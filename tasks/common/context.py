@@ -1,17 +1,33 @@
-"""What every stage receives: the run's settings, identity and audit trail,
-plus the dataset type that flows between the data stages and training."""
+"""What every stage receives and how it is declared: the run's settings, identity and
+audit trail (`RunContext`), the gate collector that audits and fails closed
+(`StageGates`), the Prefect task factory with the options every stage needs
+(`stage_task`), and the dataset type that flows from ingestion to training."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import pandas as pd
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.common.audit import AuditLog
+from tasks.common.catalog import BY_NAME
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """``@task`` for a pipeline stage: never cached (a cached result would skip the
+    stage's gates) and never persisted (results hold data and, for some, key handles)."""
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False, **options)
 
 
 @dataclass(frozen=True)
@@ -22,6 +38,13 @@ class RunContext:
     @property
     def audit(self) -> AuditLog:
         return AuditLog(self.settings.audit_path)
+
+    @property
+    def run_dir(self) -> Path:
+        """This run's working files (model copy, validation evidence), under the state dir."""
+        if Path(self.run_id).name != self.run_id or self.run_id in ("", ".", ".."):
+            raise ValueError("run id must be a plain name")  # it becomes a directory name
+        return self.settings.state_dir / "runs" / self.run_id
 
 
 @dataclass
@@ -40,6 +63,11 @@ class StageGates:
         new: list[GateResult] = []
         for item in results:
             new.extend([item] if isinstance(item, GateResult) else item)
+        undeclared = [r.name for r in new if r.name not in BY_NAME]
+        if undeclared:  # a gate nobody declared would be missing from the docs and tests
+            raise ValueError(
+                f"undeclared gate(s) {undeclared}: add them to tasks/common/catalog.py"
+            )
         audit = self.ctx.audit
         for r in new:
             audit.append(
@@ -54,6 +82,13 @@ class StageGates:
         self.results.extend(new)
         if not all(r.passed for r in new):
             raise GateFailed(self.results)
+
+    def enforce_with(self, result: GateResult, value: T | None) -> T:
+        """`enforce` one result of `run_check_with` and hand back the value it checked."""
+        self.enforce(result)
+        if value is None:  # a passed gate always carries its value; never go on without it
+            raise RuntimeError(f"{result.name} passed without handing back what it checked")
+        return value
 
 
 @dataclass(frozen=True)

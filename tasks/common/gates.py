@@ -1,16 +1,22 @@
 """A gate is data: a small typed result produced by a pure check.
 
 Every check fails closed: an exception raised inside a check becomes a failed
-gate (never a pass), and `enforce` turns any failed gate into `GateFailed`,
-which the flow reports as ``blocked``.
+gate (never a pass), and `StageGates.enforce` turns any failed gate into
+`GateFailed`, which the flow reports as ``blocked``.
+
+Every gate is declared once, in `GATES` (tasks/common/catalog.py): name, stage, the
+threat it answers, what it measures, its default threshold and the check function
+its stage runs. The README's gate table is tested against it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
 
 
 class GateResult(BaseModel):
@@ -88,13 +94,26 @@ def run_check(name: str, fn: Callable[..., GateResult], /, *args: Any, **kwargs:
     The exception's type is reported, not its message, because messages can
     carry data values (and Prefect persists failed-task exceptions).
     """
-    try:
-        result = fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - fail closed on anything
-        return failed(name, detail=f"check raised {type(exc).__name__}; failing closed")
-    if not isinstance(result, GateResult) or result.name != name:
-        return failed(name, detail="check returned no result for this gate; failing closed")
+    result, _ = run_check_with(name, lambda: (fn(*args, **kwargs), None))
     return result
+
+
+def run_check_with(
+    name: str, fn: Callable[..., tuple[GateResult, T]], /, *args: Any, **kwargs: Any
+) -> tuple[GateResult, T | None]:
+    """`run_check` for a check that also hands back what it verified or produced
+    (the verified profile, the PII-handled frame): ``fn`` returns ``(result, value)``.
+
+    Returns:
+        The result, and the value only if the gate passed (else None).
+    """
+    try:
+        result, value = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - fail closed on anything
+        return failed(name, detail=f"check raised {type(exc).__name__}; failing closed"), None
+    if not isinstance(result, GateResult) or result.name != name:
+        return failed(name, detail="check returned no result for this gate; failing closed"), None
+    return result, (value if result.passed else None)
 
 
 class GateFailed(Exception):

@@ -1,4 +1,4 @@
-"""The run report (DESIGN.md §5.2): one JSON document per run, also shown as a
+"""The run report: one JSON document per run, also shown as a
 Prefect markdown artifact. Other tooling parses it; keep its keys stable."""
 
 from __future__ import annotations

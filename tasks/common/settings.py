@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -76,6 +76,7 @@ class ScreenConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    # FORK: a new estimator is named here and built in tasks/models.py.
     estimator: Literal["logistic_regression", "dp_logistic_regression"] = "logistic_regression"
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     # dp_logistic_regression only (diffprivlib): the privacy budget of one training run.
@@ -125,8 +126,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SECURE_PIPELINE_", env_nested_delimiter="__", extra="forbid"
     )
-    _toml_file: ClassVar[Path | None] = None
-
     config_file: Path | None = None
     state_dir: Path = Path(".secure-pipeline")
     dataset: DatasetConfig
@@ -147,9 +146,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then SECURE_PIPELINE_* variables, then the file
+        # named by the `config_file` argument (so the path travels with the call).
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        config_file = getattr(init_settings, "init_kwargs", {}).get("config_file")
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
     @model_validator(mode="after")
@@ -189,6 +191,16 @@ class Settings(BaseSettings):
     def embedded_s3(self) -> bool:
         return self.storage.endpoint_url is None
 
+    @property
+    def sse(self) -> Literal["AES256", "aws:kms"]:
+        """Server-side encryption of every upload: SSE-KMS with a KMS key, else SSE-S3."""
+        return "aws:kms" if self.storage.kms_key_id else "AES256"
+
+    def confined_to(self, data_root: Path) -> Settings:
+        """The same settings with ingestion confined to `data_root` instead."""
+        dataset = self.dataset.model_copy(update={"data_root": data_root.expanduser().resolve()})
+        return self.model_copy(update={"dataset": dataset})
+
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Read the config file (``--config``, ``$SECURE_PIPELINE_CONFIG`` or the bundled one).
@@ -205,7 +217,6 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             tomllib.load(fh)  # fail early with a clear message on bad TOML
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    Settings._toml_file = path
     try:
         return Settings(config_file=path, **overrides)
     except ValidationError as exc:
@@ -213,5 +224,3 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {path}: {problems}") from None
-    finally:
-        Settings._toml_file = None

@@ -1,16 +1,22 @@
-"""MLflow set-up, kept at the edge: nothing here runs at import time.
+"""MLflow at the edge: the tracking set-up, and the only writer of the model registry.
 
-MLflow falls back to ``sqlite:///<cwd>/mlflow.db`` and ``./mlruns`` when it is
-not told otherwise (STACK-NOTES), which would scatter run data wherever the
-command happened to start. Every stage that talks to MLflow calls
-`configure_mlflow` first, so the tracking store, the registry and the artifact
-root all come from the settings (by default under the state directory).
+MLflow falls back to ``sqlite:///<cwd>/mlflow.db`` and ``./mlruns`` when it is not
+told otherwise, which would scatter run data wherever the command happened to start.
+Every stage that talks to MLflow calls `configure_mlflow` first, so the tracking
+store, the registry and the artifact root all come from the settings (by default
+under the state directory). Nothing here runs at import time.
+
+`ModelRegistry` performs every registry change (register a version, tag it, move
+the ``champion`` alias), with an explicit client. The registry is a *view* for
+people and tools: nothing in the trust path reads it without checking the signed
+release it points at.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +25,10 @@ from tasks.common.settings import ConfigError, Settings
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from tasks.common.gates import GateResult
+
 log = logging.getLogger(__name__)
+CHAMPION = "champion"
 
 
 def mlflow_client(settings: Settings) -> MlflowClient:
@@ -79,3 +88,56 @@ def redact_uri(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class ModelRegistry:
+    """Every change to one registered model: versions, their tags, the champion alias.
+
+    Tags a version carries: ``model_sha256``; ``gate_status`` (``candidate`` after
+    training, then ``deployed``, ``blocked`` or ``failed``); ``blocked_by``; one tag per
+    evaluate gate (``passed``/``failed``); ``deployment_uri`` once deployed.
+    """
+
+    def __init__(self, client: MlflowClient, name: str):
+        self.client, self.name = client, name
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ModelRegistry:
+        return cls(mlflow_client(settings), settings.model.name)
+
+    def register(self, *, model_id: str, run_id: str) -> str:
+        """Register the logged model `model_id` of run `run_id` as a new version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = self.client.create_model_version(
+            name=self.name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+        )
+        return str(version.version)
+
+    def tag(self, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+    def record_gates(self, version: str, results: Iterable[GateResult]) -> None:
+        """One tag per gate; a failed gate also marks the version blocked by it."""
+        results = list(results)
+        self.tag(version, {r.name: "passed" if r.passed else "failed" for r in results})
+        blocked = next((r for r in results if not r.passed), None)
+        if blocked is not None:
+            self.mark(version, status="blocked", blocked_by=blocked.name)
+
+    def mark(self, version: str, *, status: str, blocked_by: str | None = None) -> None:
+        """Set ``gate_status`` (and ``blocked_by``), so nobody promotes a version by hand."""
+        self.tag(
+            version, {"gate_status": status, **({"blocked_by": blocked_by} if blocked_by else {})}
+        )
+
+    def promote(self, version: str, *, deployment_uri: str) -> None:
+        """Record the verified deployment, then move the champion alias to `version`."""
+        self.tag(version, {"deployment_uri": deployment_uri, "gate_status": "deployed"})
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)

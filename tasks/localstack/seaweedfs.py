@@ -3,7 +3,7 @@
 Every port is explicit, so a test's server and a user's never clash, and an
 exclusive lock on ``<state>/seaweedfs.lock``, inherited by ``weed``, keeps a
 second server off the same data. Internal surfaces are closed (see
-`seaweedfs_access`): filer and volume HTTP need JWTs, gRPC needs mutual TLS, so
+`tasks.localstack.identities`): filer and volume HTTP need JWTs, gRPC needs mutual TLS, so
 only S3 over TLS is usable.
 """
 

@@ -7,7 +7,7 @@ between commands, recorded in ``<state>/stack.json``. Secrets reach children
 through the environment (readable only by the same user), never argv or logs.
 
 This module only decides what runs when; the parts live beside it:
-`seaweedfs` starts the object store, `seaweedfs_access` holds its identities,
+`seaweedfs` starts the object store, `identities` holds its identities,
 secrets and endpoints, `ui_servers` starts Prefect and MLflow, and `processes` spawns, checks
 and stops them all and keeps stack.json.
 """

@@ -45,7 +45,9 @@ from tasks.sources.rules import (
 )
 
 if TYPE_CHECKING:
-    from tasks.common.settings import Settings
+    from mypy_boto3_s3 import S3Client
+
+    from tasks.common.settings import DatasetConfig
 
 __all__ = [
     "Checksum",
@@ -124,22 +126,28 @@ def same_source(located: Located, configured: str) -> bool:
         return False
 
 
-def fetch(located: Located, *, settings: Settings) -> Fetched:
+def fetch(located: Located, *, limits: DatasetConfig, s3: S3Client | None = None) -> Fetched:
     """Read a located source under ``dataset.max_bytes`` (see the module docstring).
+
+    Args:
+        located: What `locate` accepted.
+        limits: The dataset settings (byte cap, CA bundle, allow-list for redirects).
+        s3: The run's S3 client, for ``s3://`` sources (the caller owns its endpoint).
 
     Raises:
         SourceRefused, TooLarge, FetchFailed.
     """
-    ds = settings.dataset
     if located.scheme == "file":
-        return read_local(located, max_bytes=ds.max_bytes)
-    assert located.remote is not None
+        return read_local(located, max_bytes=limits.max_bytes)
+    if located.remote is None:
+        raise FetchFailed("error", "a remote source without its parsed URI; failing closed")
     if located.scheme == "s3":
-        from tasks.common.s3 import s3_client
-        from tasks.localstack.stack import s3_service
-
-        with s3_service(settings) as endpoint:
-            return fetch_s3(s3_client(endpoint), located.remote, max_bytes=ds.max_bytes)
+        if s3 is None:
+            raise FetchFailed("unreachable", "no S3 endpoint was opened for this run")
+        return fetch_s3(s3, located.remote, max_bytes=limits.max_bytes)
     return fetch_https(
-        located.remote, max_bytes=ds.max_bytes, ca_bundle=ds.ca_bundle, allowed=ds.allowed_sources
+        located.remote,
+        max_bytes=limits.max_bytes,
+        ca_bundle=limits.ca_bundle,
+        allowed=limits.allowed_sources,
     )

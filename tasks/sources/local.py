@@ -83,7 +83,8 @@ def locate_local(raw: str, root: Path) -> Located:
 def read_local(located: Located, *, max_bytes: int) -> Fetched:
     """Open the file component by component from the root without following any symlink,
     size it (fstat) before reading, read at most ``max_bytes`` and its sidecar."""
-    assert located.path is not None and located.root is not None
+    if located.path is None or located.root is None:
+        raise SourceRefused("error", "a local source without its resolved path", scheme="file")
     parts = located.path.relative_to(located.root).parts
     changed = SourceRefused(
         "changed",

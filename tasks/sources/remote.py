@@ -169,7 +169,8 @@ def fetch_https(
         ) as client:
             stop = time.monotonic() + deadline
             data = _get(client, remote, max_bytes=max_bytes, allowed=allowed, stop=stop)
-            assert data is not None
+            if data is None:  # only the sidecar request may answer "missing"
+                raise FetchFailed("http_status", "the server answered without a body")
             side = Remote(remote.scheme, remote.host, remote.port, remote.path + ".sha256")
             try:
                 raw = _get(

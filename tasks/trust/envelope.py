@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aws_encryption_sdk
 from aws_encryption_sdk import CommitmentPolicy
@@ -21,6 +21,9 @@ from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
 
 from tasks.trust.keys import ensure_secret
+
+if TYPE_CHECKING:
+    from tasks.common.settings import Settings
 
 PROVIDER_ID = "secure-pipeline"
 LOCAL_KEY_ID = b"local-master-v1"
@@ -59,6 +62,13 @@ def kms_master_key(key_arn: str, *, region: str) -> Any:
     session = botocore.session.Session()
     session.set_config_variable("region", region)
     return StrictAwsKmsMasterKeyProvider(key_ids=[key_arn], botocore_session=session)
+
+
+def key_provider(settings: Settings) -> Any:
+    """The master key of this deployment: the KMS key if configured, else the local file."""
+    if settings.storage.kms_key_id:
+        return kms_master_key(settings.storage.kms_key_id, region=settings.storage.region)
+    return local_master_key(settings.keys_dir)
 
 
 def encrypt(plaintext: bytes, *, key_provider: Any, context: dict[str, str]) -> bytes:

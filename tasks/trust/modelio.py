@@ -2,7 +2,8 @@
 
 A model file is code in disguise: pickle runs whatever it was told to, and
 MLflow's own loader trusts the list of types written *inside* the artifact
-(STACK-NOTES), so an attacker who can write the artifact can also widen what
+(with MLflow 3.17, `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` refuses even
+skops models for that reason), so an attacker who can write the artifact can also widen what
 is trusted. Here the order is fixed: the file's sha256 is compared with a
 digest from a trusted place *before* a single byte is parsed, then skops
 rebuilds the object only from types in `TRUSTED_TYPES`, a list pinned in this
@@ -30,7 +31,7 @@ from tasks.common.files import sha256_bytes
 # (the privacy spend of its fit). Both lists are checked with
 # `skops.io.get_untrusted_types` by tests/unit/test_modelio.py.
 #
-# A fork that trains another model adds exactly what
+# FORK: a fork that trains another model (tasks/models.py) adds exactly what
 #     skops.io.get_untrusted_types(data=dumps_model(fitted_model))
 # prints, after reading each entry, and never a module-wide or callable type:
 #   RandomForest / DecisionTree / GradientBoosting -> "sklearn.tree._tree.Tree"

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tasks.common.files import sha256_file
 from tasks.common.tracking import configure_mlflow, mlflow_client
-from tasks.train import PIP_REQUIREMENTS
+from tasks.models import PIP_REQUIREMENTS
 from tasks.trust.modelio import load_model_file
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"

@@ -90,7 +90,7 @@ def test_sse_put_over_tls_succeeds(s3, bucket):
 
 
 def test_plain_http_endpoint_never_gets_the_transport_deny(tmp_path):
-    """STACK-NOTES trap: that deny over plain http locked even the admin out for good."""
+    """Measured on SeaweedFS: that deny over plain http locked even the admin out for good."""
     settings = load_settings(state_dir=tmp_path / "state")
     (settings.state_dir / "seaweedfs").mkdir(parents=True)
     ports = seaweedfs.weed_ports(None)

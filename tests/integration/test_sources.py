@@ -36,9 +36,9 @@ CSV = BUNDLED_CSV.read_bytes()
 CAP = 64 * 1024  # max_bytes in the oversize tests
 
 
-def blocked(ctx: RunContext, source: str) -> GateResult:
+def blocked(ctx: RunContext, source: str, s3: Any = None) -> GateResult:
     with pytest.raises(GateFailed) as info:
-        ingest(ctx, source=source)
+        ingest(ctx, source=source, s3=s3)
     return info.value.gate
 
 
@@ -99,7 +99,7 @@ def test_missing_s3_object_fails_cleanly(s3: Any, data_bucket: str) -> None:
 
 @pytest.fixture(scope="module")
 def kept_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A SeaweedFS left running by `local up`, so `ingest` reaches it via `s3_service`."""
+    """A SeaweedFS left running by `local up`, reached as a run reaches it (`s3_service`)."""
     ports = LocalStackConfig(s3_port=free_port(), prefect_port=free_port(), mlflow_port=free_port())
     settings = load_settings(state_dir=tmp_path_factory.mktemp("kept") / "state", local=ports)
     stack.local_up(settings, ui=False)
@@ -117,17 +117,21 @@ def test_ingest_s3_source_through_the_embedded_store(kept_up: Settings) -> None:
         Bucket=DATA_BUCKET, Key="exports/d.csv", Body=CSV, ChecksumSHA256=sha256_b64(CSV)
     )
     ctx = variant(RunContext(kept_up, "s3-run"), allowed_sources=[f"s3://{DATA_BUCKET}/exports/"])
-    dataset, results = ingest(ctx, source=f"s3://{DATA_BUCKET}/exports/d.csv")
+    with stack.s3_service(kept_up) as endpoint:
+        run_s3 = s3_client(endpoint)
+    dataset, results = ingest(ctx, source=f"s3://{DATA_BUCKET}/exports/d.csv", s3=run_s3)
     assert dataset.rows == 569 and dataset.uri == f"s3://{DATA_BUCKET}/exports/d.csv"
     assert dataset.integrity == "none"
     integrity = next(r for r in results if r.name == "ingest.integrity")
     assert integrity.metrics["transport_checksum"] == "verified"
     source = next(r for r in results if r.name == "ingest.source")
     assert source.metrics == {"scheme": "s3", "allowed_prefix": f"s3://{DATA_BUCKET}/exports/"}
-    g = blocked(variant(ctx, max_bytes=1000), f"s3://{DATA_BUCKET}/exports/d.csv")
+    g = blocked(variant(ctx, max_bytes=1000), f"s3://{DATA_BUCKET}/exports/d.csv", run_s3)
     assert g.name == "ingest.size" and g.metrics["bytes_measured_from"] == "head"
-    g = blocked(ctx, f"s3://{DATA_BUCKET}/private/d.csv")
+    g = blocked(ctx, f"s3://{DATA_BUCKET}/private/d.csv", run_s3)
     assert g.name == "ingest.source" and g.metrics["reason"] == "not_allowed"
+    g = blocked(ctx, f"s3://{DATA_BUCKET}/exports/d.csv")  # no endpoint opened for the run
+    assert g.name == "ingest.source" and g.metrics["fetch_error"] == "unreachable"
 
 
 # --- HTTPS on a local TLS server -----------------------------------------------------------

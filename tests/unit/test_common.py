@@ -34,14 +34,19 @@ def test_run_check_rejects_result_for_another_gate() -> None:
 
 def test_stage_gates_audits_and_raises_with_all_results(ctx: RunContext) -> None:
     gates = StageGates(ctx)
-    gates.enforce(check("x.one", ok=True, metrics={"v": 1}, threshold={"max": 2}))
+    gates.enforce(check("screen.duplicates", ok=True, metrics={"v": 1}, threshold={"max": 2}))
     with pytest.raises(GateFailed) as info:
-        gates.enforce(check("x.two", ok=False, metrics={"v": 3}, threshold={"max": 2}))
-    assert [r.name for r in info.value.results] == ["x.one", "x.two"]
-    assert info.value.gate.name == "x.two"
+        gates.enforce(check("screen.outliers", ok=False, metrics={"v": 3}, threshold={"max": 2}))
+    assert [r.name for r in info.value.results] == ["screen.duplicates", "screen.outliers"]
+    assert info.value.gate.name == "screen.outliers"
     assert "measured v=3" in str(info.value) and "threshold max=2" in str(info.value)
     lines = ctx.settings.audit_path.read_text().splitlines()
-    assert [json.loads(x)["gate"] for x in lines] == ["x.one", "x.two"]
+    assert [json.loads(x)["gate"] for x in lines] == ["screen.duplicates", "screen.outliers"]
+
+
+def test_stage_gates_refuse_an_undeclared_gate(ctx: RunContext) -> None:
+    with pytest.raises(ValueError, match="undeclared gate"):
+        StageGates(ctx).enforce(check("screen.made_up", ok=True, metrics={}, threshold={}))
 
 
 def test_gate_failed_survives_pickling() -> None:

@@ -11,23 +11,16 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-import tasks.evaluate as evaluate_mod
+import tasks.checks.adversarial as adversarial_mod
 import tasks.trust.modelio as modelio
+from tasks.checks.adversarial import ADVERSARIAL, check_adversarial
 from tasks.checks.privacy import MEMBERSHIP
 from tasks.common.context import RunContext
 from tasks.common.settings import ConfigError, load_settings
 from tasks.common.tracking import mlflow_client
-from tasks.evaluate import ADVERSARIAL, check_adversarial, evaluate
-from tasks.train import (
-    DP_ESTIMATOR,
-    ROUNDTRIP,
-    TrainedModel,
-    build_pipeline,
-    model_params,
-    resolve_data_norm,
-    split,
-    train,
-)
+from tasks.evaluate import evaluate
+from tasks.models import DP_ESTIMATOR, build_pipeline, model_params, resolve_data_norm
+from tasks.train import ROUNDTRIP, TrainedModel, split, train
 from tasks.trust.modelio import UntrustedModelError, load_model_file
 from tests.conftest import bundled_dataset
 
@@ -127,7 +120,7 @@ def test_dp_model_passes_evaluate_with_floors_lowered_knowingly(dp_trained):
 @pytest.mark.integration
 def test_a_twin_that_does_not_match_fails_closed(dp_trained, monkeypatch):
     ctx, model = dp_trained
-    real = evaluate_mod._attack_target
+    real = adversarial_mod._attack_target
 
     def skewed(final):
         twin = real(final)
@@ -135,7 +128,7 @@ def test_a_twin_that_does_not_match_fails_closed(dp_trained, monkeypatch):
         twin.coef_, twin.intercept_ = -twin.coef_, -twin.intercept_  # flips every prediction
         return twin
 
-    monkeypatch.setattr(evaluate_mod, "_attack_target", skewed)
+    monkeypatch.setattr(adversarial_mod, "_attack_target", skewed)
     result = check_adversarial(
         pipeline=model.pipeline,
         x_train=model.x_train,

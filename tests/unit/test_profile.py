@@ -223,7 +223,7 @@ def test_old_profile_version_refused(bundled: pd.DataFrame) -> None:
     profile = {**build_profile(bundled.head(50), target="target"), "version": 1}
     raw = profile_text(profile).encode()
     sig = json.dumps(signer.sign(profile, payload_type=PROFILE_TYPE)).encode()
-    g = check_profile_integrity(raw, sig, keys={"o": signer.public_key}, expected_sha256=None)
+    g, _ = check_profile_integrity(raw, sig, keys={"o": signer.public_key}, expected_sha256=None)
     assert not g.passed and "version" in g.detail
 
 

@@ -15,14 +15,8 @@ from tasks.common.files import sha256_file
 from tasks.common.gates import run_check
 from tasks.common.settings import load_settings
 from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
-from tasks.train import (
-    ROUNDTRIP,
-    TrainedModel,
-    build_pipeline,
-    check_artifact_roundtrip,
-    split,
-    train,
-)
+from tasks.models import build_pipeline
+from tasks.train import ROUNDTRIP, TrainedModel, check_artifact_roundtrip, split, train
 from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -366,14 +366,6 @@ def test_summary_markdown_lists_counts_failures_and_docs(
     assert "Failing expectations: 2" in text
     assert "`expect_column_values_to_be_in_set(target)`" in text
     assert f"Data Docs: `{evidence(ctx) / 'data_docs' / 'index.html'}`" in text
-
-
-@pytest.fixture(scope="module")
-def prefect_api() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 def test_task_publishes_validation_summary_artifact(

@@ -1,0 +1,227 @@
+"""Every gate of the pipeline, declared once: the single list a reader, the README
+and the tests share.
+
+A gate's name is ``<stage>.<check>`` (lowercase, stable: reports, MLflow tags and
+the audit log use it). ``check`` names the function the stage runs for it, as
+``module:function`` where the stage looks it up, so a test can make each check raise
+and prove that the run is then blocked by that very gate. ``setting`` is the config
+key holding the threshold (None: fixed in code).
+
+A fork that adds a gate adds it here and to the README's gate table; a test fails
+until both agree, and `StageGates.enforce` refuses a result for an undeclared gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    threat: str
+    measured: str
+    threshold: str  # the default, as the README states it
+    check: str  # "module:function" the stage calls under run_check
+    setting: str | None = None
+
+    @property
+    def stage(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+GATES: tuple[Gate, ...] = (
+    Gate(
+        "ingest.source",
+        "path tricks, unexpected sources",
+        "inside `data_root`, regular file, no symlink escape; remote prefix allow-listed",
+        "local under data root; `s3://`/`https://` only if in `allowed_sources`",
+        "tasks.ingest:check_source",
+        "dataset.allowed_sources",
+    ),
+    Gate(
+        "ingest.size",
+        "resource exhaustion",
+        "bytes (before reading), rows, columns",
+        "512 MiB, 5M rows, 2000 columns",
+        "tasks.ingest:check_size",
+        "dataset.max_bytes",
+    ),
+    Gate(
+        "ingest.integrity",
+        "tampered or swapped data",
+        "sha256",
+        "config pin, or `<file>.sha256` sidecar, when present",
+        "tasks.ingest:check_integrity",
+        "dataset.sha256",
+    ),
+    Gate(
+        "ingest.format",
+        "malicious files (pickle payloads)",
+        "format detected from content (magic bytes)",
+        "CSV (strict UTF-8) or Parquet; never unpickled",
+        "tasks.ingest:check_format",
+    ),
+    Gate(
+        "ingest.formula_cells",
+        "spreadsheet-formula injection",
+        "text cells starting with `= + - @`",
+        "0",
+        "tasks.ingest:check_formula_cells",
+    ),
+    Gate(
+        "screen.pii",
+        "personal data reaching the model",
+        "columns that look like PII by name or value (email, phone, SSN, card with Luhn, "
+        "IBAN, IP, ...)",
+        "none undeclared; declared ones dropped or HMAC-pseudonymised",
+        "tasks.screen:check_and_handle_pii",
+        "dataset.pii",
+    ),
+    Gate(
+        "validate.suite_integrity",
+        "loosened suite (insider)",
+        "suite sha256",
+        "pinned in config",
+        "tasks.validate:check_suite_integrity",
+        "dataset.suite_sha256",
+    ),
+    Gate(
+        "validate.expectations",
+        "schema attacks, corruption",
+        "failed expectations (columns, types, nulls, ranges, labels, row count, distributions)",
+        "none may fail",
+        "tasks.validate:check_expectations",
+    ),
+    Gate(
+        "screen.profile_integrity",
+        "tampered reference profile",
+        "DSSE signature of the profile",
+        "signed by the pipeline key or a configured signer",
+        "tasks.screen:check_profile_integrity",
+        "dataset.profile_signers",
+    ),
+    Gate(
+        "screen.label_distribution",
+        "label flipping",
+        "largest class-share shift vs reference",
+        "0.05",
+        "tasks.screen:check_label_distribution",
+        "screen.max_label_shift",
+    ),
+    Gate(
+        "screen.label_noise",
+        "label flipping",
+        "kNN neighbour disagreement minus reference rate",
+        "0.05",
+        "tasks.screen:check_label_noise",
+        "screen.max_label_noise_excess",
+    ),
+    Gate(
+        "screen.duplicates",
+        "duplicate floods",
+        "exact duplicate row rate",
+        "0.02",
+        "tasks.screen:check_duplicates",
+        "screen.max_duplicate_rate",
+    ),
+    Gate(
+        "screen.near_duplicates",
+        "jittered floods",
+        "share of near-twin rows minus reference",
+        "0.05",
+        "tasks.screen:check_near_duplicates",
+        "screen.max_near_duplicate_rate",
+    ),
+    Gate(
+        "screen.outliers",
+        "injected outliers",
+        "worst feature's robust-z outlier rate minus reference",
+        "0.04",
+        "tasks.screen:check_outliers",
+        "screen.max_outlier_rate_excess",
+    ),
+    Gate(
+        "screen.backdoor",
+        "backdoor triggers",
+        "rare extreme value tied to one label, excess share",
+        "0.04",
+        "tasks.screen:check_backdoor",
+        "screen.max_backdoor_score",
+    ),
+    Gate(
+        "train.artifact_roundtrip",
+        "unsafe or altered model artifact",
+        "prediction mismatches after a safe reload",
+        "0",
+        "tasks.train:check_artifact_roundtrip",
+    ),
+    Gate(
+        "evaluate.quality",
+        "useless or sabotaged model",
+        "test accuracy",
+        "0.90",
+        "tasks.evaluate:check_quality",
+        "evaluate.min_accuracy",
+    ),
+    Gate(
+        "evaluate.adversarial",
+        "evasion attacks",
+        "robust accuracy under FGM, L-inf eps 0.1 std",
+        "0.80",
+        "tasks.evaluate:check_adversarial",
+        "evaluate.min_robust_accuracy",
+    ),
+    Gate(
+        "evaluate.membership_inference",
+        "membership inference, inversion",
+        "advantage (TPR - FPR) of ART's black-box attack",
+        "0.25",
+        "tasks.evaluate:check_membership_inference",
+        "evaluate.max_membership_advantage",
+    ),
+    Gate(
+        "sign.model_digest",
+        "tampering between train and sign",
+        "sha256 of the model file",
+        "equals the trained one",
+        "tasks.sign:check_model_digest",
+    ),
+    Gate(
+        "sign.dependencies",
+        "supply chain: a tampered environment",
+        "installed packages vs `requirements.lock` pins",
+        "0 drifted",
+        "tasks.sign:check_dependencies",
+    ),
+    Gate(
+        "sign.provenance",
+        "unsigned or forged provenance",
+        "DSSE signature, all gates passed",
+        "valid",
+        "tasks.sign:check_provenance",
+    ),
+    Gate(
+        "deploy.bucket_posture",
+        "weak storage",
+        "versioning, object lock, default SSE, policy",
+        "all on",
+        "tasks.deploy:check_bucket_posture",
+    ),
+    Gate(
+        "deploy.no_overwrite",
+        "overwriting a release",
+        "conditional writes refused",
+        "0 overwrites",
+        "tasks.deploy:check_no_overwrite",
+    ),
+    Gate(
+        "deploy.roundtrip",
+        "broken or tampered deployment",
+        "fetched, decrypted, verified, loaded",
+        "all checks",
+        "tasks.deploy:check_roundtrip",
+    ),
+)
+
+BY_NAME: dict[str, Gate] = {g.name: g for g in GATES}
