@@ -1,7 +1,9 @@
 """The `secure-pipeline` command: run, verify, audit, profile, local, serve.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
-configuration, 3 crashed. Heavy imports (Prefect, MLflow) happen only after
+configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
+SIGTERM: the run is recorded as interrupted and the services it started are
+stopped). Heavy imports (Prefect, MLflow) happen only after
 the environment is configured, because they read it at import time.
 """
 
@@ -10,12 +12,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import signal
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tasks.common import environment
+from tasks.common.environment import PREFECT_START_TIMEOUT
+from tasks.common.errors import Interrupted, explain, signal_number
 from tasks.common.files import PUBLIC, write_json
 from tasks.common.settings import ConfigError, Settings, load_settings
 from tasks.localstack import stack
@@ -53,28 +59,63 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     report_path.unlink(missing_ok=True)
     console_log = settings.state_dir / "logs" / "last-run.log"
     console_log.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack_:
-        if not args.verbose:
-            # Libraries print progress to stderr (MLflow, GX); keep it in a file so
-            # the terminal gets one line. Prefect's UI holds the full run logs.
-            sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
-            stack_.enter_context(contextlib.redirect_stderr(sink))
-        secure_training(
-            config=str(settings.config_file),
-            data=data,
-            report_path=str(report_path),
-            data_root=data_root,
-            return_state=True,
+
+    def attempt() -> None:
+        with contextlib.ExitStack() as stack_:
+            if not args.verbose:
+                # Libraries print progress to stderr (MLflow, GX); keep it in a file so
+                # the terminal gets one line. Prefect's UI holds the full run logs.
+                sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
+                stack_.enter_context(contextlib.redirect_stderr(sink))
+            secure_training(
+                config=str(settings.config_file),
+                data=data,
+                report_path=str(report_path),
+                data_root=data_root,
+                return_state=True,
+            )
+
+    signum: int | None = None
+    try:
+        try:
+            attempt()
+        except RuntimeError as exc:
+            if not _prefect_start_timeout(exc):
+                raise
+            _say("the temporary Prefect API was slow to start (a busy machine?); retrying once")
+            attempt()
+    except RuntimeError as exc:
+        if not _prefect_start_timeout(exc):
+            raise
+        _say(
+            "failed: the temporary Prefect API did not start in "
+            f"{os.environ.get(PREFECT_START_TIMEOUT)} s, twice: wait for the machine to be "
+            f"less busy, raise {PREFECT_START_TIMEOUT}, or keep a server up with "
+            "`secure-pipeline local up`"
         )
+        return EXIT_CRASH
+    except BaseException as exc:
+        if isinstance(exc, SystemExit | GeneratorExit):
+            raise
+        signum = signal_number(exc)
     try:
         report = json.loads(report_path.read_text())
     except (OSError, ValueError):
+        if signum is not None:
+            _say(f"interrupted ({signal.Signals(signum).name}) before the run started")
+            return 128 + signum
         _say(f"failed: the run ended without a report; see {console_log} or rerun with --verbose")
         return EXIT_CRASH
     from tasks.common.report import RunReport
 
     _say(RunReport(**report).reason)
+    if signum is not None:
+        return 128 + signum
     return {"deployed": EXIT_OK, "blocked": EXIT_BLOCKED}.get(report["status"], EXIT_CRASH)
+
+
+def _prefect_start_timeout(exc: BaseException) -> bool:
+    return "attempting to connect to ephemeral Prefect API" in str(exc)
 
 
 def _resolve_ref(settings: Settings, ref: str) -> str:
@@ -244,8 +285,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM as SIGINT: unwind, so that `with` blocks stop the services they started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         settings = load_settings(args.config)
         return int(args.func(settings, args))
@@ -255,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     except stack.StackError as exc:
         _say(f"local stack error: {exc}")
         return EXIT_CRASH
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = signal_number(exc)
+        name = signal.Signals(signum).name
+        _say(f"interrupted ({name}); the services this command started are stopped")
+        return 128 + signum
     except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
-        _say(f"error: {type(exc).__name__}: {exc}")
+        _say(f"error: {explain(exc)}")
         return EXIT_CRASH
 
 

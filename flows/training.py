@@ -14,14 +14,17 @@ copy has been verified.
 from __future__ import annotations
 
 import contextlib
+import signal
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
 
 from tasks.common.context import RunContext
+from tasks.common.errors import explain, signal_number
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
 from tasks.common.s3 import s3_client
@@ -84,6 +87,7 @@ def run_pipeline(
     )
     gates: list[GateResult] = []
     model: TrainedModel | None = None
+    interrupted: BaseException | None = None
     client: S3Client | None = None
     with contextlib.ExitStack() as resources:
         try:
@@ -128,7 +132,11 @@ def run_pipeline(
             gates += exc.results
             report.status, report.blocked_by = "blocked", exc.gate.name
         except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
-            report.status, report.error = "failed", type(exc).__name__
+            report.status, report.error = "failed", explain(exc)
+        except (KeyboardInterrupt, TerminationSignal) as exc:  # SIGINT or SIGTERM
+            name = signal.Signals(signal_number(exc)).name
+            report.status, interrupted = "interrupted", exc
+            report.error = f"stopped by {name}; the champion did not move, rerun when ready"
         report.gates = [g.as_report() for g in gates]
         if model is not None and report.status != "deployed":
             try:  # nobody should promote a version that did not ship
@@ -144,6 +152,8 @@ def run_pipeline(
     create_markdown_artifact(
         key="secure-training-report", markdown=report.markdown(), description=report.reason
     )
+    if interrupted is not None:
+        raise interrupted  # the signal still ends the command (after the record is written)
     if report.status != "deployed":
         raise RunNotDeployed(report.reason)
     return report.model_dump()

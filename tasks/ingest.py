@@ -24,7 +24,15 @@ from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import sha256_bytes
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.settings import DatasetConfig
-from tasks.sources.content import control_byte, encoding_error, formula_cells, parse, sniff_format
+from tasks.sources.content import (
+    control_byte,
+    encoding_error,
+    formula_cells,
+    longest_cell,
+    longest_line,
+    parse,
+    sniff_format,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -68,10 +76,26 @@ def check_size(
     columns: int | None,
     limits: DatasetConfig,
     measured: str = "content",
+    line_bytes: int | None = None,
+    cell_chars: int | None = None,
 ) -> GateResult:
-    """`ingest.size`: byte cap (checked before reading), row and column caps (after parsing)."""
-    caps = {"bytes": limits.max_bytes, "rows": limits.max_rows, "columns": limits.max_columns}
-    values = {"bytes": n_bytes, "rows": rows, "columns": columns}
+    """`ingest.size`: byte cap (checked before reading), longest-line cap (before
+    parsing CSV), row, column and longest-cell caps (after parsing). The line and cell
+    caps bound the time every later scan of a value takes (PII, formulas)."""
+    caps = {
+        "bytes": limits.max_bytes,
+        "rows": limits.max_rows,
+        "columns": limits.max_columns,
+        "line_bytes": limits.max_line_bytes,
+        "cell_chars": limits.max_cell_chars,
+    }
+    values = {
+        "bytes": n_bytes,
+        "rows": rows,
+        "columns": columns,
+        "line_bytes": line_bytes,
+        "cell_chars": cell_chars,
+    }
     over = [k for k, cap in caps.items() if (v := values[k]) is not None and v > cap]
     how = f" (bytes known from {measured})" if "bytes" in over else ""
     detail = (
@@ -319,6 +343,19 @@ def ingest(
         )
     )
     kind = sniff_format(data)
+    line_bytes = longest_line(data) if kind == "csv" else None
+    if line_bytes is not None and line_bytes > ds.max_line_bytes:  # refused before parsing
+        gates.enforce(
+            run_check(
+                "ingest.size",
+                check_size,
+                n_bytes=len(data),
+                rows=None,
+                columns=None,
+                limits=ds,
+                line_bytes=line_bytes,
+            )
+        )
     frame, rows, columns, parse_error = None, None, None, None
     if kind in ("csv", "parquet"):
         try:
@@ -339,7 +376,14 @@ def ingest(
         )
     )
     size = run_check(
-        "ingest.size", check_size, n_bytes=len(data), rows=rows, columns=columns, limits=ds
+        "ingest.size",
+        check_size,
+        n_bytes=len(data),
+        rows=rows,
+        columns=columns,
+        limits=ds,
+        line_bytes=line_bytes,
+        cell_chars=None if frame is None else longest_cell(frame),
     )
     if frame is None:
         _block(gates, size if not size.passed else failed("ingest.size", detail="not parsed"))

@@ -33,6 +33,7 @@ from tasks.checks.poisoning import (
     tail_label_shares,
     tail_masks,
 )
+from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, read_capped, sha256_bytes, write_atomic
 from tasks.common.gates import GateResult, check, failed
 from tasks.sources.content import sniff_format
@@ -44,7 +45,7 @@ QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 
 
-class ProfileError(ValueError):
+class ProfileError(PipelineError, ValueError):
     """The profile or its signature is missing, malformed or not trusted."""
 
 

@@ -42,8 +42,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "ingest.size",
         "resource exhaustion",
-        "bytes (before reading), rows, columns",
-        "512 MiB, 5M rows, 2000 columns",
+        "bytes (before reading), longest line (before parsing), rows, columns, longest cell",
+        "512 MiB, 1 MiB lines, 5M rows, 2000 columns, 64 Ki-character cells",
         "tasks.ingest:check_size",
         "dataset.max_bytes",
     ),

@@ -12,6 +12,10 @@ import os
 
 from tasks.common.settings import Settings
 
+# The temporary Prefect API a run starts takes far longer than Prefect's default 20 s on
+# a busy machine (8 of ~35 cold runs timed out beside other work): allow 120 s.
+PREFECT_START_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
 TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -36,6 +40,7 @@ def service_env(settings: Settings, *, prefect_api_url: str | None = None) -> di
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "MLFLOW_LOGGING_LEVEL": os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING"),
         "GIT_PYTHON_REFRESH": "quiet",
+        PREFECT_START_TIMEOUT: os.environ.get(PREFECT_START_TIMEOUT, "120"),
     }
     if prefect_api_url:
         env["PREFECT_API_URL"] = prefect_api_url

@@ -14,7 +14,7 @@ from tasks.common.gates import GateResult
 
 
 class RunReport(BaseModel):
-    status: Literal["deployed", "blocked", "failed"] = "failed"
+    status: Literal["deployed", "blocked", "failed", "interrupted"] = "failed"
     blocked_by: str | None = None
     flow_run_id: str
     dataset: dict[str, Any] | None = None
@@ -38,6 +38,8 @@ class RunReport(BaseModel):
                 **{k: gate[k] for k in ("name", "passed", "metrics", "threshold", "detail")}
             )
             return f"blocked by {result.name}: {result.explain()}"
+        if self.status == "interrupted":
+            return f"interrupted: {self.error}"
         return f"failed: {self.error or 'unexpected error'}"
 
     def write(self, path: Path) -> None:

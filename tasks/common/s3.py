@@ -19,6 +19,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tasks.common.errors import PipelineError
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -40,7 +42,7 @@ class ObjectExists(Exception):
     """The key already exists; immutable writes never overwrite."""
 
 
-class ObjectTooLarge(ValueError):
+class ObjectTooLarge(PipelineError, ValueError):
     """The object is larger than the caller accepts."""
 
 

@@ -19,15 +19,18 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from tasks.common.errors import PipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = PROJECT_ROOT / "data" / "breast_cancer.toml"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """Bad usage or configuration (CLI exit code 2)."""
 
 
@@ -61,6 +64,10 @@ class DatasetConfig(_Section):
     max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_rows: int = Field(default=5_000_000, gt=0)
     max_columns: int = Field(default=2_000, gt=0)
+    # Bound the time any scan of one line or one value takes (a 50 MB cell once kept
+    # the PII scan busy for minutes). Raise them for tables with long free text.
+    max_line_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_cell_chars: int = Field(default=64 * 1024, gt=0)
 
 
 class ScreenConfig(_Section):
@@ -215,10 +222,21 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     try:
         with path.open("rb") as fh:
             tomllib.load(fh)  # fail early with a clear message on bad TOML
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 (byte offset {exc.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})") from None
     try:
         return Settings(config_file=path, **overrides)
+    except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
+        raise ConfigError(
+            f"an environment override cannot be parsed ({exc}); list and table values "
+            "of SECURE_PIPELINE_* variables are JSON, e.g. '[\"s3://bucket/prefix/\"]'"
+        ) from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -23,6 +23,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from tasks.common.errors import PipelineError
 from tasks.common.files import write_atomic
 from tasks.common.settings import Settings
 
@@ -34,7 +35,7 @@ STOP_TIMEOUT = 20.0
 _DETACHED: list[subprocess.Popen[bytes]] = []  # keep detached children from GC warnings
 
 
-class StackError(RuntimeError):
+class StackError(PipelineError, RuntimeError):
     """An embedded service could not be started or reached; the message says what to do."""
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import tempfile
+import time
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 GRPC_OFFSET = 10000
 WEED_COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 START_TIMEOUT = 30.0
+QUEUE_TIMEOUT = 1800.0  # how long a command waits for another one's on-demand server
 
 
 def start(
@@ -82,14 +84,7 @@ def start(
     # The lock lives as long as the weed process that inherits it: one server per data dir.
     lock_fd = os.open(settings.state_dir / "seaweedfs.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StackError(
-                f"another SeaweedFS (pid {read_lock_pid(settings)}) already serves {data}: "
-                "wait for the command using it, or stop that process if none is running; "
-                "`secure-pipeline local up` shares one server"
-            ) from None
+        _queue_for(lock_fd, settings)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
         env |= service_env(settings) | weed_secrets(settings)
         log_path = log_file(settings, "seaweedfs")
@@ -123,6 +118,37 @@ def start(
             return child, endpoint, ports
     finally:
         os.close(lock_fd)
+
+
+def _queue_for(lock_fd: int, settings: Settings) -> None:
+    """Take the store's lock, waiting while another command's server holds it.
+
+    Concurrent commands on one state dir queue for the embedded store instead of
+    failing; `secure-pipeline local up` keeps one server that they all share at once.
+
+    Raises:
+        StackError: still held after QUEUE_TIMEOUT seconds.
+    """
+    deadline, said = time.monotonic() + QUEUE_TIMEOUT, False
+    while True:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the embedded store of {settings.state_dir} was busy for "
+                    f"{QUEUE_TIMEOUT:.0f} s (SeaweedFS pid {read_lock_pid(settings)}): wait "
+                    "for the command using it, or share one server with "
+                    "`secure-pipeline local up`"
+                ) from None
+            if not said:
+                log.warning(
+                    "waiting for the embedded store: another command uses it (pid %s)",
+                    read_lock_pid(settings),
+                )
+                said = True
+            time.sleep(0.5)
 
 
 def stop(child: subprocess.Popen[bytes], ports: dict[str, int]) -> None:

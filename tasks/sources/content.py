@@ -98,6 +98,36 @@ def formula_cells(frame: pd.DataFrame) -> tuple[int, list[str], list[int]]:
     return count, columns, header
 
 
+def longest_line(data: bytes, *, chunk: int = 64 << 20) -> int:
+    """Length in bytes of the longest line (numpy over 64 MiB windows: bounded memory)."""
+    import numpy as np
+
+    longest, start_of_line = 0, 0
+    for offset in range(0, len(data), chunk):
+        window = np.frombuffer(
+            data, dtype=np.uint8, count=min(chunk, len(data) - offset), offset=offset
+        )
+        ends = np.flatnonzero(window == 10) + offset
+        if len(ends):
+            starts = np.concatenate(([start_of_line], ends[:-1] + 1))
+            longest = max(longest, int((ends - starts).max()))
+            start_of_line = int(ends[-1]) + 1
+    return max(longest, len(data) - start_of_line)
+
+
+def longest_cell(frame: pd.DataFrame) -> int:
+    """Characters in the longest text cell (0 without text columns)."""
+    longest = 0
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_datetime64_any_dtype(col):
+            continue
+        lengths = col.dropna().astype(str).str.len()
+        if len(lengths):
+            longest = max(longest, int(lengths.max()))
+    return longest
+
+
 def parse(
     data: bytes, kind: str, *, max_rows: int, max_columns: int
 ) -> tuple[pd.DataFrame | None, int, int]:

@@ -20,6 +20,7 @@ from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKey
 
+from tasks.common.errors import PipelineError
 from tasks.trust.keys import ensure_secret
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ _CLIENT = aws_encryption_sdk.EncryptionSDKClient(
 )
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(PipelineError, ValueError):
     """Decryption failed, or the ciphertext was made for another context."""
 
 

@@ -11,10 +11,11 @@ import contextlib
 import stat
 from pathlib import Path
 
+from tasks.common.errors import PipelineError
 from tasks.common.files import write_new
 
 
-class KeyFileError(RuntimeError):
+class KeyFileError(PipelineError, RuntimeError):
     """A key file is missing, unreadable or too widely readable."""
 
 

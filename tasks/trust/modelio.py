@@ -20,6 +20,7 @@ import skops.io as sio
 from sklearn.base import BaseEstimator
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes
 
 # Types skops must trust beyond its defaults to load the project's models.
@@ -45,7 +46,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ModelIntegrityError(Exception):
+class ModelIntegrityError(PipelineError):
     """A model file was refused: wrong digest, untrusted content or not a model."""
 
 

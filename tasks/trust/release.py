@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes
 from tasks.common.s3 import get_bytes
 from tasks.trust.envelope import EnvelopeError, decrypt
@@ -30,7 +31,7 @@ PROVENANCE = "provenance.dsse.json"
 RELEASE = "release.dsse.json"
 
 
-class ReleaseError(ValueError):
+class ReleaseError(PipelineError, ValueError):
     """A release is missing, incomplete, altered, or not ours."""
 
 

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, sha256_bytes, write_atomic
 from tasks.trust.keys import ensure_secret
 
@@ -26,7 +27,7 @@ PROVENANCE_TYPE = "application/vnd.secure-pipeline.provenance+json"
 RELEASE_TYPE = "application/vnd.secure-pipeline.release+json"
 
 
-class SignatureError(ValueError):
+class SignatureError(PipelineError, ValueError):
     """A statement is malformed, of the wrong type, or not signed by our key."""
 
 

@@ -307,8 +307,11 @@ def test_two_stacks_run_side_by_side(s3, s3_endpoint, bucket, tmp_path):
     s3.list_buckets()  # the session's stack is untouched
 
 
-def test_a_second_server_on_the_same_state_dir_is_refused(s3_settings, s3_endpoint):
-    with pytest.raises(StackError, match="already serves"):
+def test_a_second_server_on_the_same_state_dir_queues_then_gives_up(
+    s3_settings, s3_endpoint, monkeypatch
+):
+    monkeypatch.setattr(seaweedfs, "QUEUE_TIMEOUT", 1.0)
+    with pytest.raises(StackError, match="was busy for 1 s"):
         seaweedfs.start(s3_settings, s3_port=None)
 
 

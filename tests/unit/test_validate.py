@@ -373,7 +373,11 @@ def test_task_publishes_validation_summary_artifact(
 ) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
     @flow
     def run_validation() -> None:
@@ -383,7 +387,10 @@ def test_task_publishes_validation_summary_artifact(
     assert state.is_failed()
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["validation-summary"]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["validation-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
         )
     assert len(artifacts) == 1 and artifacts[0].type == "markdown"
     body = str(artifacts[0].data)
