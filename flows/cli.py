@@ -25,6 +25,7 @@ from tasks.common.errors import Interrupted, explain, signal_number
 from tasks.common.files import PUBLIC, write_json
 from tasks.common.settings import ConfigError, Settings, load_settings
 from tasks.localstack import stack
+from tasks.trust.keys import KeyFileError, has_keys, require
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 
@@ -45,6 +46,8 @@ def _data_arg(value: str | None) -> str | None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    if has_keys(settings.keys_dir):
+        require(settings.keys_dir)  # a key gone missing refuses the run before it starts
     data = _data_arg(args.data)
     # A path typed at the shell is the operator's choice: confine ingestion to its
     # directory. Deployment parameters stay confined to dataset.data_root.
@@ -142,7 +145,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.common.s3 import s3_client
     from tasks.trust import release
     from tasks.trust.envelope import key_provider
-    from tasks.trust.signing import load_public_key
+    from tasks.trust.signing import trusted_keys
 
     uri = _resolve_ref(settings, args.model_ref)
     try:
@@ -154,8 +157,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             s3_client(endpoint),
             bucket=bucket,
             release_key=key,
-            public_key=load_public_key(settings.keys_dir),
-            key_provider=key_provider(settings),
+            public_key=trusted_keys(settings.keys_dir),
+            key_provider=key_provider(settings, purpose="decrypt"),
             max_bytes=settings.dataset.max_bytes,
         )
     for name, ok, detail in result.checks:
@@ -192,6 +195,29 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         anchored, detail = False, f"cannot read the anchors ({type(exc).__name__})"
     _say(f"anchors in s3://{settings.storage.bucket}: {detail}")
     return EXIT_OK if anchored else EXIT_BLOCKED
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys init` (first setup), `keys rotate KIND` (audited), `keys status`."""
+    from tasks.common.audit import AuditLog
+    from tasks.trust import keys
+
+    kd, audit = settings.keys_dir, AuditLog(settings.audit_path)
+    if args.action == "init":
+        ring = keys.create(kd)
+        audit.append("keys.created", keys=keys.key_ids(ring), by="keys init")
+        _say(f"created the pipeline's keys under {kd}: back this directory up now")
+    elif args.action == "rotate":
+        if args.kind is None:
+            raise ConfigError(
+                "say which key to rotate: `keys rotate signing` or `keys rotate master`"
+            )
+        old, new = keys.rotate(kd, args.kind)
+        audit.append("keys.rotated", kind=args.kind, retired=old, active=new)
+        _say(f"rotated the {args.kind} key: {old[:24]} retired (kept to verify), {new[:24]} active")
+    ring = keys.require(kd)
+    sys.stdout.write(json.dumps({k: ring[k] for k in keys.FILES}, indent=2) + "\n")
+    return EXIT_OK
 
 
 def cmd_local(settings: Settings, args: argparse.Namespace) -> int:
@@ -279,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
     profile.set_defaults(func=cmd_profile)
 
+    keys_cmd = sub.add_parser(
+        "keys", parents=[common], help="the pipeline's signing and master keys"
+    )
+    keys_cmd.add_argument("action", choices=["init", "rotate", "status"])
+    keys_cmd.add_argument("kind", nargs="?", choices=["signing", "master"], help="key to rotate")
+    keys_cmd.set_defaults(func=cmd_keys)
+
     serve = sub.add_parser("serve", parents=[common], help="serve the scheduled deployment")
     serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: nightly 02:00)")
     serve.set_defaults(func=cmd_serve)
@@ -299,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(settings, args))
     except ConfigError as exc:
         _say(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except KeyFileError as exc:  # a setup problem the operator fixes, not a crash
+        _say(f"key error: {exc}")
         return EXIT_USAGE
     except stack.StackError as exc:
         _say(f"local stack error: {exc}")

@@ -23,6 +23,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import TerminationSignal
 
+from tasks.common.anchors import bucket_has_history
 from tasks.common.context import RunContext
 from tasks.common.errors import explain, signal_number
 from tasks.common.gates import GateFailed, GateResult
@@ -37,6 +38,7 @@ from tasks.localstack.stack import s3_service
 from tasks.screen import pii_task, screen_task
 from tasks.sign import sign_task
 from tasks.train import TrainedModel, train_task
+from tasks.trust.keys import ensure_keys, key_ids
 from tasks.validate import validate_task
 
 if TYPE_CHECKING:
@@ -79,6 +81,7 @@ def run_pipeline(
     """The flow's body: every stage in order, inside a Prefect flow run."""
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
     report = RunReport(flow_run_id=ctx.run_id)
+    had_audit = settings.audit_path.exists() and settings.audit_path.stat().st_size > 0
     ctx.audit.append(
         "run.start",
         run_id=ctx.run_id,
@@ -92,6 +95,12 @@ def run_pipeline(
     with contextlib.ExitStack() as resources:
         try:
             client = s3_client(resources.enter_context(s3_service(settings)))
+            keyring, created = ensure_keys(
+                settings.keys_dir,
+                had_runs=lambda: had_audit or bucket_has_history(settings, client),
+            )
+            if created:  # the first run of a new state directory
+                ctx.audit.append("keys.created", run_id=ctx.run_id, keys=key_ids(keyring))
             dataset, g = ingest_task(ctx, source=data, s3=client)
             gates += g
             report.dataset = {

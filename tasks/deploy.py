@@ -23,7 +23,7 @@ from tasks.sign import SignedProvenance
 from tasks.train import TrainedModel
 from tasks.trust import release as rel
 from tasks.trust.envelope import encrypt, key_provider
-from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, load_public_key
+from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, trusted_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -148,8 +148,8 @@ def deploy(
         client,
         bucket=bucket,
         release_key=release_key,
-        public_key=load_public_key(settings.keys_dir),
-        key_provider=key_provider(settings),
+        public_key=trusted_keys(settings.keys_dir),
+        key_provider=key_provider(settings, purpose="decrypt"),
         max_bytes=settings.dataset.max_bytes,
     )
     gates.enforce(run_check("deploy.roundtrip", check_roundtrip, verified))

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import ipaddress
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.common.gates import GateResult, check
-from tasks.trust.keys import ensure_secret, read_secret
+from tasks.trust.keys import active_secret, read_secret
 
 SAMPLE_VALUES = 200  # non-null values tested per text column
 MIN_MATCH_SHARE = 0.05  # a column is flagged when more than this share of them match
@@ -355,13 +354,9 @@ def apply_pii(
 
 
 def pii_key(key_file: Path | None, keys_dir: Path) -> bytes:
-    """The HMAC key: the configured file (must exist, 0600), or ``<keys>/pii-hmac.key``
-    created on first use with 32 random bytes."""
-    key = (
-        read_secret(key_file)
-        if key_file is not None
-        else ensure_secret(keys_dir / "pii-hmac.key", generate=secrets.token_bytes(_MIN_KEY_BYTES))
-    )
+    """The HMAC key: the configured file (must exist, 0600), or the keyring's
+    ``<keys>/pii-hmac.key`` (32 random bytes, made with the other keys)."""
+    key = read_secret(key_file) if key_file is not None else active_secret(keys_dir, "pii")
     if len(key) < _MIN_KEY_BYTES:
         raise ValueError("pseudonymisation key shorter than 32 bytes")
     return key

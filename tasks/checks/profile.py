@@ -38,6 +38,7 @@ from tasks.common.files import PUBLIC, read_capped, sha256_bytes, write_atomic
 from tasks.common.gates import GateResult, check, failed
 from tasks.sources.content import sniff_format
 from tasks.trust.signing import SignatureError, Signer, key_id, load_public_key, verify
+from tasks.trust.signing import trusted_keys as pipeline_keys
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
 PROFILE_VERSION = 2
@@ -167,7 +168,8 @@ def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, Ed25519Pu
     """
     keys: dict[str, Ed25519PublicKey] = {}
     if (keys_dir / "signing.pub").is_file():
-        keys["pipeline"] = load_public_key(keys_dir)
+        for kid, key in pipeline_keys(keys_dir).items():
+            keys["pipeline" if key == load_public_key(keys_dir) else f"pipeline-{kid[:16]}"] = key
     for path in signers:
         try:
             keys[path.name] = load_signer_key(path)

@@ -21,6 +21,15 @@ from tasks.common.settings import Settings
 PREFIX = "audit-anchors/"
 
 
+def bucket_has_history(settings: Settings, client: Any) -> bool:
+    """Whether the bucket holds anchors or releases (any version, delete markers too)."""
+    for prefix in (PREFIX, settings.storage.prefix.strip("/") + "/"):
+        page = client.list_object_versions(Bucket=settings.storage.bucket, Prefix=prefix, MaxKeys=1)
+        if page.get("Versions") or page.get("DeleteMarkers"):
+            return True
+    return False
+
+
 def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
     """Write the current head of the chain to the bucket; return the object key."""
     status = AuditLog(settings.audit_path).verify()

@@ -10,24 +10,23 @@ a ciphertext whose context differs from the one the caller expects.
 from __future__ import annotations
 
 import logging
-import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aws_encryption_sdk
 from aws_encryption_sdk import CommitmentPolicy
 from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
-from aws_encryption_sdk.key_providers.raw import RawMasterKey
+from aws_encryption_sdk.key_providers.raw import RawMasterKeyProvider
 
 from tasks.common.errors import PipelineError
-from tasks.trust.keys import ensure_secret
+from tasks.trust import keys
 
 if TYPE_CHECKING:
     from tasks.common.settings import Settings
 
 PROVIDER_ID = "secure-pipeline"
-LOCAL_KEY_ID = b"local-master-v1"
+Purpose = Literal["encrypt", "decrypt"]
 # The SDK logs a traceback of its own when a tampered stream fails to close;
 # the failure is reported as EnvelopeError instead.
 logging.getLogger("aws_encryption_sdk.streaming_client").setLevel(logging.CRITICAL)
@@ -41,18 +40,41 @@ class EnvelopeError(PipelineError, ValueError):
     """Decryption failed, or the ciphertext was made for another context."""
 
 
-def local_master_key(keys_dir: Path) -> RawMasterKey:
-    """The local wrapping key (32 random bytes, 0600), generated on first use."""
-    key = ensure_secret(keys_dir / "master.aes256", generate=secrets.token_bytes(32))
-    return RawMasterKey(
-        provider_id=PROVIDER_ID,
-        key_id=LOCAL_KEY_ID,
-        wrapping_key=WrappingKey(
+class LocalMasterKeys(RawMasterKeyProvider):
+    """Local master keys by id. For encryption it holds the active key only (a retired
+    key never wraps a new release); for decryption every key of the keyring, and the
+    SDK picks the one each envelope names."""
+
+    provider_id = PROVIDER_ID
+    _keys: dict[bytes, bytes]
+
+    @classmethod
+    def of(cls, keys: dict[str, bytes]) -> LocalMasterKeys:
+        provider = cls()  # the SDK's constructor only takes its own config fields
+        provider._keys = {k.encode(): v for k, v in keys.items()}
+        for key_id in provider._keys:
+            provider.add_master_key(key_id)
+        return provider
+
+    def _get_raw_key(self, key_id: bytes) -> WrappingKey:
+        if key_id not in self._keys:
+            raise EnvelopeError(f"no master key {key_id.decode(errors='replace')} in the keyring")
+        return WrappingKey(
             wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
-            wrapping_key=key,
+            wrapping_key=self._keys[key_id],
             wrapping_key_type=EncryptionKeyType.SYMMETRIC,
-        ),
-    )
+        )
+
+
+def local_master_key(keys_dir: Path, *, purpose: Purpose = "encrypt") -> LocalMasterKeys:
+    """The local master keys of the keyring (never generated here: `tasks.trust.keys`):
+    the active one to encrypt, all of them to decrypt.
+
+    Raises:
+        KeyFileError: the keyring or a key is missing.
+    """
+    active, found = keys.master_keys(keys_dir)
+    return LocalMasterKeys.of(found if purpose == "decrypt" else {active: found[active]})
 
 
 def kms_master_key(key_arn: str, *, region: str) -> Any:
@@ -65,11 +87,11 @@ def kms_master_key(key_arn: str, *, region: str) -> Any:
     return StrictAwsKmsMasterKeyProvider(key_ids=[key_arn], botocore_session=session)
 
 
-def key_provider(settings: Settings) -> Any:
-    """The master key of this deployment: the KMS key if configured, else the local file."""
+def key_provider(settings: Settings, *, purpose: Purpose = "encrypt") -> Any:
+    """The master key of this deployment: the KMS key if configured, else the local ones."""
     if settings.storage.kms_key_id:
         return kms_master_key(settings.storage.kms_key_id, region=settings.storage.region)
-    return local_master_key(settings.keys_dir)
+    return local_master_key(settings.keys_dir, purpose=purpose)
 
 
 def encrypt(plaintext: bytes, *, key_provider: Any, context: dict[str, str]) -> bytes:

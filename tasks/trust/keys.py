@@ -1,18 +1,48 @@
-"""Key files on disk: created 0600 with O_EXCL, refused when readable by others.
+"""The pipeline's keys: created once, never silently replaced, rotated on request.
 
-Locally the pipeline keeps its signing key and master key in files under the
-state directory; in production these come from KMS. Like ssh, we refuse a key
-file that group or others can read: a key that leaked on disk is not a key.
+Locally the signing key (Ed25519), the master key that wraps every release's data key
+(AES-256) and the pseudonymisation key (HMAC) are files under ``<state>/keys/``, 0600,
+created with O_EXCL; in production the master key is KMS. Like ssh, a key file that
+group or others can read is refused.
+
+``keyring.json`` records which keys exist (their ids) and which are retired. Keys are
+created only by `create` (``secure-pipeline keys init``, or the first run of a state
+directory that has never had keys). Afterwards a missing key file refuses every
+command that needs it: a regenerated key would make every earlier release
+undecryptable or unverifiable, and nothing would say so. `rotate` retires the active
+signing or master key (kept under ``retired/`` so earlier releases still verify and
+decrypt) and creates a new one; every signature and envelope names its key id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
 import stat
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tasks.common.errors import PipelineError
-from tasks.common.files import write_new
+from tasks.common.files import PUBLIC, sha256_bytes, write_atomic, write_json, write_new
+
+Kind = Literal["signing", "master", "pii"]
+ROTATABLE: tuple[Kind, ...] = ("signing", "master")
+FILES: dict[Kind, str] = {
+    "signing": "signing.ed25519",
+    "master": "master.aes256",
+    "pii": "pii-hmac.key",
+}
+PUBLIC_KEY = "signing.pub"
+KEYRING = "keyring.json"
 
 
 class KeyFileError(PipelineError, RuntimeError):
@@ -33,8 +63,205 @@ def read_secret(path: Path) -> bytes:
 
 
 def ensure_secret(path: Path, *, generate: bytes) -> bytes:
-    """Return the key in `path`, creating it from `generate` on first use."""
+    """Return the key in `path`, creating it from `generate` on first use (for keys
+    outside the keyring: a test's or a tool's own)."""
     if not path.exists():
         with contextlib.suppress(FileExistsError):  # another process was first: use theirs
             write_new(path, generate)
     return read_secret(path)
+
+
+def signing_key_id(private_raw: bytes) -> str:
+    """sha256 of the raw Ed25519 public key: the ``keyid`` of every DSSE signature."""
+    public = Ed25519PrivateKey.from_private_bytes(private_raw).public_key()
+    return sha256_bytes(
+        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+
+
+def master_key_id(key: bytes) -> str:
+    """The id an envelope names its wrapping key by (a digest, not the key)."""
+    return "local-master-" + sha256_bytes(b"secure-pipeline master key id\0" + key)[:16]
+
+
+def _key_id(kind: Kind, raw: bytes) -> str:
+    if kind == "signing":
+        return signing_key_id(raw)
+    return master_key_id(raw) if kind == "master" else "pii-" + sha256_bytes(raw)[:16]
+
+
+def _generate(kind: Kind) -> bytes:
+    if kind == "signing":
+        return Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+    return secrets.token_bytes(32)
+
+
+def _public_pem(private_raw: bytes) -> bytes:
+    return (
+        Ed25519PrivateKey.from_private_bytes(private_raw)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def key_ids(ring: dict[str, Any]) -> dict[str, str]:
+    """The active key id of each kind (what the audit log and `keys status` show)."""
+    return {kind: str(ring[kind]["active"]) for kind in FILES}
+
+
+def load_keyring(keys_dir: Path) -> dict[str, Any]:
+    """The keyring record.
+
+    Raises:
+        KeyFileError: it is missing (and keys exist) or damaged.
+    """
+    path = keys_dir / KEYRING
+    try:
+        ring: dict[str, Any] = json.loads(path.read_text())
+        for kind in FILES:
+            str(ring[kind]["active"])
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"{path} is missing: keys were never set up here (`secure-pipeline keys init`), or "
+            "the record was removed; restore the keys directory from your backup"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise KeyFileError(f"{path} is damaged; restore it from your backup") from None
+    return ring
+
+
+def has_keys(keys_dir: Path) -> bool:
+    """Any sign that keys were set up here: the keyring record or any key file."""
+    names = [KEYRING, PUBLIC_KEY, *FILES.values(), "retired"]
+    return any((keys_dir / n).exists() for n in names)
+
+
+def create(keys_dir: Path) -> dict[str, Any]:
+    """Create every key and the keyring record (first setup only).
+
+    Raises:
+        KeyFileError: keys, or the record of keys, exist already.
+    """
+    if has_keys(keys_dir):
+        raise KeyFileError(f"{keys_dir} already holds keys; rotate them with `keys rotate`")
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ring: dict[str, Any] = {"version": 1, "created_at": datetime.now(UTC).isoformat()}
+    for kind, name in FILES.items():
+        raw = _generate(kind)
+        write_new(keys_dir / name, raw)
+        ring[kind] = {"active": _key_id(kind, raw), "retired": []}
+        if kind == "signing":
+            write_atomic(keys_dir / PUBLIC_KEY, _public_pem(raw), mode=PUBLIC)
+    write_json(keys_dir / KEYRING, ring)
+    return ring
+
+
+def require(keys_dir: Path) -> dict[str, Any]:
+    """The keyring, after checking that every active key it records is on disk.
+
+    Raises:
+        KeyFileError: a key is missing, too widely readable, or not the recorded one.
+    """
+    ring = load_keyring(keys_dir)
+    for kind, name in FILES.items():
+        path = keys_dir / name
+        if not path.exists():
+            raise KeyFileError(
+                f"the {kind} key {ring[kind]['active'][:24]} is missing ({path}): restore it "
+                "from your backup; a new key would make earlier releases unreadable, so none "
+                "is created (a deliberate fresh start: a new state directory)"
+            )
+        if _key_id(kind, read_secret(path)) != ring[kind]["active"]:
+            raise KeyFileError(f"{path} is not the {kind} key the keyring records; restore it")
+    return ring
+
+
+def active_secret(keys_dir: Path, kind: Kind) -> bytes:
+    """The active key of `kind`, checked against the keyring."""
+    require(keys_dir)
+    return read_secret(keys_dir / FILES[kind])
+
+
+def retired_path(keys_dir: Path, kind: Kind, key_id: str) -> Path:
+    suffix = "pub" if kind == "signing" else "aes256"
+    return keys_dir / "retired" / f"{kind}-{key_id}.{suffix}"
+
+
+def public_keys_pem(keys_dir: Path) -> dict[str, bytes]:
+    """Every signing public key the pipeline trusts, active and retired, by key id."""
+    ring = require(keys_dir)
+    found = {ring["signing"]["active"]: (keys_dir / PUBLIC_KEY).read_bytes()}
+    for old in ring["signing"]["retired"]:
+        found[old] = retired_path(keys_dir, "signing", old).read_bytes()
+    return found
+
+
+def master_keys(keys_dir: Path) -> tuple[str, dict[str, bytes]]:
+    """(active key id, every master key by id, retired ones included)."""
+    ring = require(keys_dir)
+    active = ring["master"]["active"]
+    found = {active: read_secret(keys_dir / FILES["master"])}
+    for old in ring["master"]["retired"]:
+        found[old] = read_secret(retired_path(keys_dir, "master", old))
+    return active, found
+
+
+def rotate(keys_dir: Path, kind: Kind) -> tuple[str, str]:
+    """Retire the active `kind` key (kept for verification or decryption) and create
+    a new one. Returns (old id, new id).
+
+    Raises:
+        KeyFileError: the keyring is incomplete, or `kind` cannot be rotated.
+    """
+    if kind not in ROTATABLE:
+        raise KeyFileError(f"the {kind} key cannot be rotated (pseudonyms would change)")
+    ring = require(keys_dir)
+    old, active = ring[kind]["active"], keys_dir / FILES[kind]
+    keep = retired_path(keys_dir, kind, old)
+    keep.parent.mkdir(exist_ok=True, mode=0o700)
+    if kind == "signing":
+        write_atomic(keep, (keys_dir / PUBLIC_KEY).read_bytes(), mode=PUBLIC)
+    else:
+        shutil.copy2(active, keep)
+    raw = _generate(kind)
+    write_atomic(active, raw)
+    if kind == "signing":
+        write_atomic(keys_dir / PUBLIC_KEY, _public_pem(raw), mode=PUBLIC)
+    ring[kind] = {"active": _key_id(kind, raw), "retired": [*ring[kind]["retired"], old]}
+    write_json(keys_dir / KEYRING, ring)
+    return old, ring[kind]["active"]
+
+
+def ensure_keys(keys_dir: Path, *, had_runs: Callable[[], bool]) -> tuple[dict[str, Any], bool]:
+    """The keyring, created only if this state directory never had keys nor runs.
+
+    Args:
+        keys_dir: ``<state>/keys``.
+        had_runs: Whether there is evidence of earlier runs (audit entries, anchors or
+            releases in the bucket): then missing keys were lost or removed, never new.
+
+    Returns:
+        The keyring, and whether it was created now.
+
+    Raises:
+        KeyFileError: keys are missing although keys or runs existed before.
+    """
+    keys_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = os.open(keys_dir.parent / "keys.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first runs: one creates, all use it
+        if has_keys(keys_dir):
+            return require(keys_dir), False
+        if had_runs():
+            raise KeyFileError(
+                f"no keys under {keys_dir}, but this state directory or its bucket has earlier "
+                "runs: the keys were removed. Restore the keys directory from your backup "
+                "(new keys would leave every earlier release unverifiable)"
+            )
+        return create(keys_dir), True
+    finally:
+        os.close(lock)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tasks.common.errors import PipelineError
-from tasks.common.files import PUBLIC, sha256_bytes, write_atomic
-from tasks.trust.keys import ensure_secret
+from tasks.common.files import sha256_bytes
+from tasks.trust import keys
 
 PROVENANCE_TYPE = "application/vnd.secure-pipeline.provenance+json"
 RELEASE_TYPE = "application/vnd.secure-pipeline.release+json"
@@ -50,21 +51,13 @@ class Signer:
 
     @classmethod
     def local(cls, keys_dir: Path) -> Signer:
-        """Load the local signing key, generating it on first use."""
-        fresh = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        raw = ensure_secret(keys_dir / "signing.ed25519", generate=fresh)
-        signer = cls(Ed25519PrivateKey.from_private_bytes(raw))
-        pub = keys_dir / "signing.pub"
-        if not pub.exists():
-            pem = signer.public_key.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            write_atomic(pub, pem, mode=PUBLIC)
-        return signer
+        """The active local signing key (never generated here: see `tasks.trust.keys`).
+
+        Raises:
+            KeyFileError: the keyring or the key is missing.
+        """
+        raw = keys.active_secret(keys_dir, "signing")
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
 
     def sign(self, payload: dict[str, Any], *, payload_type: str) -> dict[str, Any]:
         body = canonical_json(payload)
@@ -81,26 +74,50 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return sha256_bytes(raw)
 
 
-def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key((keys_dir / "signing.pub").read_bytes())
+def _load_pem(pem: bytes, name: str) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
-        raise SignatureError("signing.pub is not an Ed25519 public key")
+        raise SignatureError(f"{name} is not an Ed25519 public key")
     return key
 
 
+def load_public_key(keys_dir: Path) -> Ed25519PublicKey:
+    """The active signing key's public half."""
+    return _load_pem((keys_dir / keys.PUBLIC_KEY).read_bytes(), keys.PUBLIC_KEY)
+
+
+def trusted_keys(keys_dir: Path) -> dict[str, Ed25519PublicKey]:
+    """Every public key of the pipeline, active and retired, by key id: a release
+    signed before a rotation still verifies; a key the keyring never held does not."""
+    return {kid: _load_pem(pem, kid[:16]) for kid, pem in keys.public_keys_pem(keys_dir).items()}
+
+
 def verify(
-    envelope: dict[str, Any], *, public_key: Ed25519PublicKey, payload_type: str
+    envelope: dict[str, Any],
+    *,
+    public_key: Ed25519PublicKey | Mapping[str, Ed25519PublicKey],
+    payload_type: str,
 ) -> dict[str, Any]:
-    """Return the payload of `envelope` if our key signed it, else raise SignatureError."""
+    """Return the payload of `envelope` if one of our keys signed it, else raise
+    SignatureError. `public_key` is one key or the keyring's keys by id."""
+    candidates = (
+        {key_id(public_key): public_key}
+        if isinstance(public_key, Ed25519PublicKey)
+        else dict(public_key)
+    )
     try:
         if envelope["payloadType"] != payload_type:
             raise SignatureError(f"statement type {envelope['payloadType']!r} != {payload_type!r}")
         body = base64.b64decode(envelope["payload"], validate=True)
-        wanted = key_id(public_key)
-        sigs = [s for s in envelope["signatures"] if s.get("keyid") == wanted]
+        sigs = [s for s in envelope["signatures"] if s.get("keyid") in candidates]
         if not sigs:
-            raise SignatureError("statement is not signed by the pipeline's key")
-        public_key.verify(base64.b64decode(sigs[0]["sig"], validate=True), _pae(payload_type, body))
+            found = ", ".join(str(s.get("keyid", "?"))[:16] for s in envelope["signatures"])
+            raise SignatureError(
+                f"statement is not signed by a key of the pipeline (signed by: {found or 'none'})"
+            )
+        candidates[sigs[0]["keyid"]].verify(
+            base64.b64decode(sigs[0]["sig"], validate=True), _pae(payload_type, body)
+        )
         payload = json.loads(body)
     except InvalidSignature:
         raise SignatureError("signature does not verify: the statement was altered") from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import EXIT_CRASH, EXIT_OK, EXIT_USAGE, main
+from flows.cli import EXIT_OK, EXIT_USAGE, main
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +29,10 @@ def test_bad_env_override_is_usage(
 
 
 def test_verify_without_keys_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["verify", "s3://secure-models/models/m/1/"]) == EXIT_CRASH
+    assert main(["verify", "s3://secure-models/models/m/1/"]) == EXIT_USAGE  # set up first
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "keys init" in err
 
 
 def test_verify_rejects_a_non_s3_ref(capsys: pytest.CaptureFixture[str]) -> None:

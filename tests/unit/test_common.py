@@ -13,7 +13,7 @@ from tasks.common.audit import AuditLog
 from tasks.common.context import RunContext, StageGates
 from tasks.common.gates import GateFailed, GateResult, check, run_check
 from tasks.common.settings import ConfigError, load_settings
-from tasks.trust import envelope, signing
+from tasks.trust import envelope, keys, signing
 from tasks.trust.keys import KeyFileError, ensure_secret, read_secret
 
 
@@ -102,6 +102,7 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 # --- signing (DSSE) --------------------------------------------------------
 def test_signature_round_trip_and_tamper_detection(tmp_path: Path) -> None:
+    keys.create(tmp_path)
     signer = signing.Signer.local(tmp_path)
     env = signer.sign({"model": "m", "sha256": "ab"}, payload_type=signing.PROVENANCE_TYPE)
     pub = signing.load_public_key(tmp_path)
@@ -117,6 +118,8 @@ def test_signature_round_trip_and_tamper_detection(tmp_path: Path) -> None:
 
 
 def test_signature_by_another_key_is_refused(tmp_path: Path) -> None:
+    keys.create(tmp_path / "a")
+    keys.create(tmp_path / "b")
     env = signing.Signer.local(tmp_path / "a").sign({"x": 1}, payload_type="t")
     other = signing.Signer.local(tmp_path / "b")
     with pytest.raises(signing.SignatureError, match="not signed by"):
@@ -125,6 +128,7 @@ def test_signature_by_another_key_is_refused(tmp_path: Path) -> None:
 
 # --- envelope encryption ---------------------------------------------------
 def test_envelope_round_trip_context_and_tamper(tmp_path: Path) -> None:
+    keys.create(tmp_path)
     key = envelope.local_master_key(tmp_path)
     ctx = {"model_name": "m", "model_version": "1"}
     blob = envelope.encrypt(b"model bytes" * 100, key_provider=key, context=ctx)
@@ -139,6 +143,8 @@ def test_envelope_round_trip_context_and_tamper(tmp_path: Path) -> None:
 
 
 def test_envelope_other_master_key_cannot_decrypt(tmp_path: Path) -> None:
+    keys.create(tmp_path / "a")
+    keys.create(tmp_path / "b")
     blob = envelope.encrypt(
         b"m", key_provider=envelope.local_master_key(tmp_path / "a"), context={"a": "1"}
     )

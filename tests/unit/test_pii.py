@@ -23,6 +23,7 @@ from tasks.checks.pii import (
     scan,
     value_kinds,
 )
+from tasks.trust import keys as keyring
 from tasks.trust.keys import KeyFileError
 from tests.conftest import BUNDLED_CSV
 
@@ -252,12 +253,16 @@ def test_apply_pii() -> None:
         apply_pii(frame, {"email": "pseudonymize"}, key=None)
 
 
-def test_pii_key_created_0600_and_stable(tmp_path: Path) -> None:
+def test_pii_key_comes_from_the_keyring_0600_and_stable(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
+    with pytest.raises(KeyFileError, match="keys init"):
+        pii_key(None, keys)  # never created on first use: only with the other keys
+    keyring.create(keys)
     key = pii_key(None, keys)
     path = keys / "pii-hmac.key"
     assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert pii_key(None, keys) == key
+    keyring.create(tmp_path / "other")
     assert pii_key(None, tmp_path / "other") != key
 
 

@@ -18,6 +18,7 @@ from tasks.common.gates import GateFailed, GateResult
 from tasks.ingest import ingest
 from tasks.screen import guard_pii
 from tasks.screen import screen as screen_poisoning
+from tasks.trust import keys
 from tasks.validate import validate
 from tests.conftest import PROJECT_ROOT, as_dataset, variant
 
@@ -222,6 +223,7 @@ def test_undeclared_pii_blocked(
 
 
 def test_declared_email_pseudonymized(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    keys.create(ctx.settings.keys_dir)
     values = emails(len(bundled))
     declared = variant(ctx, pii={"email": "pseudonymize", "phone": "drop"})
     dataset, results = screen(declared, as_dataset(bundled.assign(email=values)))
@@ -252,6 +254,7 @@ def test_declared_email_dropped(ctx: RunContext, bundled: pd.DataFrame) -> None:
 def test_configured_pii_key_file_used(
     ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path
 ) -> None:
+    keys.create(ctx.settings.keys_dir)
     key_file = tmp_path / "pii.key"
     key_file.write_bytes(b"k" * 32)
     key_file.chmod(0o600)
