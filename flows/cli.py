@@ -121,25 +121,6 @@ def _prefect_start_timeout(exc: BaseException) -> bool:
     return "attempting to connect to ephemeral Prefect API" in str(exc)
 
 
-def _resolve_ref(settings: Settings, ref: str) -> str:
-    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> the deployment URI in MLflow."""
-    if not ref.startswith("models:/"):
-        return ref
-    from tasks.common.tracking import mlflow_client
-
-    client = mlflow_client(settings)
-    name, _, rest = ref[len("models:/") :].partition("@")
-    if rest:
-        mv = client.get_model_version_by_alias(name, rest)
-    else:
-        name, _, version = name.partition("/")
-        mv = client.get_model_version(name, version)
-    uri = mv.tags.get("deployment_uri")
-    if not uri:
-        raise ConfigError(f"{ref} has no deployment_uri tag: it was never deployed")
-    return str(uri)
-
-
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings)
     from tasks.common.s3 import s3_client
@@ -147,7 +128,15 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.trust.envelope import key_provider
     from tasks.trust.signing import trusted_keys
 
-    uri = _resolve_ref(settings, args.model_ref)
+    uri, expected, registry = args.model_ref, None, None
+    if uri.startswith("models:/"):  # the registry only says where to look: all is checked
+        from tasks.common.tracking import ModelRegistry
+
+        name, version, uri = ModelRegistry.resolve(settings, args.model_ref)
+        expected, registry = (
+            {"name": name, "version": version},
+            ModelRegistry.for_settings(settings),
+        )
     try:
         bucket, key = release.parse_s3_uri(uri)
     except release.ReleaseError as exc:
@@ -160,6 +149,11 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             public_key=trusted_keys(settings.keys_dir),
             key_provider=key_provider(settings, purpose="decrypt"),
             max_bytes=settings.dataset.max_bytes,
+            expected=expected,
+        )
+    if registry is not None and expected is not None and result.ok:
+        result.checks.append(
+            registry.check_files(expected["version"], signed=result.provenance["model"]["files"])
         )
     for name, ok, detail in result.checks:
         _say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")

@@ -151,6 +151,7 @@ def deploy(
         public_key=trusted_keys(settings.keys_dir),
         key_provider=key_provider(settings, purpose="decrypt"),
         max_bytes=settings.dataset.max_bytes,
+        expected={"name": model.name, "version": model.version},
     )
     gates.enforce(run_check("deploy.roundtrip", check_roundtrip, verified))
     ModelRegistry.for_settings(settings).promote(model.version, deployment_uri=deployment["uri"])

@@ -10,15 +10,16 @@ The policy the embedded store is set up with is `tasks.localstack.bucket`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tasks.common.errors import StoreUnreachable
 from tasks.common.gates import GateResult, check
-from tasks.common.s3 import SSE_ALGORITHMS, bucket_exists
+from tasks.common.s3 import SSE_ALGORITHMS
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -38,11 +39,28 @@ POSTURE_READ_ACTIONS = (
 def bucket_posture(client: S3Client, *, bucket: str) -> dict[str, Any]:
     """Measure the bucket settings the deploy preflight gate checks.
 
-    Every read that fails (missing config, access denied, network) reports the
-    unsafe value; this function never raises.
+    A setting the store refuses to show (missing, access denied) reports the unsafe
+    value. A store that does not answer is not measured at all: that is a failure of
+    the run, never a made-up posture.
+
+    Raises:
+        StoreUnreachable: the endpoint did not answer (connection, timeout, TLS).
     """
+
+    def read(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except ClientError:
+            return None
+        except BotoCoreError as exc:
+            raise StoreUnreachable(
+                f"the object store at {client.meta.endpoint_url} did not answer "
+                f"({type(exc).__name__}), so the bucket's posture was not measured: check "
+                "that it runs (`secure-pipeline local status`) or storage.endpoint_url"
+            ) from None
+
     posture: dict[str, Any] = {
-        "exists": bucket_exists(client, bucket),
+        "exists": read(lambda: client.head_bucket(Bucket=bucket)) is not None,
         "versioning": None,
         "object_lock": False,
         "object_lock_retention": None,
@@ -52,24 +70,20 @@ def bucket_posture(client: S3Client, *, bucket: str) -> dict[str, Any]:
     }
     if not posture["exists"]:
         return posture
-    with suppress(ClientError, BotoCoreError):
-        posture["versioning"] = client.get_bucket_versioning(Bucket=bucket).get("Status")
-    try:
-        lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-        posture["object_lock"] = lock.get("ObjectLockEnabled") == "Enabled"
-        posture["object_lock_retention"] = lock.get("Rule", {}).get("DefaultRetention")
-    except (ClientError, BotoCoreError, KeyError):
-        pass
-    try:
-        rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
-            "Rules"
-        ]
+    versioning = read(lambda: client.get_bucket_versioning(Bucket=bucket)) or {}
+    posture["versioning"] = versioning.get("Status")
+    lock = (read(lambda: client.get_object_lock_configuration(Bucket=bucket)) or {}).get(
+        "ObjectLockConfiguration", {}
+    )
+    posture["object_lock"] = lock.get("ObjectLockEnabled") == "Enabled"
+    posture["object_lock_retention"] = lock.get("Rule", {}).get("DefaultRetention")
+    encryption = read(lambda: client.get_bucket_encryption(Bucket=bucket)) or {}
+    with suppress(KeyError, IndexError, TypeError):
+        rules = encryption["ServerSideEncryptionConfiguration"]["Rules"]
         posture["default_sse"] = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
-    except (ClientError, BotoCoreError, KeyError, IndexError):
-        pass
     try:
-        policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
-    except (ClientError, BotoCoreError, KeyError, ValueError):
+        policy = json.loads((read(lambda: client.get_bucket_policy(Bucket=bucket)) or {})["Policy"])
+    except (KeyError, ValueError, TypeError):
         return posture
     posture["denies_unencrypted_put"] = policy_denies_unencrypted_put(policy, bucket)
     posture["denies_insecure_transport"] = policy_denies_insecure_transport(policy, bucket)

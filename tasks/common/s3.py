@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from tasks.common.errors import PipelineError
 
@@ -71,15 +71,6 @@ def s3_client(endpoint: S3Endpoint) -> S3Client:
         verify=str(endpoint.ca_bundle) if endpoint.ca_bundle else True,
         config=config,
     )
-
-
-def bucket_exists(client: S3Client, bucket: str) -> bool:
-    """HEAD the bucket; any error (missing, denied, unreachable) is False."""
-    try:
-        client.head_bucket(Bucket=bucket)
-    except (ClientError, BotoCoreError):
-        return False
-    return True
 
 
 def put_immutable(

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
+from tasks.common.files import hash_tree
 from tasks.common.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -104,6 +107,58 @@ class ModelRegistry:
     @classmethod
     def for_settings(cls, settings: Settings) -> ModelRegistry:
         return cls(mlflow_client(settings), settings.model.name)
+
+    @classmethod
+    def resolve(cls, settings: Settings, ref: str) -> tuple[str, str, str]:
+        """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version, the
+        deployment URI its tag names). Only a pointer: `verify` checks what it finds.
+
+        Raises:
+            ConfigError: the reference is malformed, unknown, or was never deployed.
+        """
+        from mlflow.exceptions import MlflowException
+
+        client = mlflow_client(settings)
+        name, _, alias = ref.removeprefix("models:/").partition("@")
+        try:
+            if alias:
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, version = name.partition("/")
+                mv = client.get_model_version(name, version)
+        except MlflowException as exc:
+            raise ConfigError(f"{ref} is not in the registry ({exc.error_code})") from None
+        uri = mv.tags.get("deployment_uri")
+        if not uri:
+            raise ConfigError(f"{ref} has no deployment_uri tag: it was never deployed")
+        return name, str(mv.version), str(uri)
+
+    def check_files(self, version: str, *, signed: Mapping[str, str]) -> tuple[str, bool, str]:
+        """MLflow's copy of `version` holds exactly the files the provenance signed
+        (a model file edited in the artifact store fails): a `verify` check."""
+        import mlflow
+
+        try:
+            model_id = self.client.get_model_version(self.name, version).model_id
+            if not model_id:
+                raise LookupError("the version names no logged model")
+            location = self.client.get_logged_model(model_id).artifact_location
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=location, dst_path=tmp, tracking_uri=self.client.tracking_uri
+                )
+                found = hash_tree(Path(local))
+        except Exception as exc:  # noqa: BLE001 - unreadable is not verified
+            return "mlflow.artifact", False, f"MLflow's copy cannot be read ({type(exc).__name__})"
+        changed = sorted(k for k in {*found, *signed} if found.get(k) != signed.get(k))
+        if changed:
+            return (
+                "mlflow.artifact",
+                False,
+                f"MLflow's copy differs from the signed provenance: {', '.join(changed[:5])}; "
+                "do not serve it from MLflow, find who can write the artifact store",
+            )
+        return "mlflow.artifact", True, "MLflow's copy holds exactly the signed files"
 
     def register(self, *, model_id: str, run_id: str) -> str:
         """Register the logged model `model_id` of run `run_id` as a new version."""

@@ -13,13 +13,23 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from tasks.checks.bucket_posture import POSTURE_READ_ACTIONS, SSE_HEADER_KEY
-from tasks.common.s3 import bucket_exists
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
+
+
+def _exists(client: S3Client, bucket: str) -> bool:
+    """HEAD the bucket; any error (missing, denied, unreachable) is False."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError):
+        return False
+    return True
 
 
 def deploy_bucket_policy(
@@ -85,7 +95,7 @@ def ensure_deploy_bucket(
     ``object_lock_days``, and the deny policy from `deploy_bucket_policy`. The
     insecure-transport deny is only applied when the client talks https.
     """
-    if not bucket_exists(client, bucket):
+    if not _exists(client, bucket):
         kwargs: dict[str, Any] = {"Bucket": bucket, "ObjectLockEnabledForBucket": True}
         region = client.meta.region_name
         if region and region != "us-east-1":

@@ -72,6 +72,50 @@ class VerifiedRelease:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
 
 
+def describe_absent(client: Any, *, bucket: str, key: str, version_id: str | None = None) -> str:
+    """What the bucket says about an object that could not be read: deleted (a delete
+    marker hides it), never stored, or its released version gone."""
+    try:
+        page = client.list_object_versions(Bucket=bucket, Prefix=key)
+    except Exception as exc:  # noqa: BLE001 - the finding is what matters
+        return f"it cannot be read and its versions cannot be listed ({type(exc).__name__})"
+    versions = {v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key}
+    marker = next(
+        (m for m in page.get("DeleteMarkers", []) if m["Key"] == key and m.get("IsLatest")), None
+    )
+    if marker is not None:
+        kept = "is still stored" if version_id in versions else "is gone"
+        return (
+            f"it was deleted: a delete marker ({marker['LastModified']:%Y-%m-%d %H:%M} UTC) hides "
+            f"it and the released version {kept}; find who deleted it, then remove the marker"
+        )
+    if not versions:
+        return "no such object was ever stored there"
+    if version_id is not None and version_id not in versions:
+        return "the released version of it is gone"
+    return "it exists but could not be read"
+
+
+def describe_missing_release(client: Any, *, bucket: str, release_key: str) -> str:
+    """Why a release record is missing: an interrupted deploy (objects without a record,
+    never a release), a deleted record, or no release at all."""
+    base = release_key.rsplit("/", 1)[0]
+    found = describe_absent(client, bucket=bucket, key=release_key)
+    if not found.startswith("no such object"):
+        return f"the release record: {found}"
+    try:
+        page = client.list_object_versions(Bucket=bucket, Prefix=f"{base}/")
+    except Exception as exc:  # noqa: BLE001
+        return f"no release record, and the prefix cannot be listed ({type(exc).__name__})"
+    present = sorted({v["Key"].rsplit("/", 1)[-1] for v in page.get("Versions", [])})
+    if present:
+        return (
+            f"incomplete release: {', '.join(present)} without a release record (a deploy "
+            "stopped before it finished); it was never released and nothing points at it"
+        )
+    return "no release there: check the model name and version"
+
+
 def verify_release(
     client: Any,
     *,
@@ -80,8 +124,13 @@ def verify_release(
     public_key: Any,
     key_provider: Any,
     max_bytes: int,
+    expected: dict[str, str] | None = None,
 ) -> VerifiedRelease:
     """Fetch, check signatures and digests, decrypt and safely load a release.
+
+    Args:
+        expected: The model name and version the caller reached this release by (a
+            registry alias, a tag): the signed release must be that model's own.
 
     Returns the checks done; stops at the first that fails (later ones would
     read data that is no longer trustworthy).
@@ -96,8 +145,12 @@ def verify_release(
     try:
         try:
             raw = get_bytes(client, bucket=bucket, key=release_key, max_bytes=1 << 20)
-        except Exception as exc:  # noqa: BLE001 - absent or unreadable: same verdict
-            step("release.present", False, f"cannot read the release record ({type(exc).__name__})")
+        except Exception:  # noqa: BLE001 - absent or unreadable: say what the bucket shows
+            step(
+                "release.present",
+                False,
+                describe_missing_release(client, bucket=bucket, release_key=release_key),
+            )
         rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
         step("release.signature", True, "signed by the pipeline's key")
         result.release = rel
@@ -105,6 +158,17 @@ def verify_release(
         art, prov = rel["artifact"], rel["provenance"]
         own = art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}"
         step("release.layout", own, "the release points at objects of its own prefix")
+        if expected is not None:
+            signed = {k: str(rel["model"][k]) for k in ("name", "version")}
+            step(
+                "release.binding",
+                signed == expected,
+                f"the release is {expected['name']} version {expected['version']}'s own"
+                if signed == expected
+                else f"the release is signed for {signed['name']} version {signed['version']}, "
+                f"not {expected['name']} version {expected['version']}: the registry points at "
+                "another release (an edited tag or alias)",
+            )
 
         prov_raw = get_bytes(
             client, bucket=bucket, key=prov["key"], version_id=prov["version_id"], max_bytes=1 << 22
@@ -126,7 +190,13 @@ def verify_release(
             "signed provenance names the released model",
         )
 
-        head = client.head_object(Bucket=bucket, Key=art["key"])
+        try:
+            head = client.head_object(Bucket=bucket, Key=art["key"])
+        except Exception:  # noqa: BLE001 - say what the bucket shows instead
+            found = describe_absent(
+                client, bucket=bucket, key=art["key"], version_id=art["version_id"]
+            )
+            step("artifact.current_version", False, f"the model artifact: {found}")
         step(
             "artifact.current_version",
             head.get("VersionId") == art["version_id"],
