@@ -157,6 +157,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         )
     for name, ok, detail in result.checks:
         _say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    for w in (result.provenance or {}).get("waivers", []):
+        _say(f"WAIVED {w['gate']}: {w['setting']} = {w['value']} (safe {w['safe']}): {w['reason']}")
     _write_json(
         args.report,
         {

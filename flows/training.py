@@ -80,13 +80,14 @@ def run_pipeline(
 ) -> dict[str, object]:
     """The flow's body: every stage in order, inside a Prefect flow run."""
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
-    report = RunReport(flow_run_id=ctx.run_id)
+    report = RunReport(flow_run_id=ctx.run_id, waivers=settings.active_waivers)
     had_audit = settings.audit_path.exists() and settings.audit_path.stat().st_size > 0
     ctx.audit.append(
         "run.start",
         run_id=ctx.run_id,
         config=str(settings.config_file),
         data=data or settings.dataset.source,
+        waivers=settings.active_waivers,
     )
     gates: list[GateResult] = []
     model: TrainedModel | None = None

@@ -81,6 +81,7 @@ def build_provenance(
             "params": model.params,
         },
         "gates": [g.as_report() for g in gates],
+        "waivers": ctx.settings.active_waivers,
     }
 
 

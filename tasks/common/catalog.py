@@ -225,3 +225,41 @@ GATES: tuple[Gate, ...] = (
 )
 
 BY_NAME: dict[str, Gate] = {g.name: g for g in GATES}
+
+
+@dataclass(frozen=True)
+class SafeRange:
+    """How far a setting may weaken its gate without a waiver: a floor may not go
+    below ``bound`` (``at_least``), a ceiling not above it (``at_most``)."""
+
+    setting: str  # "section.key"
+    gate: str
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return (self.at_least is None or value >= self.at_least) and (
+            self.at_most is None or value <= self.at_most
+        )
+
+    @property
+    def bound(self) -> str:
+        return f">= {self.at_least}" if self.at_least is not None else f"<= {self.at_most}"
+
+
+# Beyond these a setting switches its gate (nearly) off: the config must then carry a
+# named waiver with a reason (``[waivers]``, gate -> reason), shown in the run summary,
+# the report, the signed provenance and the audit log. FORK: tighten, never loosen.
+SAFE_RANGES: tuple[SafeRange, ...] = (
+    SafeRange("evaluate.min_accuracy", "evaluate.quality", at_least=0.75),
+    SafeRange("evaluate.min_robust_accuracy", "evaluate.adversarial", at_least=0.5),
+    SafeRange("evaluate.attack_eps", "evaluate.adversarial", at_least=0.05),
+    SafeRange("evaluate.attack_samples", "evaluate.adversarial", at_least=50),
+    SafeRange("evaluate.max_membership_advantage", "evaluate.membership_inference", at_most=0.35),
+    SafeRange("screen.max_label_shift", "screen.label_distribution", at_most=0.10),
+    SafeRange("screen.max_label_noise_excess", "screen.label_noise", at_most=0.10),
+    SafeRange("screen.max_duplicate_rate", "screen.duplicates", at_most=0.05),
+    SafeRange("screen.max_near_duplicate_rate", "screen.near_duplicates", at_most=0.10),
+    SafeRange("screen.max_outlier_rate_excess", "screen.outliers", at_most=0.08),
+    SafeRange("screen.max_backdoor_score", "screen.backdoor", at_most=0.08),
+)

@@ -23,6 +23,8 @@ class RunReport(BaseModel):
     deployment: dict[str, Any] | None = None
     error: str | None = None
     audit_anchor: str | None = None
+    # Gates weakened beyond their safe range by the config, each with its reason.
+    waivers: list[dict[str, Any]] = Field(default_factory=list)
 
     def add_gates(self, results: list[GateResult]) -> None:
         self.gates.extend(r.as_report() for r in results)
@@ -30,6 +32,15 @@ class RunReport(BaseModel):
     @property
     def reason(self) -> str:
         """One line for the terminal and the Prefect state message."""
+        return self._verdict() + self._waived()
+
+    def _waived(self) -> str:
+        if not self.waivers:
+            return ""
+        gates = ", ".join(sorted({w["gate"] for w in self.waivers}))
+        return f" [WAIVED: {gates}]"
+
+    def _verdict(self) -> str:
         if self.status == "deployed" and self.deployment:
             return f"deployed {self.deployment['uri']}"
         if self.status == "blocked":
@@ -47,6 +58,13 @@ class RunReport(BaseModel):
 
     def markdown(self) -> str:
         lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]
+        for w in self.waivers:
+            lines.append(
+                f"- **Waiver** for `{w['gate']}`: `{w['setting']} = {w['value']}` (safe "
+                f"{w['safe']}): {w['reason']}"
+            )
+        if self.waivers:
+            lines.append("")
         if self.dataset:
             lines += [
                 f"Dataset `{self.dataset.get('uri')}`, sha256 `{self.dataset.get('sha256')}`,"

@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tasks.common.catalog import BY_NAME, SAFE_RANGES
 from tasks.common.errors import PipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,9 @@ class Settings(BaseSettings):
     local: LocalStackConfig = LocalStackConfig()
     mlflow_tracking_uri: str | None = None  # None: SQLite under the state dir
     mlflow_experiment: str = "secure-training"
+    # Gate name -> why it may be weakened beyond its safe range (tasks/common/catalog.py
+    # SAFE_RANGES). Shown in the run summary, report, signed provenance and audit log.
+    waivers: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -160,6 +164,42 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _weakened_gates_need_waivers(self) -> Settings:
+        for gate, reason in self.waivers.items():
+            if gate not in BY_NAME:
+                raise ValueError(f"waivers.{gate}: no such gate")
+            if len(reason.strip()) < 10:
+                raise ValueError(f"waivers.{gate}: give the reason in words (10+ characters)")
+        weakened = {w["gate"] for w in self.weakened}
+        for w in self.weakened:
+            if w["gate"] not in self.waivers:
+                raise ValueError(
+                    f"{w['setting']} = {w['value']} switches {w['gate']} (nearly) off (safe: "
+                    f"{w['safe']}); keep it in range, or add a waiver: [waivers] "
+                    f'"{w["gate"]}" = "why"'
+                )
+        for gate in self.waivers:
+            if gate not in weakened:
+                raise ValueError(f"waivers.{gate}: nothing weakens that gate; remove the waiver")
+        return self
+
+    @property
+    def weakened(self) -> list[dict[str, Any]]:
+        """Every setting beyond its safe range: setting, value, safe bound, gate."""
+        out = []
+        for r in SAFE_RANGES:
+            section, key = r.setting.split(".")
+            value = getattr(getattr(self, section), key)
+            if not r.allows(value):
+                out.append({"setting": r.setting, "value": value, "safe": r.bound, "gate": r.gate})
+        return out
+
+    @property
+    def active_waivers(self) -> list[dict[str, Any]]:
+        """The waivers in force, each with what it weakens: for reports and provenance."""
+        return [{**w, "reason": self.waivers[w["gate"]]} for w in self.weakened]
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:
@@ -239,6 +279,9 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
         ) from None
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ".".join(str(p) for p in err["loc"]) + ": " + err["msg"]
+            if err["loc"]
+            else err["msg"].removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {path}: {problems}") from None
