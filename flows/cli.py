@@ -178,19 +178,31 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
     status = AuditLog(settings.audit_path).verify()
     _say(f"audit log {settings.audit_path}: {status.detail}; head {status.head[:16]}")
-    if not status.intact or status.entries == 0:
-        return EXIT_OK if status.intact else EXIT_BLOCKED
+    if not status.intact:
+        return EXIT_BLOCKED
+    # Always against the bucket: a deleted or emptied log is exactly what anchors catch.
     environment.configure(settings)
     from tasks.common.anchors import check_anchors
     from tasks.common.s3 import s3_client
+    from tasks.trust.release import scan_releases
 
+    st = settings.storage
     try:
         with stack.s3_service(settings) as endpoint:
-            anchored, detail = check_anchors(settings, s3_client(endpoint))
+            client = s3_client(endpoint)
+            anchored, detail = check_anchors(settings, client)
+            incomplete, deleted = scan_releases(client, bucket=st.bucket, prefix=st.prefix)
     except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
-        anchored, detail = False, f"cannot read the anchors ({type(exc).__name__})"
-    _say(f"anchors in s3://{settings.storage.bucket}: {detail}")
-    return EXIT_OK if anchored else EXIT_BLOCKED
+        anchored, detail, incomplete, deleted = False, f"cannot read them ({explain(exc)})", [], []
+    _say(f"anchors in s3://{st.bucket}: {detail}")
+    if incomplete:
+        _say(
+            f"incomplete releases (a deploy stopped before its release record; never "
+            f"released, nothing points at them): {', '.join(incomplete)}"
+        )
+    if deleted:
+        _say(f"release objects hidden by delete markers: {', '.join(deleted)}")
+    return EXIT_OK if anchored and not deleted else EXIT_BLOCKED
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:

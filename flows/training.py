@@ -34,7 +34,7 @@ from tasks.common.tracking import ModelRegistry
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
-from tasks.localstack.stack import s3_service
+from tasks.localstack.stack import anchor_endpoint, s3_service
 from tasks.screen import pii_task, screen_task
 from tasks.sign import sign_task
 from tasks.train import TrainedModel, train_task
@@ -93,9 +93,12 @@ def run_pipeline(
     model: TrainedModel | None = None
     interrupted: BaseException | None = None
     client: S3Client | None = None
+    anchor_client: S3Client | None = None
     with contextlib.ExitStack() as resources:
         try:
-            client = s3_client(resources.enter_context(s3_service(settings)))
+            endpoint = resources.enter_context(s3_service(settings))
+            client = s3_client(endpoint)
+            anchor_client = s3_client(anchor_endpoint(settings, endpoint))
             keyring, created = ensure_keys(
                 settings.keys_dir,
                 had_runs=lambda: had_audit or bucket_has_history(settings, client),
@@ -156,7 +159,7 @@ def run_pipeline(
         ctx.audit.append(
             "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
-        report.audit_anchor = anchor_audit_task(ctx, client)
+        report.audit_anchor = anchor_audit_task(ctx, anchor_client)
     if report_path:
         report.write(Path(report_path))
     create_markdown_artifact(

@@ -1,21 +1,25 @@
 """Anchor the audit chain in the object-locked bucket.
 
-A hash chain shows an edited line, but an insider who can write the log file
-could rewrite the whole chain from the edit onwards. So at the end of every
-run the chain's head (sequence number and hash) is written to the deployment
-bucket, where object lock keeps it for the retention period and the pipeline's
-identity cannot delete it. `check_anchors` then requires every anchored head
-to still be in the local chain: a rewritten or truncated log no longer matches.
+A hash chain shows an edited line, but an insider who can write the log file could
+rewrite the whole chain from the edit onwards, or delete it. So at the end of every
+run the chain's head (sequence number and hash) is written to the deployment bucket
+by an identity of its own (the embedded store's ``auditor``), under a bucket policy
+that denies every identity deleting, hiding (delete markers) or re-locking anchors and
+the pipeline identity writing them; object lock keeps every version for the
+retention period. `check_anchors` reads anchor *versions*: a delete marker, a second
+version, an anchored head missing from the chain, or a missing, empty or shorter log
+all fail verification.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from tasks.common.audit import AuditLog
-from tasks.common.s3 import ObjectExists, get_bytes, put_immutable
+from tasks.common.s3 import ObjectExists, ObjectTooLarge, get_bytes, put_immutable
 from tasks.common.settings import Settings
 
 PREFIX = "audit-anchors/"
@@ -52,24 +56,90 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
 
 
 def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
-    """Every anchored head must match the local chain at its sequence number."""
-    heads: dict[int, str] = {}
-    with AuditLog(settings.audit_path).path.open(encoding="utf-8") as fh:
-        for line in fh:
-            entry = json.loads(line)
-            heads[int(entry["seq"])] = str(entry["hash"])
-    paginator = client.get_paginator("list_objects_v2")
-    anchors = 0
-    for page in paginator.paginate(Bucket=settings.storage.bucket, Prefix=PREFIX):
-        for obj in page.get("Contents", []):
-            anchor = json.loads(
-                get_bytes(client, bucket=settings.storage.bucket, key=obj["Key"], max_bytes=4096)
+    """The local chain against every anchor *version* in the bucket.
+
+    Fails when an anchor was hidden by a delete marker or given a second version, when
+    an anchored head is no longer in the chain (rewritten or truncated), and when the
+    log is missing, empty or shorter than the newest anchor although anchors exist.
+    """
+    bucket = settings.storage.bucket
+    versions: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=PREFIX):
+        versions += page.get("Versions", [])
+        markers += page.get("DeleteMarkers", [])
+    if markers:
+        first = min(markers, key=lambda m: m["LastModified"])
+        return False, (
+            f"{len(markers)} audit anchor(s) were hidden by delete markers (first "
+            f"{first['Key'].removeprefix(PREFIX)} at {first['LastModified']:%Y-%m-%d %H:%M} "
+            "UTC): someone with bucket access tried to erase the audit trail"
+        )
+    per_key: dict[str, int] = {}
+    for v in versions:
+        per_key[v["Key"]] = per_key.get(v["Key"], 0) + 1
+    rewritten = sorted(k.removeprefix(PREFIX) for k, n in per_key.items() if n > 1)
+    if rewritten:
+        return False, f"audit anchor(s) given a second version: {', '.join(rewritten[:3])}"
+    heads = _local_heads(settings)
+    anchors = []
+    for v in versions:
+        anchor = _read_anchor(client, bucket, v)
+        if anchor is None:
+            return False, (
+                f"audit anchor {v['Key'].removeprefix(PREFIX)} is malformed: the pipeline did "
+                "not write it (someone with the auditor's credentials did)"
             )
-            anchors += 1
-            if heads.get(int(anchor["seq"])) != anchor["hash"]:
-                return False, (
-                    f"entry {anchor['seq']} no longer matches the head anchored in "
-                    f"the bucket by run {anchor['run_id']}: the log was rewritten "
-                    "or truncated"
-                )
-    return True, f"{anchors} anchored heads match"
+        anchors.append(anchor)
+    if not anchors:
+        return True, "no anchors in the bucket yet"
+    newest = max(int(a["seq"]) for a in anchors)
+    if not heads:
+        return False, (
+            f"the audit log is missing or empty, but {len(anchors)} anchors up to entry "
+            f"{newest} exist: the log was deleted; restore it from a backup"
+        )
+    if max(heads) < newest:
+        return False, (
+            f"the audit log ends at entry {max(heads)}, but the bucket anchors entry {newest}: "
+            "the log was truncated"
+        )
+    for anchor in sorted(anchors, key=lambda a: int(a["seq"])):
+        if heads.get(int(anchor["seq"])) != anchor["hash"]:
+            return False, (
+                f"entry {anchor['seq']} no longer matches the head anchored in the bucket by "
+                f"run {anchor['run_id']}: the log was rewritten or truncated"
+            )
+    return True, f"{len(anchors)} anchored heads match (newest: entry {newest})"
+
+
+def _read_anchor(client: Any, bucket: str, version: dict[str, Any]) -> dict[str, Any] | None:
+    """One anchor version, or None if it is not an anchor the pipeline writes."""
+    try:
+        raw = get_bytes(
+            client,
+            bucket=bucket,
+            key=version["Key"],
+            version_id=version["VersionId"],
+            max_bytes=4096,
+        )
+        anchor = json.loads(raw)
+        ok = isinstance(anchor["seq"], int) and re.fullmatch(r"[0-9a-f]{64}", anchor["hash"])
+        expected = f"{PREFIX}{anchor['seq']:010d}-{anchor['hash']}.json"
+    except (ValueError, KeyError, TypeError, ObjectTooLarge):
+        return None
+    return anchor if ok and version["Key"] == expected else None
+
+
+def _local_heads(settings: Settings) -> dict[int, str]:
+    """Entry number -> hash of the local log (empty if it is missing)."""
+    heads: dict[int, str] = {}
+    try:
+        with settings.audit_path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    entry = json.loads(line)
+                    heads[int(entry["seq"])] = str(entry["hash"])
+    except FileNotFoundError:
+        pass
+    return heads

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.checks.bucket_posture import POSTURE_READ_ACTIONS, SSE_HEADER_KEY
+from tasks.common.anchors import PREFIX as ANCHOR_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,7 +34,11 @@ def _exists(client: S3Client, bucket: str) -> bool:
 
 
 def deploy_bucket_policy(
-    bucket: str, *, secure_transport: bool = True, posture_readers: Sequence[str] = ()
+    bucket: str,
+    *,
+    secure_transport: bool = True,
+    posture_readers: Sequence[str] = (),
+    not_anchor_writers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The deployment bucket's policy document.
 
@@ -42,9 +47,27 @@ def deploy_bucket_policy(
         secure_transport: Add the deny of every non-TLS request. Never set it on
             an endpoint served over plain http: it locks every identity out.
         posture_readers: Principal ARNs allowed to read the bucket's settings.
+        not_anchor_writers: Principal ARNs denied writing audit anchors at all (the
+            pipeline identity: anchors come from the auditor identity only).
     """
     objects = f"arn:aws:s3:::{bucket}/*"
+    anchors = f"arn:aws:s3:::{bucket}/{ANCHOR_PREFIX}*"
     statements: list[dict[str, Any]] = [
+        {
+            # Measured on SeaweedFS: this deny refuses even a delete marker. Object lock
+            # alone would not: it keeps versions, but a delete marker hides them.
+            "Sid": "KeepAuditAnchors",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": [
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:PutObjectRetention",
+                "s3:PutObjectLegalHold",
+                "s3:BypassGovernanceRetention",
+            ],
+            "Resource": anchors,
+        },
         {
             "Sid": "DenyWrongEncryption",
             "Effect": "Deny",
@@ -73,6 +96,16 @@ def deploy_bucket_policy(
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }
         )
+    if not_anchor_writers:
+        statements.append(
+            {
+                "Sid": "AnchorsByTheAuditorOnly",
+                "Effect": "Deny",
+                "Principal": {"AWS": list(not_anchor_writers)},
+                "Action": "s3:PutObject",
+                "Resource": anchors,
+            }
+        )
     if posture_readers:
         statements.append(
             {
@@ -87,7 +120,12 @@ def deploy_bucket_policy(
 
 
 def ensure_deploy_bucket(
-    client: S3Client, *, bucket: str, object_lock_days: int, posture_readers: Sequence[str] = ()
+    client: S3Client,
+    *,
+    bucket: str,
+    object_lock_days: int,
+    posture_readers: Sequence[str] = (),
+    not_anchor_writers: Sequence[str] = (),
 ) -> None:
     """Create or repair the deployment bucket (needs an admin identity). Idempotent.
 
@@ -118,5 +156,10 @@ def ensure_deploy_bucket(
     secure = client.meta.endpoint_url.lower().startswith("https://")
     if not secure:
         log.warning("endpoint is not https: bucket %s gets no insecure-transport deny", bucket)
-    policy = deploy_bucket_policy(bucket, secure_transport=secure, posture_readers=posture_readers)
+    policy = deploy_bucket_policy(
+        bucket,
+        secure_transport=secure,
+        posture_readers=posture_readers,
+        not_anchor_writers=not_anchor_writers,
+    )
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))

@@ -1,8 +1,10 @@
 """How clients reach the embedded SeaweedFS, who they may be, and the server's secrets.
 
 Two S3 identities are generated on first use and kept in
-``<state>/s3/credentials.json`` (0600): ``admin`` sets the bucket up, and
-``pipeline``, which every command gets, cannot weaken it. The same file holds
+``<state>/s3/credentials.json`` (0600): ``admin`` sets the bucket up;
+``pipeline``, which every command gets, cannot weaken it; ``auditor`` writes the
+audit anchors, which the bucket policy lets nobody delete, hide or overwrite (and the
+pipeline identity not even write). The same file holds
 the JWT signing keys that close filer and volume HTTP and the key that encrypts
 stored objects, so losing it loses the data. The state dir's TLS certificate is
 also the gRPC mutual-TLS identity of every component. Secrets reach ``weed``
@@ -30,6 +32,7 @@ from tasks.localstack.tls import ensure_tls, tls_files
 log = logging.getLogger(__name__)
 
 PIPELINE_ARN = "arn:aws:iam::000000000000:user/pipeline"  # SeaweedFS's default account
+IDENTITIES = ("admin", "pipeline", "auditor")
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 # No Admin: cannot create/delete buckets, change policy, encryption, lock or retention.
 PIPELINE_ACTIONS = [
@@ -40,6 +43,10 @@ PIPELINE_ACTIONS = [
     "GetObjectLegalHold",
     "GetBucketObjectLockConfiguration",
 ]
+# Writes the audit anchors (and reads them back); the bucket policy denies every
+# identity deleting, hiding or re-versioning them, and the pipeline identity writing them.
+AUDITOR_ACTIONS = ["Read", "Write", "List"]
+AUDITOR_ARN = "arn:aws:iam::000000000000:user/auditor"
 SERVICE_SECRETS = (
     "jwt_volume_write",
     "jwt_volume_read",
@@ -50,7 +57,7 @@ SERVICE_SECRETS = (
 
 
 def endpoint_at(settings: Settings, url: str, *, identity: str = "pipeline") -> S3Endpoint:
-    """The embedded server at ``url``, as ``identity`` ("pipeline" or "admin")."""
+    """The embedded server at ``url``, as ``identity`` ("pipeline", "auditor" or "admin")."""
     keys = credentials(settings)[identity]
     return S3Endpoint(
         url=url,
@@ -90,10 +97,11 @@ def credentials(settings: Settings) -> dict[str, Any]:
     """Load or create ``<state>/s3/credentials.json`` (0600).
 
     Returns:
-        ``{"admin"|"pipeline": {"access_key", "secret_key"}, "service": {SERVICE_SECRETS}}``.
+        ``{IDENTITY: {"access_key", "secret_key"}, "service": {SERVICE_SECRETS}}``.
 
     Raises:
-        StackError: the file exists but is damaged; it is never silently replaced.
+        StackError: the file exists but is damaged; it is never silently replaced (an
+            identity added by a newer version is added, nothing else changes).
     """
     path = settings.state_dir / "s3" / "credentials.json"
     if path.is_file():
@@ -102,10 +110,13 @@ def credentials(settings: Settings) -> dict[str, Any]:
             path.chmod(0o600)
         try:
             creds: dict[str, Any] = json.loads(path.read_text())
+            if "auditor" not in creds:  # state made before the auditor identity existed
+                creds["auditor"] = _new_identity()
+                write_atomic(path, json.dumps(creds, indent=2).encode())
             ok = all(
                 isinstance(creds[n][k], str)
                 for n, k in (
-                    *((n, k) for n in ("admin", "pipeline") for k in ("access_key", "secret_key")),
+                    *((n, k) for n in IDENTITIES for k in ("access_key", "secret_key")),
                     *(("service", k) for k in SERVICE_SECRETS),
                 )
             )
@@ -118,18 +129,19 @@ def credentials(settings: Settings) -> dict[str, Any]:
             )
         return creds
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    creds = {
-        name: {
-            "access_key": "SP" + "".join(secrets.choice(alphabet) for _ in range(18)),
-            "secret_key": secrets.token_urlsafe(30),
-        }
-        for name in ("admin", "pipeline")
-    }
+    creds = {name: _new_identity() for name in IDENTITIES}
     creds["service"] = {k: secrets.token_hex(32) for k in SERVICE_SECRETS}
     write_atomic(path, json.dumps(creds, indent=2).encode())
     log.info("generated S3 credentials in %s", path)
     return creds
+
+
+def _new_identity() -> dict[str, str]:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return {
+        "access_key": "SP" + "".join(secrets.choice(alphabet) for _ in range(18)),
+        "secret_key": secrets.token_urlsafe(30),
+    }
 
 
 def write_identities(settings: Settings) -> Path:
@@ -147,6 +159,7 @@ def write_identities(settings: Settings) -> Path:
                 "identities": [
                     _identity("admin", creds["admin"], ADMIN_ACTIONS),
                     _identity("pipeline", creds["pipeline"], PIPELINE_ACTIONS),
+                    _identity("auditor", creds["auditor"], AUDITOR_ACTIONS),
                 ]
             }
         ).encode(),

@@ -27,6 +27,7 @@ from tasks.localstack.tls import tls_files
 
 __all__ = [
     "StackError",
+    "anchor_endpoint",
     "local_down",
     "local_status",
     "local_up",
@@ -68,6 +69,15 @@ def s3_service(settings: Settings) -> Iterator[S3Endpoint]:
         yield endpoint
     finally:
         seaweedfs.stop(child, ports)
+
+
+def anchor_endpoint(settings: Settings, endpoint: S3Endpoint) -> S3Endpoint:
+    """The identity that writes audit anchors: the embedded store's ``auditor`` (which
+    the bucket policy lets write anchors but never delete or hide them). For external
+    S3, the configured credentials: give them the same policy (see the README)."""
+    if not settings.embedded_s3:
+        return endpoint
+    return identities.endpoint_at(settings, endpoint.url, identity="auditor")
 
 
 def local_up(settings: Settings, *, ui: bool = True) -> dict[str, Any]:

@@ -116,6 +116,24 @@ def describe_missing_release(client: Any, *, bucket: str, release_key: str) -> s
     return "no release there: check the model name and version"
 
 
+def scan_releases(client: Any, *, bucket: str, prefix: str) -> tuple[list[str], list[str]]:
+    """Release prefixes that are incomplete (objects without a release record: a deploy
+    that stopped; never released) and those whose release objects were hidden by a
+    delete marker (an insider's move). Returns (incomplete, deleted)."""
+    objects: dict[str, set[str]] = {}
+    hidden: set[str] = set()
+    root = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
+        for v in page.get("Versions", []):
+            base, _, name = v["Key"].rpartition("/")
+            objects.setdefault(base, set()).add(name)
+        for m in page.get("DeleteMarkers", []):
+            if m.get("IsLatest"):
+                hidden.add(m["Key"].rpartition("/")[0])
+    incomplete = sorted(b for b, names in objects.items() if RELEASE not in names)
+    return incomplete, sorted(hidden)
+
+
 def verify_release(
     client: Any,
     *,
