@@ -139,8 +139,10 @@ class ModelRegistry:
         import mlflow
 
         try:
-            model_id = self.client.get_model_version(self.name, version).model_id
-            if not model_id:
+            mv = self.client.get_model_version(self.name, version)
+            # The SQLite store keeps the logged model in the version's source only.
+            model_id = mv.model_id or str(mv.source).removeprefix("models:/")
+            if not model_id.startswith("m-"):
                 raise LookupError("the version names no logged model")
             location = self.client.get_logged_model(model_id).artifact_location
             with tempfile.TemporaryDirectory() as tmp:
