@@ -162,7 +162,8 @@ def test_verify_champion_refuses_a_retargeted_tag_and_an_edited_mlflow_copy(
     finally:
         client.set_model_version_tag(MODEL, champion.version, "deployment_uri", own)
 
-    location = client.get_logged_model(champion.model_id).artifact_location
+    model_id = champion.model_id or champion.source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
     skops = Path(location.removeprefix("file://")) / "model.skops"
     original = skops.read_bytes()
     skops.write_bytes(original + b"\0")

@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tasks.checks.ingestion import check_formula_cells, check_integrity, check_size
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
-from tasks.ingest import check_formula_cells, check_integrity, check_size, ingest
+from tasks.ingest import ingest
 from tasks.sources.content import formula_cells, sniff_format
 from tests.conftest import variant
 
