@@ -141,18 +141,21 @@ def ingest(
     )
     kind = sniff_format(data)
     line_bytes = longest_line(data) if kind == "csv" else None
-    if line_bytes is not None and line_bytes > ds.max_line_bytes:  # refused before parsing
-        gates.enforce(
-            run_check(
-                "ingest.size",
-                check_size,
-                n_bytes=len(data),
-                rows=None,
-                columns=None,
-                limits=ds,
-                line_bytes=line_bytes,
-            )
+
+    def size(*, rows: int | None, columns: int | None, cells: int | None) -> GateResult:
+        return run_check(
+            "ingest.size",
+            check_size,
+            n_bytes=len(data),
+            rows=rows,
+            columns=columns,
+            limits=ds,
+            line_bytes=line_bytes,
+            cell_chars=cells,
         )
+
+    if line_bytes is not None and line_bytes > ds.max_line_bytes:  # refused before parsing
+        gates.enforce(size(rows=None, columns=None, cells=None))
     frame, rows, columns, parse_error = None, None, None, None
     if kind in ("csv", "parquet"):
         try:
@@ -172,19 +175,10 @@ def ingest(
             data=data,
         )
     )
-    size = run_check(
-        "ingest.size",
-        check_size,
-        n_bytes=len(data),
-        rows=rows,
-        columns=columns,
-        limits=ds,
-        line_bytes=line_bytes,
-        cell_chars=None if frame is None else longest_cell(frame),
-    )
+    sized = size(rows=rows, columns=columns, cells=None if frame is None else longest_cell(frame))
     if frame is None:
-        _block(gates, size if not size.passed else failed("ingest.size", detail="not parsed"))
-    gates.enforce(size)
+        _block(gates, sized if not sized.passed else failed("ingest.size", detail="not parsed"))
+    gates.enforce(sized)
     gates.enforce(run_check("ingest.formula_cells", check_formula_cells, frame))
     return Dataset(
         frame=frame,

@@ -422,3 +422,20 @@ def test_check_integrity_pure() -> None:
     assert check_integrity(digest="a" * 64, pin=None, kind="none", checksum="verified").passed
     bad = check_integrity(digest="a" * 64, pin=None, kind="none", checksum="mismatch")
     assert not bad.passed and "checksum" in bad.detail
+
+
+def test_a_long_line_is_refused_before_parsing_and_a_long_cell_after(
+    rctx: RunContext, root: Path
+) -> None:
+    capped = variant(rctx, max_line_bytes=1000, max_cell_chars=300)
+    long_line = write(root / "line.csv", b"a,target\n" + b"x" * 2000 + b",1\nb,0\n")
+    g = blocked(capped, long_line)
+    assert g.name == "ingest.size" and g.metrics["line_bytes"] == 2002
+    assert g.metrics["rows"] is None, "refused before parsing"
+    assert g.threshold["max_line_bytes"] == 1000 and "line_bytes" in g.detail
+    cell = '"' + "\n".join(["y" * 50] * 10) + '"'  # 509 characters over short lines
+    long_cell = write(root / "cell.csv", f"a,target\n{cell},1\nb,0\n".encode())
+    g = blocked(capped, long_cell)
+    assert g.name == "ingest.size" and g.metrics["cell_chars"] == 509
+    dataset, results = ingest(variant(capped, max_cell_chars=509), source=long_cell)
+    assert gate(results, "ingest.size").metrics["cell_chars"] == 509 and dataset.rows == 2
