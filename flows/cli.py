@@ -56,6 +56,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(
         settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
     )
+    from prefect.exceptions import TerminationSignal
+
     from flows.training import secure_training
 
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
@@ -98,9 +100,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             "`secure-pipeline local up`"
         )
         return EXIT_CRASH
-    except BaseException as exc:
-        if isinstance(exc, SystemExit | GeneratorExit):
-            raise
+    except (KeyboardInterrupt, TerminationSignal) as exc:  # Prefect wraps SIGTERM in the run
         signum = signal_number(exc)
     try:
         report = json.loads(report_path.read_text())
