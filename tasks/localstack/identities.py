@@ -46,7 +46,6 @@ PIPELINE_ACTIONS = [
 # Writes the audit anchors (and reads them back); the bucket policy denies every
 # identity deleting, hiding or re-versioning them, and the pipeline identity writing them.
 AUDITOR_ACTIONS = ["Read", "Write", "List"]
-AUDITOR_ARN = "arn:aws:iam::000000000000:user/auditor"
 SERVICE_SECRETS = (
     "jwt_volume_write",
     "jwt_volume_read",

@@ -16,7 +16,6 @@ decrypt) and creates a new one; every signature and envelope names its key id.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -60,15 +59,6 @@ def read_secret(path: Path) -> bytes:
             f"key file {path} has mode {stat.S_IMODE(mode):o}; run `chmod 600 {path}`"
         )
     return path.read_bytes()
-
-
-def ensure_secret(path: Path, *, generate: bytes) -> bytes:
-    """Return the key in `path`, creating it from `generate` on first use (for keys
-    outside the keyring: a test's or a tool's own)."""
-    if not path.exists():
-        with contextlib.suppress(FileExistsError):  # another process was first: use theirs
-            write_new(path, generate)
-    return read_secret(path)
 
 
 def signing_key_id(private_raw: bytes) -> str:

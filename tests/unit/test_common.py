@@ -11,10 +11,11 @@ import pytest
 
 from tasks.common.audit import AuditLog
 from tasks.common.context import RunContext, StageGates
+from tasks.common.files import write_new
 from tasks.common.gates import GateFailed, GateResult, check, run_check
 from tasks.common.settings import ConfigError, load_settings
 from tasks.trust import envelope, keys, signing
-from tasks.trust.keys import KeyFileError, ensure_secret, read_secret
+from tasks.trust.keys import KeyFileError, read_secret
 
 
 # --- gates -----------------------------------------------------------------
@@ -85,16 +86,18 @@ def test_audit_chain_detects_deleted_and_reordered_lines(tmp_path: Path) -> None
 
 
 # --- key files -------------------------------------------------------------
-def test_key_file_created_0600_and_reused(tmp_path: Path) -> None:
+def test_key_file_created_0600_and_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "k"
-    first = ensure_secret(path, generate=b"a" * 32)
-    assert ensure_secret(path, generate=b"b" * 32) == first
+    write_new(path, b"a" * 32)
+    with pytest.raises(FileExistsError):
+        write_new(path, b"b" * 32)
+    assert read_secret(path) == b"a" * 32
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "k"
-    ensure_secret(path, generate=b"x" * 32)
+    write_new(path, b"x" * 32)
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
         read_secret(path)
