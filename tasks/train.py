@@ -26,16 +26,15 @@ from sklearn.pipeline import Pipeline
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
-from tasks.common.settings import ModelConfig
+from tasks.common.settings import DatasetConfig, ModelConfig
 from tasks.common.tracking import ModelRegistry, configure_mlflow, mlflow_client, redact_uri
 from tasks.models import (
-    DP_ESTIMATOR,
     build_pipeline,
     model_params,
     pip_requirements,
     resolve_data_norm,
 )
-from tasks.trust.modelio import TRUSTED_TYPES, load_model_file
+from tasks.trust.modelio import TRUSTED_BY_ESTIMATOR, load_model_file
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +61,15 @@ class TrainedModel:
 
 
 def split(
-    dataset: Dataset, *, config: ModelConfig, features: list[str] | None = None
+    dataset: Dataset, *, config: ModelConfig, columns: DatasetConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
     """Stratified, seeded train/test split: (x_train, x_test, y_train, y_test).
 
-    `features` defaults to every numeric column but the target (pseudonymised
-    PII columns are strings: kept for joins and audit, never model inputs).
+    Only the model's inputs (`DatasetConfig.inputs`) are kept: ignored and
+    pseudonymised PII columns stay in the data for joins and audit, never in a model.
     """
-    x = dataset.frame[features or dataset.features]
+    numeric, categorical = columns.inputs([str(c) for c in dataset.frame.columns])
+    x = dataset.frame[[*numeric, *categorical]]
     y = dataset.frame[dataset.target]
     parts = train_test_split(
         x, y, test_size=config.test_fraction, random_state=config.seed, stratify=y
@@ -178,7 +178,6 @@ def _log_to_mlflow(
         for name, directory in sorted(evidence.items()):
             if directory.is_dir():
                 mlflow.log_artifacts(str(directory), artifact_path=f"evidence/{name}")
-        dp = s.model.estimator == DP_ESTIMATOR
         info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
@@ -186,7 +185,7 @@ def _log_to_mlflow(
             pip_requirements=pip_requirements(s.model),
             # MLflow test-loads the file it saved; our own loader ignores this list
             # and uses the pinned one (modelio).
-            skops_trusted_types=list(TRUSTED_TYPES) if dp else None,
+            skops_trusted_types=list(TRUSTED_BY_ESTIMATOR[s.model.estimator]) or None,
             signature=signature,
         )
     version = ModelRegistry.for_settings(s).register(model_id=info.model_id, run_id=run.info.run_id)
@@ -219,10 +218,10 @@ def train(
     """
     s = ctx.settings
     gates = StageGates(ctx)
-    x_train, x_test, y_train, y_test = split(dataset, config=s.model, features=s.dataset.features)
-    config = resolve_data_norm(s.model, x_train)
+    x_train, x_test, y_train, y_test = split(dataset, config=s.model, columns=s.dataset)
+    config = resolve_data_norm(s.model, s.dataset, x_train)
     params = model_params(config)
-    pipeline = build_pipeline(config).fit(x_train, y_train)
+    pipeline = build_pipeline(config, s.dataset, list(x_train.columns)).fit(x_train, y_train)
     run_id, version, artifact_uri = _log_to_mlflow(
         ctx,
         dataset,

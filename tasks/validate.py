@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.checks.expectations import run_suite
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped, sha256_bytes, write_json
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
+from tasks.common.settings import DatasetConfig
 
 log = logging.getLogger(__name__)
 _SUITE_MAX_BYTES = 16 * 1024 * 1024
@@ -67,6 +69,67 @@ def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
         if ok
         else "suite differs from its pin: review the suite change, "
         "then re-pin dataset.suite_sha256 (sha256sum)",
+    )
+
+
+def check_columns(frame: pd.DataFrame, *, config: DatasetConfig) -> GateResult:
+    """`validate.columns`: the table holds exactly the declared columns, usable as declared.
+
+    Every column is the target, a numeric or categorical input, ignored, or declared
+    PII (never a silent drop); numeric inputs hold numbers; an input whose missing
+    policy is "refuse" and the target hold no missing value; the target has 2+ classes.
+    """
+    columns = [str(c) for c in frame.columns]
+    numeric, categorical = config.inputs(columns)
+    declared = {config.target, *numeric, *categorical, *config.ignored, *config.pii}
+    undeclared = [c for c in columns if c not in declared]
+    absent = [c for c in [config.target, *numeric, *categorical] if c not in frame.columns]
+    present = [c for c in numeric if c in frame.columns]
+    not_numeric = [c for c in present if not pd.api.types.is_numeric_dtype(frame[c])]
+    refused = [
+        c
+        for c in [*numeric, *categorical]
+        if c in frame.columns and config.missing_policy(c) == "refuse" and frame[c].isna().any()
+    ]
+    has_target = config.target in frame.columns
+    target_missing = has_target and bool(frame[config.target].isna().any())
+    classes = int(frame[config.target].nunique()) if has_target else 0
+    problems = []
+    if undeclared:
+        problems.append(
+            f"undeclared column(s) {undeclared[:10]}: add each to dataset.numeric, "
+            "categorical, ignored or pii (`secure-pipeline init` infers them)"
+        )
+    if absent:
+        problems.append(f"declared column(s) {absent[:10]} missing from the data")
+    if not_numeric:
+        problems.append(f"numeric column(s) {not_numeric[:10]} hold text: declare them categorical")
+    if refused:
+        problems.append(
+            f"missing values in {refused[:10]}, whose policy is refuse: fix the export, or set "
+            "dataset.missing.<column> to median, most_frequent or constant"
+        )
+    if target_missing:
+        problems.append(f"the target {config.target!r} has missing values")
+    if has_target and classes < 2:
+        problems.append(f"the target {config.target!r} has {classes} class(es); 2 or more needed")
+    ok = not problems
+    return check(
+        "validate.columns",
+        metrics={
+            "columns": len(columns),
+            "numeric": len(numeric),
+            "categorical": len(categorical),
+            "undeclared": undeclared,
+            "absent": absent,
+            "not_numeric": not_numeric,
+            "refused_missing": refused,
+            "target_missing": target_missing,
+            "classes": classes,
+        },
+        threshold={"undeclared": 0, "refused_missing": 0, "min_classes": 2},
+        ok=ok,
+        detail="every column declared and usable" if ok else "; ".join(problems),
     )
 
 
@@ -142,6 +205,7 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
         GateFailed: the suite was tampered with or the data failed an expectation.
     """
     ds, gates = ctx.settings.dataset, StageGates(ctx)
+    gates.enforce(run_check("validate.columns", check_columns, dataset.frame, config=ds))
     try:
         raw: bytes | None = read_capped(ds.suite, max_bytes=_SUITE_MAX_BYTES, follow_symlinks=True)
     except OSError:

@@ -87,6 +87,15 @@ GATES: tuple[Gate, ...] = (
         "dataset.suite_sha256",
     ),
     Gate(
+        "validate.columns",
+        "silently dropped or misread columns",
+        "columns not declared (numeric, categorical, ignored, PII), text in numeric inputs, "
+        "missing values where refused, classes",
+        "0 undeclared, 0 refused missing, 2+ classes",
+        "tasks.validate:check_columns",
+        "dataset.numeric",
+    ),
+    Gate(
         "validate.expectations",
         "schema attacks, corruption",
         "failed expectations (columns, types, nulls, ranges, labels, row count, distributions)",
@@ -167,7 +176,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.adversarial",
         "evasion attacks",
-        "robust accuracy under FGM, L-inf eps 0.1 std",
+        "robust accuracy under FGM (linear) or Square (trees), L-inf eps 0.1 std of numeric "
+        "inputs",
         "0.80",
         "tasks.evaluate:check_adversarial",
         "evaluate.min_robust_accuracy",
@@ -175,10 +185,28 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.membership_inference",
         "membership inference, inversion",
-        "advantage (TPR - FPR) of ART's black-box attack",
+        "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and "
+        "non-members",
         "0.25",
         "tasks.evaluate:check_membership_inference",
         "evaluate.max_membership_advantage",
+    ),
+    Gate(
+        "evaluate.backdoor_probe",
+        "backdoor triggers the model learned",
+        "share of clean test rows flipped to one class by a stamped candidate trigger "
+        "(rare extreme value, rare category), beyond a benign control",
+        "0.30",
+        "tasks.evaluate:check_backdoor_probe",
+        "evaluate.max_backdoor_flip",
+    ),
+    Gate(
+        "evaluate.extraction_risk",
+        "model theft by queries",
+        "agreement of a surrogate trained on 1000 label-only queries",
+        "reported (optional maximum)",
+        "tasks.evaluate:check_extraction_risk",
+        "evaluate.max_extraction_fidelity",
     ),
     Gate(
         "sign.model_digest",
@@ -255,7 +283,11 @@ SAFE_RANGES: tuple[SafeRange, ...] = (
     SafeRange("evaluate.min_robust_accuracy", "evaluate.adversarial", at_least=0.5),
     SafeRange("evaluate.attack_eps", "evaluate.adversarial", at_least=0.05),
     SafeRange("evaluate.attack_samples", "evaluate.adversarial", at_least=50),
+    SafeRange("evaluate.attack_iterations", "evaluate.adversarial", at_least=20),
     SafeRange("evaluate.max_membership_advantage", "evaluate.membership_inference", at_most=0.35),
+    SafeRange("evaluate.membership_samples", "evaluate.membership_inference", at_least=200),
+    SafeRange("evaluate.max_backdoor_flip", "evaluate.backdoor_probe", at_most=0.5),
+    SafeRange("evaluate.backdoor_samples", "evaluate.backdoor_probe", at_least=100),
     SafeRange("screen.max_label_shift", "screen.label_distribution", at_most=0.10),
     SafeRange("screen.max_label_noise_excess", "screen.label_noise", at_most=0.10),
     SafeRange("screen.max_duplicate_rate", "screen.duplicates", at_most=0.05),

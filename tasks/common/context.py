@@ -106,8 +106,3 @@ class Dataset:
     def rows(self) -> int:
         return len(self.frame)
 
-    @property
-    def features(self) -> list[str]:
-        """Numeric columns but the target (the model's inputs by default)."""
-        numeric = self.frame.select_dtypes("number").columns
-        return [c for c in numeric if c != self.target]

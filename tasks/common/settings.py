@@ -43,8 +43,24 @@ class DatasetConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     source: str
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    target: str
-    features: list[str] = Field(default_factory=list)  # empty: every column but the target
+    target: str  # the label column: any values (strings, integers), 2 or more classes
+    # FORK: the columns of your table, each declared once (`secure-pipeline init` infers
+    # them for review). Model inputs are `numeric` (imputed, scaled) and `categorical`
+    # (strings or integer codes: imputed, one-hot; a value unseen in training counts as
+    # none of the known ones). `ignored` columns are read and validated, never model
+    # inputs (ids, timestamps). Any other column blocks the run (gate
+    # `validate.columns`), never a silent drop. Both lists empty: every column but the
+    # target, the PII and the ignored ones is numeric.
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    ignored: list[str] = Field(default_factory=list)
+    # Missing values, per input column: "median" / "most_frequent" / "constant" (0, or
+    # "<missing>" for a category) impute them inside the model pipeline (so serving does
+    # the same); "refuse" (the default of an unlisted column) blocks a run whose data
+    # has any there.
+    missing: dict[str, Literal["median", "most_frequent", "constant", "refuse"]] = Field(
+        default_factory=dict
+    )
     # A dataset name or path given at run time (a deployment parameter) must
     # resolve inside data_root. Default: the config file's directory.
     data_root: Path = Path(".")
@@ -70,6 +86,38 @@ class DatasetConfig(_Section):
     max_line_bytes: int = Field(default=1024 * 1024, gt=0)
     max_cell_chars: int = Field(default=64 * 1024, gt=0)
 
+    @model_validator(mode="after")
+    def _columns_declared_once(self) -> DatasetConfig:
+        seen: dict[str, str] = {}
+        for role in ("numeric", "categorical", "ignored", "pii"):
+            for col in getattr(self, role):
+                if col == self.target or col in seen:
+                    first = "target" if col == self.target else seen[col]
+                    raise ValueError(f"column {col!r} is declared as both {first} and {role}")
+                seen[col] = role
+        for col, policy in self.missing.items():
+            if seen.get(col) not in ("numeric", "categorical"):
+                raise ValueError(
+                    f"missing.{col}: only numeric or categorical inputs have a missing policy"
+                )
+            if policy == "median" and seen[col] == "categorical":
+                raise ValueError(f"missing.{col}: a category has no median (use most_frequent)")
+        return self
+
+    def inputs(self, columns: list[str]) -> tuple[list[str], list[str]]:
+        """The model's (numeric, categorical) inputs, for a table with these `columns`.
+
+        Declared lists are returned as they are; with none declared, every column
+        but the target, the PII and the ignored ones is numeric.
+        """
+        if self.numeric or self.categorical:
+            return list(self.numeric), list(self.categorical)
+        skip = {self.target, *self.pii, *self.ignored}
+        return [c for c in columns if c not in skip], []
+
+    def missing_policy(self, column: str) -> str:
+        return self.missing.get(column, "refuse")
+
 
 class ScreenConfig(_Section):
     max_label_shift: float = Field(default=0.05, ge=0, le=1)
@@ -82,11 +130,22 @@ class ScreenConfig(_Section):
     pii_key_file: Path | None = None
 
 
+Estimator = Literal[
+    "logistic_regression", "dp_logistic_regression", "random_forest", "hist_gradient_boosting"
+]
+
+
 class ModelConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    # FORK: a new estimator is named here and built in tasks/models.py.
-    estimator: Literal["logistic_regression", "dp_logistic_regression"] = "logistic_regression"
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    # FORK: a new estimator is named here (`Estimator`) and built in tasks/models.py.
+    estimator: Estimator = "logistic_regression"
+    # Keyword arguments of the estimator (scikit-learn's names), checked when the config
+    # loads: an unknown or ill-typed one is a configuration error. Parameters under
+    # [model.params.<estimator>] apply to that estimator only, so one config can hold
+    # settings for several and switch with SECURE_PIPELINE_MODEL__ESTIMATOR.
+    params: dict[str, float | int | str | bool | None | dict[str, float | int | str | bool | None]] = (
+        Field(default_factory=dict)
+    )
     # dp_logistic_regression only (diffprivlib): the privacy budget of one training run.
     dp_epsilon: float = Field(default=1.0, gt=0)
     # Bound on the L2 norm of a *scaled* training row (rows beyond it are clipped).
@@ -97,15 +156,46 @@ class ModelConfig(_Section):
     seed: int = 42
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
 
+    @property
+    def estimator_params(self) -> dict[str, Any]:
+        """The parameters that apply to the selected estimator."""
+        flat = {k: v for k, v in self.params.items() if not isinstance(v, dict)}
+        return {**flat, **self.params.get(self.estimator, {})}  # type: ignore[dict-item]
+
+    @model_validator(mode="after")
+    def _params_fit_the_estimator(self) -> ModelConfig:
+        from tasks.models import ESTIMATORS, validate_params  # sklearn: imported on demand
+
+        nested = {k for k, v in self.params.items() if isinstance(v, dict)}
+        unknown = nested - set(ESTIMATORS)
+        if unknown:
+            raise ValueError(f"model.params.{sorted(unknown)[0]}: no such estimator")
+        validate_params(self)
+        return self
+
 
 class EvaluateConfig(_Section):
     min_accuracy: float = Field(default=0.90, ge=0, le=1)
-    attack: Literal["fgm", "pgd"] = "fgm"
-    attack_eps: float = Field(default=0.1, gt=0)  # L-inf, in standard deviations per feature
+    # Evasion attack on the numeric inputs (categorical ones held fixed): "auto" is FGM
+    # for models with loss gradients (linear) and ART's Square attack (black box, from
+    # predicted probabilities) for the rest (trees, boosting).
+    attack: Literal["auto", "fgm", "pgd", "square"] = "auto"
+    attack_eps: float = Field(default=0.1, gt=0, lt=0.5)  # L-inf, std of each numeric input
     min_robust_accuracy: float = Field(default=0.80, ge=0, le=1)
-    attack_samples: int = Field(default=200, gt=0)
-    # Membership-inference advantage (TPR - FPR of ART's black-box attack).
+    attack_samples: int = Field(default=200, gt=0)  # test rows attacked (cost is flat)
+    attack_iterations: int = Field(default=100, gt=0)  # queries per row (square), steps (pgd)
+    # Membership-inference advantage (TPR - FPR of ART's black-box attack), measured on
+    # up to `membership_samples` members and as many non-members (cost is flat).
     max_membership_advantage: float = Field(default=0.25, ge=0, le=1)
+    membership_samples: int = Field(default=1000, gt=0)
+    # Backdoor probe: candidate triggers stamped on clean test rows; the largest share of
+    # predictions that flip to one class, beyond the flips of a benign control value.
+    max_backdoor_flip: float = Field(default=0.30, ge=0, le=1)
+    backdoor_samples: int = Field(default=500, gt=0)
+    # Extraction: agreement of a surrogate trained on `extraction_queries` label-only
+    # queries with the model. Reported; a threshold blocks above it (None: report only).
+    extraction_queries: int = Field(default=1000, gt=0)
+    max_extraction_fidelity: float | None = Field(default=None, ge=0, le=1)
 
 
 class StorageConfig(_Section):

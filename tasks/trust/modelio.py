@@ -23,25 +23,33 @@ from skops.io.exceptions import UntrustedTypesFoundException
 from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes
 
-# Types skops must trust beyond its defaults to load the project's models.
-# A StandardScaler + LogisticRegression Pipeline needs none: skops 0.16 trusts
-# every type in it by default. The differentially private variant
-# (model.estimator = "dp_logistic_regression") needs exactly two, both plain
-# data holders rebuilt from their attributes (no __setstate__/__reduce__ hooks,
-# nothing callable): the diffprivlib estimator and the BudgetAccountant it keeps
-# (the privacy spend of its fit). Both lists are checked with
-# `skops.io.get_untrusted_types` by tests/unit/test_modelio.py.
+# Types skops must trust beyond its defaults to load the project's models, per
+# estimator of tasks/models.py. The preprocessing (ColumnTransformer, SimpleImputer,
+# StandardScaler, OneHotEncoder) and LogisticRegression need none: skops 0.16 trusts
+# them by default. Each entry is a plain data holder rebuilt from its attributes (no
+# __setstate__/__reduce__ hooks, nothing callable): a fitted tree's node arrays, a
+# boosting predictor's node array, and for diffprivlib's model the estimator and the
+# BudgetAccountant it keeps (the privacy spend of its fit). tests/unit/test_modelio.py
+# requires each list to equal `skops.io.get_untrusted_types` of that fitted model.
 #
 # FORK: a fork that trains another model (tasks/models.py) adds exactly what
 #     skops.io.get_untrusted_types(data=dumps_model(fitted_model))
-# prints, after reading each entry, and never a module-wide or callable type:
-#   RandomForest / DecisionTree / GradientBoosting -> "sklearn.tree._tree.Tree"
-#   HistGradientBoosting -> "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+# prints, after reading each entry, and never a module-wide or callable type.
 # An entry such as "posix.system" or "builtins.eval" means the file can run code: refuse it.
-TRUSTED_TYPES: tuple[str, ...] = (
-    "diffprivlib.accountant.BudgetAccountant",
-    "diffprivlib.models.logistic_regression.LogisticRegression",
-)
+TRUSTED_BY_ESTIMATOR: dict[str, tuple[str, ...]] = {
+    "logistic_regression": (),
+    "dp_logistic_regression": (
+        "diffprivlib.accountant.BudgetAccountant",
+        "diffprivlib.models.logistic_regression.LogisticRegression",
+    ),
+    "random_forest": ("sklearn.tree._tree.Tree",),
+    "hist_gradient_boosting": (
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    ),
+}
+# The loader accepts the union: `verify` and serving do not know which estimator made
+# a file, and every entry is as harmless in any model as in its own.
+TRUSTED_TYPES: tuple[str, ...] = tuple(sorted({t for ts in TRUSTED_BY_ESTIMATOR.values() for t in ts}))
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
