@@ -1,4 +1,4 @@
-"""The `secure-pipeline` command: run, verify, audit, profile, local, serve.
+"""The `secure-pipeline` command: run, verify, audit, init, suite, profile, keys, local, serve.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
@@ -253,18 +253,92 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from tasks.checks.profile import build_and_sign_profile
+def _signer(settings: Settings) -> Any:
+    """The pipeline's signer; a new state directory gets its keyring first (audited)."""
+    from tasks.common.audit import AuditLog
+    from tasks.trust import keys
     from tasks.trust.signing import Signer
 
+    ring, created = keys.ensure_keys(
+        settings.keys_dir, had_runs=lambda: settings.audit_path.exists()
+    )
+    if created:
+        AuditLog(settings.audit_path).append("keys.created", keys=keys.key_ids(ring), by="init")
+        _say(f"created the pipeline's keys under {settings.keys_dir}: back this directory up")
+    return Signer.local(settings.keys_dir)
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.onboarding import InitError, init_dataset, parse_pii
+
+    try:
+        result = init_dataset(
+            Path(args.data),
+            target=args.target,
+            name=args.name,
+            pii=parse_pii(args.pii),
+            out_dir=Path(args.out) if args.out else None,
+            signer=_signer(settings),
+            force=args.force,
+        )
+    except InitError as exc:
+        raise ConfigError(str(exc)) from None
+    cols = result.columns
+    _say(
+        f"wrote {result.config}, {result.suite.name} and {result.profile.name} (+ .sig): "
+        f"{len(cols.numeric)} numeric, {len(cols.categorical)} categorical, "
+        f"{len(cols.ignored)} ignored column(s), {len(cols.missing)} imputed; review the "
+        "config, then run:"
+    )
+    sys.stdout.write(f"secure-pipeline run --config {result.config}\n")
+    return EXIT_OK
+
+
+def cmd_suite(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.checks.profile import read_table
+    from tasks.checks.suite_builder import derive_suite, write_suite
+
+    ds = settings.dataset
+    try:
+        frame = read_table(Path(args.data).expanduser().resolve())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {args.data}: {exc}") from None
+    numeric, categorical = ds.inputs([str(c) for c in frame.columns])
+    seen = frame.drop(columns=[c for c, a in ds.pii.items() if a == "drop" and c in frame])
+    suite = derive_suite(
+        seen,
+        name=ds.name,
+        target=ds.target,
+        numeric=numeric,
+        categorical=categorical,
+        ignored=ds.ignored,
+        missing={c: ds.missing_policy(c) for c in [*numeric, *categorical]},
+        exclude=[c for c, a in ds.pii.items() if a == "pseudonymize"],
+        notes=args.notes or f"derived from {Path(args.data).name}",
+    )
+    out = Path(args.out).expanduser().resolve()
+    digest = write_suite(suite, out)
+    _say(f"wrote {out} ({len(suite['expectations'])} expectations); review it, then pin:")
+    sys.stdout.write(f'suite_sha256 = "{digest}"\n')
+    return EXIT_OK
+
+
+def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.checks.profile import build_and_sign_profile, read_table
+
+    ds = settings.dataset
+    data = Path(args.data).expanduser().resolve()
     out = Path(args.out).expanduser().resolve()
     try:
+        numeric, categorical = ds.inputs([str(c) for c in read_table(data).columns])
         digest = build_and_sign_profile(
-            Path(args.data).expanduser().resolve(),
-            target=settings.dataset.target,
+            data,
+            target=ds.target,
             out=out,
-            signer=Signer.local(settings.keys_dir),
-            exclude=settings.dataset.pii.keys(),
+            signer=_signer(settings),
+            numeric=numeric,
+            categorical=categorical,
+            exclude=[*ds.pii, *ds.ignored],
         )
     except (OSError, ValueError, KeyError) as exc:
         _say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
@@ -313,6 +387,33 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
     profile.set_defaults(func=cmd_profile)
+
+    init = sub.add_parser(
+        "init",
+        parents=[common],
+        help="from a trusted table: config, expectation suite, signed profile, pinned"
+    )
+    init.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
+    init.add_argument("--target", required=True, help="the label column")
+    init.add_argument("--name", help="dataset name (default: from the file name)")
+    init.add_argument(
+        "--pii",
+        action="append",
+        default=[],
+        metavar="COL=drop|pseudonymize",
+        help="a personal-data column and what to do with it (repeatable)",
+    )
+    init.add_argument("--out", help="directory for the files (default: the data's directory)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(func=cmd_init)
+
+    suite = sub.add_parser(
+        "suite", parents=[common], help="derive an expectation suite from trusted data"
+    )
+    suite.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
+    suite.add_argument("--out", required=True, help="suite path (JSON)")
+    suite.add_argument("--notes", help="notes stored in the suite")
+    suite.set_defaults(func=cmd_suite)
 
     keys_cmd = sub.add_parser(
         "keys", parents=[common], help="the pipeline's signing and master keys"

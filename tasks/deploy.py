@@ -91,6 +91,7 @@ def publish(
         "deployed_at": datetime.now(UTC).isoformat(),
         "flow_run_id": ctx.run_id,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "serving": signed.payload["serving"],  # labels only, or probabilities too
         "artifact": {
             "key": art_key,
             "version_id": art_vid,

@@ -4,8 +4,9 @@ Two steps. `guard_pii` (``screen.pii``) runs right after ingestion: undeclared
 PII-looking columns block; declared ones are dropped or pseudonymised before
 validation, reports or models see them. `screen` runs after validation: the
 profile's signature (``screen.profile_integrity``), then the poisoning screens,
-each against the verified profile (see `tasks.checks.poisoning`): label_distribution,
-label_noise, duplicates, near_duplicates, outliers, backdoor. Every check fails
+each against the verified profile (see `tasks.checks.poisoning`; numeric and
+categorical inputs, any label type): label_distribution, label_noise, duplicates,
+near_duplicates, outliers, backdoor. Every check fails
 closed, and all poisoning gates are reported together so one block shows them all.
 """
 
@@ -28,6 +29,7 @@ from tasks.checks.poisoning import (
     check_label_noise,
     check_near_duplicates,
     check_outliers,
+    content_columns,
     label_shares,
     neighbour_stats,
 )
@@ -56,6 +58,8 @@ def poisoning_gates(
 ) -> list[GateResult]:
     """Every poisoning gate of the frame (PII already handled) against a verified profile.
 
+    The screens read the profile's inputs and the label only (version 3: its numeric
+    and categorical inputs; version 2: its numeric features), never ids or PII.
     `seed` only matters above the profile's ``base_cap`` rows, where the neighbour
     statistics are sampled; the screen passes a fresh random seed so the sampled
     rows cannot be predicted by whoever prepared the data.
@@ -65,7 +69,7 @@ def poisoning_gates(
 
     def content() -> pd.DataFrame:  # duplicates by content, not ids; KeyError fails closed
         if "content" not in cache:
-            cache["content"] = frame[[*profile["features"], target]]
+            cache["content"] = frame[content_columns(profile)]
         return cache["content"]
 
     def nb() -> NeighbourStats:

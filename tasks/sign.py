@@ -79,10 +79,24 @@ def build_provenance(
             "sha256": model.sha256,
             "files": model.files,
             "params": model.params,
+            "inputs": list(model.x_train.columns),
+            "classes": [str(c) for c in model.pipeline.classes_],
+            # A differentially private model's budget; None: not trained with DP.
+            "dp_epsilon": model.params.get("dp_epsilon"),
         },
+        "serving": serving_policy(gates),
         "gates": [g.as_report() for g in gates],
         "waivers": ctx.settings.active_waivers,
     }
+
+
+def serving_policy(gates: list[GateResult]) -> dict[str, Any]:
+    """What the model's server should return, as the evaluate stage recommended it
+    (``evaluate.extraction_risk``): "labels" only, or "probabilities" too."""
+    for g in gates:
+        if g.name == "evaluate.extraction_risk" and "recommended_output" in g.metrics:
+            return {"output": g.metrics["recommended_output"], "why": g.metrics.get("output_reason")}
+    return {"output": "labels", "why": "no extraction measurement: the safe default"}
 
 
 def check_model_digest(model: TrainedModel) -> GateResult:

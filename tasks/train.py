@@ -34,7 +34,7 @@ from tasks.models import (
     pip_requirements,
     resolve_data_norm,
 )
-from tasks.trust.modelio import TRUSTED_BY_ESTIMATOR, load_model_file
+from tasks.trust.modelio import TRUSTED_TYPES, load_model_file
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _log_to_mlflow(
             pip_requirements=pip_requirements(s.model),
             # MLflow test-loads the file it saved; our own loader ignores this list
             # and uses the pinned one (modelio).
-            skops_trusted_types=list(TRUSTED_BY_ESTIMATOR[s.model.estimator]) or None,
+            skops_trusted_types=list(TRUSTED_TYPES),
             signature=signature,
         )
     version = ModelRegistry.for_settings(s).register(model_id=info.model_id, run_id=run.info.run_id)

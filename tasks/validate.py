@@ -120,8 +120,9 @@ def check_columns(frame: pd.DataFrame, *, config: DatasetConfig) -> GateResult:
             "columns": len(columns),
             "numeric": len(numeric),
             "categorical": len(categorical),
-            "undeclared": undeclared,
-            "absent": absent,
+            "undeclared": undeclared[:20],  # names (at most 20) and how many
+            "undeclared_count": len(undeclared),
+            "absent": absent[:20],
             "not_numeric": not_numeric,
             "refused_missing": refused,
             "target_missing": target_missing,
@@ -205,7 +206,7 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
         GateFailed: the suite was tampered with or the data failed an expectation.
     """
     ds, gates = ctx.settings.dataset, StageGates(ctx)
-    gates.enforce(run_check("validate.columns", check_columns, dataset.frame, config=ds))
+    columns = run_check("validate.columns", check_columns, dataset.frame, config=ds)
     try:
         raw: bytes | None = read_capped(ds.suite, max_bytes=_SUITE_MAX_BYTES, follow_symlinks=True)
     except OSError:
@@ -214,6 +215,8 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
         "validate.suite_integrity", check_suite_integrity, raw, expected=ds.suite_sha256
     )
     raw = gates.enforce_with(integrity, raw)  # the gate fails on an unreadable suite
+    # The suite runs even when the columns gate fails, so a blocked run keeps its evidence;
+    # both verdicts are reported together.
     result: dict[str, Any] | None = None
     expected, error = -1, None
     out_dir = evidence_dir(ctx)
@@ -236,7 +239,7 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
         "validate.expectations", check_expectations, result, expected=expected, error=error
     )
     log.info("validation evidence written to %s", out_dir)
-    gates.enforce(gate)
+    gates.enforce(columns, gate)
     return (
         ValidationOutput(dataset, sha256_bytes(raw), result_path, out_dir),
         gates.results,

@@ -7,22 +7,29 @@ that what is normal for this dataset is never flagged, only what moved:
 * label_distribution: class shares (label flipping moves them);
 * label_noise: share of rows whose label disagrees with most of their k nearest
   neighbours (flips that keep the class shares still land in the wrong place);
-* duplicates / near_duplicates: exact repeats, and rows with a twin within a tiny
-  distance (a flood of lightly jittered copies evades exact deduplication);
-* outliers: per-feature share of rows with a robust z-score above 3.5;
-* backdoor: rows beyond a feature's extreme reference quantile that carry one
-  label far more often than the reference did (a trigger value tied to a label).
+* duplicates / near_duplicates: exact repeats (all content columns, text included),
+  and rows with a twin within a tiny distance (a flood of lightly jittered copies
+  evades exact deduplication);
+* outliers: per numeric feature, share of rows with a robust z-score above 3.5;
+* backdoor: rows beyond a numeric feature's extreme reference quantile, or holding a
+  category rare in the reference (or unseen there), that carry one label far more
+  often than the reference did (a trigger value tied to a label).
 
-Metrics name features and counts, never data values.
+Neighbours are found in one encoded space: numeric inputs in reference std units
+(a missing value at the reference median), categorical inputs one-hot over the
+reference's categories (a missing or unseen one is all zeros), scaled so that one
+changed category weighs like one std. A version 2 profile has numeric inputs only
+and is screened exactly as before. Metrics name features and counts, never values.
 
-About 380 lines: six screens that share the neighbour statistics and the label keys,
-and the profile builder (tasks.checks.profile) uses the same statistics, so they
-stay together rather than being split across modules that import each other.
+About 480 lines: six screens that share the encoding, the neighbour statistics and
+the label keys, and the profile builder (tasks.checks.profile) uses the same
+statistics, so they stay together rather than being split across modules that
+import each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +47,14 @@ PARAMS: dict[str, Any] = {
     "tail_quantiles": [0.01, 0.99],  # backdoor tails: strictly beyond these reference quantiles
     "base_cap": 20_000,  # over this many rows the label vote runs on a random sample
     "query_cap": 1_000,  # ... and near-twins are looked up for this many sampled rows
+    # Version 3 (categorical inputs):
+    "rare_share": 0.02,  # a category under this reference share is a backdoor candidate
+    "category_weight": 0.7071067811865476,  # one-hot value: a changed category = 1 std
+    "max_categories": 1_000,  # per column; more is an id or free text, not a category
 }
 MISSING_LABEL = "<missing>"
+UNSEEN = "unseen category"  # backdoor "tail" of categories absent from the reference
+RARE = "rare category"
 
 
 def label_key(value: object) -> str:
@@ -72,6 +85,25 @@ def duplicate_rate(frame: pd.DataFrame) -> float:
         return 0.0
     candidates = pd.util.hash_pandas_object(frame, index=False).duplicated(keep=False)
     return float(frame[candidates.to_numpy()].duplicated(keep="first").sum()) / len(frame)
+
+
+def category_keys(values: pd.Series) -> pd.Series:
+    """Categories as profile keys (as `label_key`: 1 and 1.0 are one); missing stays NaN."""
+    mapping = {v: label_key(v) for v in values.dropna().unique()}
+    return values.map(mapping).astype(object)
+
+
+def profile_inputs(profile: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The (numeric, categorical) inputs a profile describes (version 2: numeric only)."""
+    if "inputs" in profile:
+        return list(profile["inputs"]["numeric"]), list(profile["inputs"]["categorical"])
+    return list(profile["features"]), []
+
+
+def content_columns(profile: Mapping[str, Any]) -> list[str]:
+    """The columns the screens read: the inputs and the label (never ids or PII)."""
+    numeric, categorical = profile_inputs(profile)
+    return [*numeric, *categorical, profile["target"]]
 
 
 def feature_values(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -111,6 +143,34 @@ def standardized(frame: pd.DataFrame, features: Mapping[str, Mapping[str, Any]])
     return np.column_stack(cols) if cols else np.zeros((len(frame), 0))
 
 
+def one_hot(
+    frame: pd.DataFrame, categorical: Mapping[str, Mapping[str, Any]], *, weight: float
+) -> np.ndarray:
+    """One-hot over each column's reference categories, `weight` for a hit; a missing
+    or unseen category is all zeros (one coordinate away from every known one)."""
+    blocks = [np.zeros((len(frame), 0))]
+    for col, st in categorical.items():
+        cats = sorted(st["shares"])
+        codes = pd.Categorical(category_keys(frame[col]), categories=cats).codes
+        block = np.zeros((len(frame), len(cats)))
+        hit = np.flatnonzero(codes >= 0)
+        block[hit, codes[hit]] = weight
+        blocks.append(block)
+    return np.hstack(blocks)
+
+
+def encoded(frame: pd.DataFrame, profile: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """The neighbour space of the profile's inputs, and its number of input columns."""
+    z = standardized(frame, profile["features"])
+    categorical = profile.get("categorical", {})
+    if not categorical:  # version 2, or no categorical input
+        return z, z.shape[1]
+    weight = profile["params"]["category_weight"]
+    return np.hstack([z, one_hot(frame, categorical, weight=weight)]), z.shape[1] + len(
+        categorical
+    )
+
+
 @dataclass(frozen=True)
 class NeighbourStats:
     label_noise_rate: float
@@ -146,12 +206,12 @@ def neighbour_stats(
     ALL rows (a flood is found wherever its copies are).
     """
     p = profile["params"]
-    z = standardized(frame, profile["features"])
+    z, dims = encoded(frame, profile)
     labels = label_keys(frame[profile["target"]]).to_numpy()
     n = len(z)
     if n < 2:
         raise ValueError("need at least two rows")
-    radius = p["near_duplicate_rms"] * np.sqrt(max(z.shape[1], 1))
+    radius = p["near_duplicate_rms"] * np.sqrt(max(dims, 1))
     rng = np.random.default_rng(seed)
     sampled = n > p["base_cap"]
     base = np.sort(rng.choice(n, p["base_cap"], replace=False)) if sampled else np.arange(n)
@@ -326,34 +386,52 @@ def check_outliers(
     )
 
 
+def backdoor_groups(
+    frame: pd.DataFrame, profile: Mapping[str, Any]
+) -> Iterator[tuple[str, str, np.ndarray, Mapping[str, float]]]:
+    """(feature, tail, row mask, reference label shares) of every backdoor candidate:
+    each numeric feature's low and high tails, each category rare in the reference,
+    and per categorical column the categories the reference never saw."""
+    for col, st in profile["features"].items():
+        for tail, mask in tail_masks(feature_values(frame, col), st).items():
+            yield col, tail, mask, st["tails"][tail]
+    for col, st in profile.get("categorical", {}).items():
+        keys = category_keys(frame[col])
+        rare = sorted(st["tails"])
+        codes = pd.Categorical(keys, categories=rare).codes
+        for code in np.unique(codes[codes >= 0]):
+            yield col, RARE, codes == code, st["tails"][rare[code]]
+        yield col, UNSEEN, (keys.notna() & ~keys.isin(list(st["shares"]))).to_numpy(), {}
+
+
 def check_backdoor(
     frame: pd.DataFrame, profile: Mapping[str, Any], *, max_score: float
 ) -> GateResult:
-    """`screen.backdoor`: rows beyond a feature's extreme reference quantile that carry one label.
+    """`screen.backdoor`: rows in a rare part of the reference that carry one label.
 
-    Score of (feature, tail, label) = share of all rows that are in the tail with that
+    A rare part is beyond a numeric feature's extreme reference quantile, or a category
+    whose reference share is under ``rare_share`` (or one the reference never saw).
+    Score of (feature, part, label) = share of all rows that are in the part with that
     label, minus the same share in the reference. A trigger value stamped on a few
     percent of rows that all carry the attacker's label scores about that percentage;
-    rows that are merely extreme score only their share of each label.
+    rows that are merely extreme or rare score only their share of each label.
     """
     labels = label_keys(frame[profile["target"]])
     n = len(frame)
     best: dict[str, Any] = {"score": -1.0}
-    for col, st in profile["features"].items():
-        for tail, mask in tail_masks(feature_values(frame, col), st).items():
-            in_tail = int(mask.sum())
-            ref = st["tails"][tail]
-            for label, share in tail_label_shares(mask, labels).items():
-                score = share - ref.get(label, 0.0)
-                if score > best["score"]:
-                    best = {
-                        "score": score,
-                        "feature": col,
-                        "tail": tail,
-                        "share": in_tail / n,
-                        "purity": share * n / in_tail,
-                        "reference_share": sum(ref.values()),
-                    }
+    for col, tail, mask, ref in backdoor_groups(frame, profile):
+        in_tail = int(mask.sum())
+        for label, share in tail_label_shares(mask, labels).items():
+            score = share - ref.get(label, 0.0)
+            if score > best["score"]:
+                best = {
+                    "score": score,
+                    "feature": col,
+                    "tail": tail,
+                    "share": in_tail / n,
+                    "purity": share * n / in_tail,
+                    "reference_share": sum(ref.values()),
+                }
     if best["score"] < 0:  # no row in any tail
         best = {
             "score": 0.0,
@@ -371,10 +449,20 @@ def check_backdoor(
         threshold={
             "max_backdoor_score": max_score,
             "tail_quantiles": profile["params"]["tail_quantiles"],
+            **(
+                {"rare_category_share": profile["params"]["rare_share"]}
+                if profile.get("categorical")
+                else {}
+            ),
         },
         detail=""
         if ok
-        else f"rows with extreme {best['feature']!r} ({best['tail']} "
-        "tail) mostly share one label, far more than in the "
-        "reference: possible backdoor trigger; inspect those rows",
+        else f"rows with {_part(best)} mostly share one label, far more than in "
+        "the reference: possible backdoor trigger; inspect those rows",
     )
+
+
+def _part(best: Mapping[str, Any]) -> str:
+    if best["tail"] in (RARE, UNSEEN):
+        return f"a{'n' if best['tail'] == UNSEEN else ''} {best['tail']} in {best['feature']!r}"
+    return f"extreme {best['feature']!r} ({best['tail']} tail)"

@@ -7,6 +7,21 @@ profile itself, signed by the pipeline's own key (``secure-pipeline profile``) o
 by a data owner's key listed in ``dataset.profile_signers`` (signed offline; only
 the public key is shipped). The file's parsed content must equal the signed
 payload. ``dataset.reference_profile_sha256`` is an optional extra pin.
+
+Version 3 (written now) describes numeric and categorical inputs; version 2 (numeric
+inputs only, e.g. the bundled profile signed offline by its data owner) is still
+verified and screened as it always was. A version 3 profile holds, besides the
+version 2 fields::
+
+    "inputs": {"numeric": [...], "categorical": [...]}   # the model's inputs, in order
+    "features": {numeric column: statistics}            # as version 2, NaN-safe
+    "categorical": {column: {"shares": {category: share of all rows},
+                             "missing_rate": r,
+                             "tails": {rare category: {label: share of all rows}}}}
+    "missing_rates": {input column: share of missing values}
+
+Category keys are strings (an integer code 3 is "3"). Only categories (needed to
+encode them) are stored as values; numeric cells appear only as quantiles.
 """
 
 from __future__ import annotations
@@ -24,6 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tasks.checks.poisoning import (
     PARAMS,
+    category_keys,
+    content_columns,
     duplicate_rate,
     feature_values,
     label_keys,
@@ -41,7 +58,8 @@ from tasks.trust.signing import SignatureError, Signer, key_id, load_public_key,
 from tasks.trust.signing import trusted_keys as pipeline_keys
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # what build_profile writes
+SUPPORTED_VERSIONS = (2, 3)  # what verification accepts (2: numeric inputs only)
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 
@@ -75,30 +93,91 @@ def _feature_stats(
     return st
 
 
-def build_profile(
-    frame: pd.DataFrame, *, target: str, exclude: Iterable[str] = ()
+def _categorical_stats(
+    frame: pd.DataFrame, col: str, labels: pd.Series, params: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The reference profile of a trusted dataset (deterministic for up to 50k rows).
+    keys = category_keys(frame[col])
+    n = len(keys)
+    counts = keys.value_counts()
+    if len(counts) > params["max_categories"]:
+        raise ProfileError(
+            f"categorical column {col!r} has {len(counts)} distinct values (over "
+            f"{params['max_categories']}): an id or free text? declare it ignored"
+        )
+    rare = [str(k) for k, v in counts.items() if v / n < params["rare_share"]]
+    return {
+        "shares": {str(k): float(v) / n for k, v in counts.items()},
+        "missing_rate": float(keys.isna().sum()) / n,
+        "tails": {c: tail_label_shares((keys == c).to_numpy(), labels) for c in rare},
+    }
 
-    Every column but the target and `exclude` (e.g. declared PII) must be numeric.
+
+def _resolve_inputs(
+    frame: pd.DataFrame,
+    target: str,
+    numeric: Iterable[str] | None,
+    categorical: Iterable[str] | None,
+    exclude: Iterable[str],
+) -> tuple[list[str], list[str]]:
+    cats = list(categorical or [])
+    skip = {target, *exclude, *cats}
+    nums = [c for c in frame.columns if c not in skip] if numeric is None else list(numeric)
+    declared = [*nums, *cats]
+    if len(set(declared)) != len(declared) or target in declared:
+        raise ProfileError("an input is declared twice, or is the target")
+    if not declared:
+        raise ProfileError("no input columns to profile")
+    absent = [c for c in [*declared, target] if c not in frame.columns]
+    if absent:
+        raise ProfileError(f"declared column(s) {absent[:10]} not in the data")
+    return nums, cats
+
+
+def build_profile(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    numeric: Iterable[str] | None = None,
+    categorical: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The version 3 reference profile of a trusted dataset (deterministic up to 50k rows).
+
+    Args:
+        frame: The trusted data.
+        target: Label column (any hashable values, 2 or more classes).
+        numeric: Numeric inputs. None: every column but the target, `categorical`
+            and `exclude` (each must then be numeric: text is never profiled silently).
+        categorical: Categorical inputs (strings or integer codes).
+        exclude: Columns that are not inputs when `numeric` is None (PII, ignored ones).
+
     Write it with `write_profile` (signed) or ``json.dumps(p, indent=2, sort_keys=True)``.
+
+    Raises:
+        ProfileError: a declared column is absent, declared twice, or a categorical
+            column has more than ``max_categories`` distinct values.
+        ValueError: a numeric input holds text.
     """
-    skip = {target, *exclude}
-    features = [c for c in frame.columns if c not in skip]
+    nums, cats = _resolve_inputs(frame, target, numeric, categorical, exclude)
     labels = label_keys(frame[target])
     params = dict(PARAMS)
-    stats = {c: _feature_stats(feature_values(frame, c), labels, params) for c in features}
+    stats = {c: _feature_stats(feature_values(frame, c), labels, params) for c in nums}
+    n = len(frame)
     profile: dict[str, Any] = {
         "version": PROFILE_VERSION,
-        "rows": len(frame),
-        "columns": list(frame.columns),
+        "rows": n,
+        "columns": [str(c) for c in frame.columns],
         "target": target,
+        "inputs": {"numeric": nums, "categorical": cats},
         "params": params,
         "label_shares": label_shares(frame[target]),
-        "duplicate_rate": duplicate_rate(frame[[*features, target]]),
         "features": stats,
+        "categorical": {c: _categorical_stats(frame, c, labels, params) for c in cats},
+        "missing_rates": {c: float(frame[c].isna().sum()) / n if n else 0.0 for c in nums + cats},
     }
-    nb = neighbour_stats(frame, profile, seed=0)
+    content = frame[content_columns(profile)]
+    profile["duplicate_rate"] = duplicate_rate(content)
+    nb = neighbour_stats(content, profile, seed=0)
     profile["label_noise_rate"] = nb.label_noise_rate
     profile["near_duplicate_rate"] = nb.near_duplicate_rate
     return profile
@@ -133,7 +212,14 @@ def read_table(path: Path, *, max_bytes: int = 1024**3) -> pd.DataFrame:
 
 
 def build_and_sign_profile(
-    data: Path, *, target: str, out: Path, signer: Signer, exclude: Iterable[str] = ()
+    data: Path,
+    *,
+    target: str,
+    out: Path,
+    signer: Signer,
+    numeric: Iterable[str] | None = None,
+    categorical: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
 ) -> str:
     """`secure-pipeline profile DATA --out PROFILE`: profile trusted data and sign it.
 
@@ -142,13 +228,18 @@ def build_and_sign_profile(
         target: Label column.
         out: Profile path; the signature goes to ``<out>.sig``.
         signer: Usually ``Signer.local(settings.keys_dir)``.
-        exclude: Columns to leave out (declared PII: ``settings.dataset.pii``).
+        numeric, categorical: The inputs (``settings.dataset.inputs(columns)``);
+            numeric None: every column but the target, categorical and `exclude`.
+        exclude: Columns that are not inputs (declared PII and ignored columns).
 
     Returns:
         The sha256 of the written profile (for the optional pin).
     """
     frame = read_table(data)
-    return write_profile(build_profile(frame, target=target, exclude=exclude), out, signer=signer)
+    profile = build_profile(
+        frame, target=target, numeric=numeric, categorical=categorical, exclude=exclude
+    )
+    return write_profile(profile, out, signer=signer)
 
 
 def load_signer_key(path: Path) -> Ed25519PublicKey:
@@ -263,13 +354,13 @@ def check_profile_integrity(
         signer_key_id=key_id(keys[signer])[:16],
         version=profile.get("version"),
     )
-    if profile.get("version") != PROFILE_VERSION:
+    if profile.get("version") not in SUPPORTED_VERSIONS:
         return (
             failed(
                 name,
                 metrics=metrics,
                 threshold=threshold,
-                detail=f"profile version is not {PROFILE_VERSION}; rebuild it",
+                detail=f"profile version is not one of {list(SUPPORTED_VERSIONS)}; rebuild it",
             ),
             {},
         )

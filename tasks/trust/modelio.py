@@ -47,9 +47,13 @@ TRUSTED_BY_ESTIMATOR: dict[str, tuple[str, ...]] = {
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     ),
 }
+# A SimpleImputer (missing-value policies) keeps the numpy dtype it was fitted on.
+TRUSTED_PREPROCESSING: tuple[str, ...] = ("numpy.dtype",)
 # The loader accepts the union: `verify` and serving do not know which estimator made
 # a file, and every entry is as harmless in any model as in its own.
-TRUSTED_TYPES: tuple[str, ...] = tuple(sorted({t for ts in TRUSTED_BY_ESTIMATOR.values() for t in ts}))
+TRUSTED_TYPES: tuple[str, ...] = tuple(
+    sorted({*TRUSTED_PREPROCESSING, *(t for ts in TRUSTED_BY_ESTIMATOR.values() for t in ts)})
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -18,7 +18,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from tasks.common.files import sha256_bytes, sha256_file
 from tasks.trust.modelio import (
-    TRUSTED_TYPES,
+    TRUSTED_BY_ESTIMATOR,
+    TRUSTED_PREPROCESSING,
     ModelIntegrityError,
     UntrustedModelError,
     dumps_model,
@@ -63,25 +64,41 @@ def pipeline(data) -> Pipeline:
     ).fit(x, y)
 
 
-def test_trusted_types_are_exactly_what_the_project_pipelines_need(pipeline, data):
-    # The plain pipeline needs nothing beyond skops' defaults ...
-    assert sio.get_untrusted_types(data=dumps_model(pipeline)) == []
-    # ... and the differentially private one exactly the pinned diffprivlib types.
-    from diffprivlib.accountant import BudgetAccountant
-    from diffprivlib.models import LogisticRegression as DPLogisticRegression
+@pytest.mark.parametrize("estimator", sorted(TRUSTED_BY_ESTIMATOR))
+def test_each_estimators_trusted_types_are_exactly_what_its_pipeline_needs(estimator):
+    """Every model of the zoo, on a mixed table (imputers, one-hot), holds exactly the
+    types pinned for it: no more (the pin would hide a new type), no fewer (stale)."""
+    from tasks.common.settings import DatasetConfig, ModelConfig
+    from tasks.models import build_pipeline
+    from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
 
-    dp = Pipeline(
-        [
-            ("scaler", StandardScaler()),
-            (
-                "model",
-                DPLogisticRegression(
-                    epsilon=1.0, data_norm=5.0, random_state=42, accountant=BudgetAccountant()
-                ),
-            ),
-        ]
-    ).fit(*data)
-    assert sorted(sio.get_untrusted_types(data=dumps_model(dp))) == sorted(TRUSTED_TYPES)
+    frame = mixed_table(400)
+    cols = [*NUMERIC, *CATEGORICAL]
+    ds = DatasetConfig(
+        name="t", source="x", target="segment", numeric=NUMERIC, categorical=CATEGORICAL,
+        missing=MISSING, suite="s", suite_sha256="0" * 64, reference_profile="p",
+    )
+    small = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 5}}
+    config = ModelConfig(name="m", estimator=estimator, dp_data_norm=5.0, params=small)
+    fitted = build_pipeline(config, ds, cols).fit(frame[cols], frame["segment"])
+    blob = dumps_model(fitted)
+    pinned = {*TRUSTED_PREPROCESSING, *TRUSTED_BY_ESTIMATOR[estimator]}
+    assert sorted(sio.get_untrusted_types(data=blob)) == sorted(pinned)
+    loaded = load_model_bytes(blob, expected_sha256=sha256_bytes(blob))
+    np.testing.assert_array_equal(loaded.predict(frame[cols]), fitted.predict(frame[cols]))
+
+
+def test_a_tree_type_is_refused_when_not_pinned(monkeypatch, data):
+    """The loader trusts the pinned list only: unpinned, a forest's trees are refused."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    import tasks.trust.modelio as modelio
+
+    x, y = data
+    blob = dumps_model(RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y))
+    monkeypatch.setattr(modelio, "TRUSTED_TYPES", ())
+    with pytest.raises(UntrustedModelError, match="sklearn.tree._tree.Tree"):
+        load_model_bytes(blob, expected_sha256=sha256_bytes(blob))
 
 
 def test_round_trip_predicts_identically(pipeline, data, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -58,10 +59,26 @@ def local_signer(keys_dir: Path) -> Signer:
     return Signer.local(keys_dir)
 
 
+V3_ONLY = ("inputs", "categorical", "missing_rates")
+
+
+def as_version_2(profile: dict[str, Any]) -> dict[str, Any]:
+    """A numeric-only version 3 profile, as version 2 wrote it."""
+    v2 = {k: v for k, v in profile.items() if k not in V3_ONLY}
+    v2_params = ("k", "near_duplicate_rms", "outlier_z", "tail_quantiles", "base_cap", "query_cap")
+    return {**v2, "version": 2, "params": {k: profile["params"][k] for k in v2_params}}
+
+
 def test_bundled_profile_is_what_build_profile_writes(
     ctx: RunContext, bundled: pd.DataFrame
 ) -> None:
-    text = profile_text(build_profile(bundled, target="target"))
+    """The bundled version 2 profile (signed offline, must not change) is reproducible:
+    it is the version 3 profile of the same data without the version 3 fields."""
+    built = build_profile(bundled, target="target")
+    assert built["version"] == 3 and built["categorical"] == {}
+    assert built["inputs"] == {"numeric": list(bundled.columns[:-1]), "categorical": []}
+    assert set(built["missing_rates"]) == set(bundled.columns[:-1])
+    text = profile_text(as_version_2(built))
     assert text == ctx.settings.dataset.reference_profile.read_text()
     profile = json.loads(text)
     assert profile["rows"] == 569 and len(profile["features"]) == 30

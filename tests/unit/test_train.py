@@ -35,11 +35,13 @@ def trained(tmp_path_factory) -> tuple[RunContext, TrainedModel]:
 
 def test_split_and_fit_are_deterministic(ctx):
     ds = bundled_dataset()
-    a, b = split(ds, config=ctx.settings.model), split(ds, config=ctx.settings.model)
+    s = ctx.settings
+    a, b = split(ds, config=s.model, columns=s.dataset), split(ds, config=s.model, columns=s.dataset)
     assert list(a[1].index) == list(b[1].index)
     assert len(a[1]) == math.ceil(0.25 * ds.rows)  # scikit-learn rounds the test share up
     assert abs(a[3].mean() - ds.frame["target"].mean()) < 0.01  # stratified
-    coef = [build_pipeline(ctx.settings.model).fit(a[0], a[2])["model"].coef_ for _ in range(2)]
+    cols = list(a[0].columns)
+    coef = [build_pipeline(s.model, s.dataset, cols).fit(a[0], a[2])["model"].coef_ for _ in range(2)]
     np.testing.assert_array_equal(coef[0], coef[1])
 
 
@@ -133,7 +135,9 @@ def test_tampered_download_fails_the_round_trip_gate(trained, tmp_path):
 @pytest.mark.integration
 def test_artifact_of_another_model_fails_the_round_trip_gate(trained):
     ctx, model = trained
-    other = build_pipeline(ctx.settings.model.model_copy(update={"params": {"C": 0.0005}}))
+    s = ctx.settings
+    weak = s.model.model_copy(update={"params": {"logistic_regression": {"C": 0.0005}}})
+    other = build_pipeline(weak, s.dataset, list(model.x_train.columns))
     other.fit(model.x_train, model.y_train)
     result = check_artifact_roundtrip(
         pipeline=other, skops_path=model.skops_path, expected_sha256=model.sha256, x=model.x_test

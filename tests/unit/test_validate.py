@@ -36,10 +36,11 @@ def evidence(ctx: RunContext) -> Path:
     return ctx.settings.state_dir / "runs" / ctx.run_id / "validation"
 
 
-def blocked(ctx: RunContext, frame: pd.DataFrame) -> GateResult:
+def blocked(ctx: RunContext, frame: pd.DataFrame, gate: str = "validate.expectations") -> GateResult:
+    """The result of `gate` in a validation that must block."""
     with pytest.raises(GateFailed) as info:
         validate(ctx, as_dataset(frame))
-    return info.value.gate
+    return next(r for r in info.value.results if r.name == gate)
 
 
 def saved_failures(ctx: RunContext) -> list[str]:
@@ -48,9 +49,13 @@ def saved_failures(ctx: RunContext) -> list[str]:
 
 def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
     out, results = validate(ctx, as_dataset(bundled))
-    assert [r.name for r in results] == ["validate.suite_integrity", "validate.expectations"]
+    assert [r.name for r in results] == [
+        "validate.suite_integrity",
+        "validate.columns",
+        "validate.expectations",
+    ]
     assert all(r.passed for r in results)
-    exp = results[1]
+    exp = results[2]
     assert exp.metrics["evaluated"] == exp.metrics["successful"] == N_EXPECTATIONS
     assert exp.metrics["failed"] == 0 and exp.metrics["success_rate"] == 1.0
     assert out.suite_sha256 == ctx.settings.dataset.suite_sha256
@@ -245,6 +250,31 @@ def test_broken_data_blocked(
     assert (evidence(ctx) / "data_docs" / "index.html").is_file()  # evidence when blocked too
 
 
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (_strings, "not_numeric"),
+        (_nans, "refused_missing"),
+        (_null_label, "target_missing"),
+    ],
+)
+def test_columns_gate_names_what_cannot_be_used(
+    ctx: RunContext, bundled: pd.DataFrame, mutate: Callable[[pd.DataFrame], pd.DataFrame], problem: str
+) -> None:
+    g = blocked(ctx, mutate(bundled), "validate.columns")
+    assert not g.passed and g.metrics[problem]
+    assert (evidence(ctx) / "data_docs" / "index.html").is_file()  # the suite ran too
+
+
+def test_columns_gate_refuses_undeclared_and_one_class(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    declared = variant(ctx, numeric=["mean radius"], ignored=[])
+    g = blocked(declared, bundled, "validate.columns")
+    assert g.metrics["undeclared_count"] == 29  # named, never dropped silently
+    assert "mean texture" in g.metrics["undeclared"]
+    assert "dataset.numeric, categorical, ignored or pii" in g.detail
+    assert blocked(ctx, _one_class(bundled), "validate.columns").metrics["classes"] == 1
+
+
 def test_shifted_feature_passes_the_range_bounds(ctx: RunContext, bundled: pd.DataFrame) -> None:
     """Only the distribution bounds catch a drift that stays inside the value ranges."""
     blocked(ctx, _shifted(bundled))
@@ -300,13 +330,13 @@ def test_tampered_suite_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path
     raw[at] = ord("9") if raw[at] != ord("9") else ord("8")  # loosen/alter one bound
     copy = tmp_path / "suite.json"
     copy.write_bytes(bytes(raw))
-    g = blocked(variant(ctx, suite=copy), bundled)
+    g = blocked(variant(ctx, suite=copy), bundled, "validate.suite_integrity")
     assert g.name == "validate.suite_integrity" and g.metrics["matched"] is False
     assert g.metrics["sha256"] == hashlib.sha256(raw).hexdigest()
 
 
 def test_missing_suite_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
-    g = blocked(variant(ctx, suite=tmp_path / "absent.json"), bundled)
+    g = blocked(variant(ctx, suite=tmp_path / "absent.json"), bundled, "validate.suite_integrity")
     assert g.name == "validate.suite_integrity" and g.metrics["readable"] is False
 
 

@@ -1,0 +1,279 @@
+"""`secure-pipeline init`: from a trusted table to a reviewed, pinned configuration.
+
+From one table the data owner trusts, `init_dataset` writes next to it (or to
+``--out``) everything a run needs: ``NAME.toml`` (columns declared by role, missing
+policies, model, thresholds), ``NAME.suite.json`` (the expectation suite derived from
+the table) and ``NAME.profile.json`` + ``.sig`` (the reference profile, signed with
+the pipeline's key), with the suite's and the profile's digests pinned in the config.
+
+Column roles are *inferred for review*, never silently applied at run time: the run
+only ever uses what the config declares. Inference rules (`infer_columns`):
+
+* numbers are numeric inputs, except an integer column with a distinct value per row
+  (an id: ignored) and an integer column of few codes named like a code
+  (``*_code``, ``*_type``, ...: categorical);
+* text and booleans with few distinct values are categorical; text with many (free
+  text, ids, timestamps) is ignored;
+* a column that is entirely missing is ignored;
+* an input with missing values is imputed (median for numbers, most frequent category
+  for text); one without any refuses them (a gap later blocks the run).
+
+A column that looks like personal data must be declared with ``--pii COL=drop`` or
+``--pii COL=pseudonymize``; `init` refuses until each one is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.checks.pii import check_pii, scan
+from tasks.checks.profile import read_table, write_profile, build_profile
+from tasks.checks.suite_builder import derive_suite, write_suite
+from tasks.common.errors import PipelineError
+from tasks.common.files import PUBLIC, write_atomic
+from tasks.trust.signing import Signer
+
+MAX_CATEGORIES = 50  # more distinct text values than this (or than half the rows): ignored
+CODE_NAME = re.compile(r"(^|_)(code|type|kind|class|category|cat|group|level)s?$", re.IGNORECASE)
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class InitError(PipelineError, ValueError):
+    """`init` cannot write a configuration for this table (CLI exit code 2)."""
+
+
+@dataclass
+class Columns:
+    """Inferred roles, each with why (written as comments into the config)."""
+
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # column -> why
+    missing: dict[str, str] = field(default_factory=dict)  # column -> policy
+
+
+def infer_columns(frame: pd.DataFrame, *, target: str, pii: dict[str, str]) -> Columns:
+    """Roles and missing policies for every column but the target and the PII."""
+    out = Columns()
+    rows = len(frame)
+    for col in (str(c) for c in frame.columns):
+        if col == target or col in pii:
+            continue
+        s = frame[col]
+        distinct = int(s.nunique(dropna=True))
+        if s.isna().all():
+            out.ignored[col] = "entirely missing"
+            continue
+        if pd.api.types.is_bool_dtype(s):
+            kind = "categorical"
+        elif pd.api.types.is_numeric_dtype(s):
+            whole = pd.api.types.is_integer_dtype(s) or bool(
+                (s.dropna() == s.dropna().round()).all()
+            )
+            if whole and distinct == rows and rows > 1:
+                out.ignored[col] = "a distinct integer per row: looks like an id"
+                continue
+            kind = "categorical" if whole and distinct <= 20 and CODE_NAME.search(col) else "numeric"
+        elif distinct <= min(MAX_CATEGORIES, max(rows // 2, 2)):
+            kind = "categorical"
+        else:
+            out.ignored[col] = f"text with {distinct} distinct values: free text or ids"
+            continue
+        (out.numeric if kind == "numeric" else out.categorical).append(col)
+        if s.isna().any():
+            out.missing[col] = "median" if kind == "numeric" else "most_frequent"
+    return out
+
+
+def _toml_list(values: list[str]) -> str:
+    if not values:
+        return "[]"
+    return "[\n" + "".join(f"    {json.dumps(v)},\n" for v in values) + "]"
+
+
+def render_config(
+    *,
+    name: str,
+    source: str,
+    data_root: str,
+    target: str,
+    columns: Columns,
+    pii: dict[str, str],
+    suite: str,
+    suite_sha256: str,
+    profile: str,
+    profile_sha256: str,
+) -> str:
+    """The TOML text of a new config (commented for the reviewer)."""
+    ignored = "".join(f"#   {json.dumps(c)}: {why}\n" for c, why in columns.ignored.items())
+    missing = "".join(f"{json.dumps(c)} = {json.dumps(p)}\n" for c, p in columns.missing.items())
+    pii_lines = "".join(f"{json.dumps(c)} = {json.dumps(a)}\n" for c, a in pii.items())
+    return f"""# Written by `secure-pipeline init` from a trusted table: REVIEW IT before the
+# first run (the inferred column roles especially), then keep it under review like
+# code. Relative paths are resolved against this file's directory. Environment
+# variables override any key: SECURE_PIPELINE_<SECTION>__<KEY>, e.g.
+# SECURE_PIPELINE_MODEL__ESTIMATOR=random_forest.
+
+[dataset]
+name = {json.dumps(name)}
+source = {json.dumps(source)}
+# Data named at run time (--data, deployment parameters) must lie under data_root.
+data_root = {json.dumps(data_root)}
+target = {json.dumps(target)}
+# Model inputs. Numbers are imputed as configured below, then standardised; categories
+# (text or integer codes) are imputed, then one-hot encoded.
+numeric = {_toml_list(columns.numeric)}
+categorical = {_toml_list(columns.categorical)}
+# Read and validated, never model inputs. Why each was left out:
+{ignored or "#   (none)\n"}ignored = {_toml_list(list(columns.ignored))}
+# The expectation suite and the signed reference profile, derived from the table;
+# a changed file blocks runs until re-pinned after review.
+suite = {json.dumps(suite)}
+suite_sha256 = "{suite_sha256}"
+reference_profile = {json.dumps(profile)}
+reference_profile_sha256 = "{profile_sha256}"
+
+# Missing values per input: median / most_frequent / constant impute them inside the
+# model (serving does the same); an unlisted input refuses them (the run blocks).
+[dataset.missing]
+{missing}
+# Personal data: dropped, or pseudonymised with HMAC-SHA256 (key under the state dir),
+# before validation; never a model input.
+[dataset.pii]
+{pii_lines}
+[model]
+name = {json.dumps(f"{name}-classifier"[:63])}
+# logistic_regression, dp_logistic_regression, random_forest, hist_gradient_boosting
+estimator = "logistic_regression"
+seed = 42
+test_fraction = 0.25
+
+# Keyword arguments per estimator (scikit-learn's names), checked when the config loads.
+[model.params.logistic_regression]
+max_iter = 1000
+
+[model.params.random_forest]
+n_estimators = 100
+min_samples_leaf = 2
+
+[model.params.hist_gradient_boosting]
+max_iter = 100
+
+[evaluate]
+min_accuracy = 0.90
+min_robust_accuracy = 0.80
+max_membership_advantage = 0.25
+"""
+
+
+def parse_pii(items: list[str]) -> dict[str, str]:
+    """``["email=drop", ...]`` -> ``{"email": "drop"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        col, sep, action = item.rpartition("=")
+        if not sep or not col or action not in ("drop", "pseudonymize"):
+            raise InitError(f"--pii {item}: give COLUMN=drop or COLUMN=pseudonymize")
+        out[col] = action
+    return out
+
+
+@dataclass(frozen=True)
+class InitResult:
+    config: Path
+    suite: Path
+    profile: Path
+    columns: Columns
+
+
+def init_dataset(
+    data: Path,
+    *,
+    target: str,
+    name: str | None,
+    pii: dict[str, str],
+    out_dir: Path | None,
+    signer: Signer,
+    force: bool = False,
+) -> InitResult:
+    """Write NAME.toml, NAME.suite.json and the signed NAME.profile.json for `data`.
+
+    Raises:
+        InitError: bad arguments, an undeclared PII-looking column, or files that
+            exist already (without `force`).
+    """
+    data = data.expanduser().resolve()
+    name = name or re.sub(r"[^a-z0-9_-]+", "_", data.stem.lower()).strip("_-") or "dataset"
+    if not NAME.match(name):
+        raise InitError(f"--name {name!r}: use lowercase letters, digits, '_' or '-'")
+    out_dir = (out_dir or data.parent).expanduser().resolve()
+    try:
+        frame = read_table(data)
+    except (OSError, ValueError) as exc:
+        raise InitError(f"cannot read {data}: {exc}") from None
+    columns = [str(c) for c in frame.columns]
+    if target not in columns:
+        raise InitError(f"--target {target!r} is not a column of {data.name}")
+    unknown = [c for c in pii if c not in columns]
+    if unknown:
+        raise InitError(f"--pii names column(s) not in the table: {', '.join(unknown)}")
+    result = check_pii(scan(frame), pii, columns=columns, target=target)
+    if not result.passed:
+        flagged = result.metrics["undeclared"]
+        hint = " ".join(f"--pii {c}=drop" for c in flagged)
+        raise InitError(
+            f"{result.detail.split(';')[0]}; declare them: add {hint} (or =pseudonymize "
+            "to keep a keyed pseudonym for joins)"
+            if flagged
+            else result.detail
+        )
+    paths = {k: out_dir / f"{name}.{k}" for k in ("toml", "suite.json", "profile.json")}
+    existing = [p for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise InitError(f"{existing[0]} exists; pass --force to overwrite")
+    roles = infer_columns(frame, target=target, pii=pii)
+    if not roles.numeric and not roles.categorical:
+        raise InitError("no usable input column: every column is the target, PII or ignored")
+    # What validation will see: declared PII already handled (dropped ones are gone).
+    seen = frame.drop(columns=[c for c, a in pii.items() if a == "drop"])
+    suite = derive_suite(
+        seen,
+        name=name,
+        target=target,
+        numeric=roles.numeric,
+        categorical=roles.categorical,
+        ignored=list(roles.ignored),
+        missing=roles.missing,
+        exclude=[c for c, a in pii.items() if a == "pseudonymize"],
+        notes=f"derived by `secure-pipeline init` from {data.name}",
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suite_sha = write_suite(suite, paths["suite.json"])
+    profile = build_profile(
+        frame,
+        target=target,
+        numeric=roles.numeric,
+        categorical=roles.categorical,
+        exclude=[*pii, *roles.ignored],
+    )
+    profile_sha = write_profile(profile, paths["profile.json"], signer=signer)
+    rel = os.path.relpath(data, out_dir)
+    text = render_config(
+        name=name,
+        source=rel,
+        data_root=os.path.relpath(data.parent, out_dir),
+        target=target,
+        columns=roles,
+        pii=pii,
+        suite=paths["suite.json"].name,
+        suite_sha256=suite_sha,
+        profile=paths["profile.json"].name,
+        profile_sha256=profile_sha,
+    )
+    write_atomic(paths["toml"], text, mode=PUBLIC)
+    return InitResult(paths["toml"], paths["suite.json"], paths["profile.json"], roles)
