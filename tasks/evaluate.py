@@ -1,10 +1,16 @@
 """Evaluate stage: attack the model before anything is released.
 
-Three gates, all reported together: a quality floor (``evaluate.quality``: a useless
-or sabotaged model), robustness to evasion (``evaluate.adversarial``, see
-`tasks.checks.adversarial`) and membership leakage (``evaluate.membership_inference``,
-see `tasks.checks.privacy`). Metrics go to the model's MLflow run and the verdicts to
-its registered version.
+Five gates, all run and reported together: a quality floor (``evaluate.quality``: a
+useless or sabotaged model), robustness to evasion (``evaluate.adversarial``, see
+`tasks.checks.adversarial`), membership leakage (``evaluate.membership_inference``,
+see `tasks.checks.privacy`), learned backdoors (``evaluate.backdoor_probe``) and the
+cost of stealing the model by queries (``evaluate.extraction_risk``, both in
+`tasks.checks.probes`). Every check is called through `run_check` under its module
+name here (a check that raises blocks the run at its own gate). Apart from the
+quality gate's predictions over the whole test set, every check works on a bounded
+number of rows, so the stage costs the same for 10 thousand or 1 million rows.
+Metrics go to the model's MLflow run (numeric ones; text metrics stay in the gate
+results and the report) and the verdicts to its registered version.
 """
 
 from __future__ import annotations
@@ -13,49 +19,77 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
 from tasks.checks.privacy import MEMBERSHIP, check_membership_inference
+from tasks.checks.probes import (
+    BACKDOOR,
+    EXTRACTION,
+    check_backdoor_probe,
+    check_extraction_risk,
+)
 from tasks.common.context import RunContext, StageGates, stage_task
 from tasks.common.gates import GateResult, check, run_check
+from tasks.common.settings import EvaluateConfig
 from tasks.common.tracking import ModelRegistry, mlflow_client
 from tasks.train import TrainedModel
+
+__all__ = [
+    "ADVERSARIAL",
+    "BACKDOOR",
+    "EXTRACTION",
+    "MEMBERSHIP",
+    "QUALITY",
+    "check_adversarial",
+    "check_backdoor_probe",
+    "check_extraction_risk",
+    "check_membership_inference",
+    "check_quality",
+    "evaluate",
+    "evaluate_checks",
+    "evaluate_task",
+]
 
 log = logging.getLogger(__name__)
 
 QUALITY = "evaluate.quality"
 
 
+def _roc_auc(y: pd.Series, proba: np.ndarray, classes: list[Any]) -> float | None:
+    """ROC AUC for labels of any type (one-vs-rest beyond 2 classes); None when the
+    test labels do not allow one (a single class, or a class the model never saw)."""
+    truth = np.asarray(y, dtype=object)
+    try:
+        if len(classes) == 2:
+            return float(roc_auc_score(truth == classes[1], proba[:, 1]))
+        return float(roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+    except ValueError:
+        return None
+
+
 def check_quality(
     *, pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, min_accuracy: float
 ) -> GateResult:
-    """Test accuracy must reach `min_accuracy`; f1 and ROC AUC are reported too."""
+    """Test accuracy must reach `min_accuracy`; f1 (binary: of the last class in
+    ``classes_``; else macro) and ROC AUC are reported too. Labels of any type."""
     pred = pipeline.predict(x)
     classes = list(pipeline.classes_)
     binary = len(classes) == 2
+    f1_args: dict[str, Any] = (
+        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+    )
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(
-            f1_score(
-                y,
-                pred,
-                average="binary" if binary else "macro",
-                pos_label=classes[-1] if binary else 1,
-            )
-        ),
+        "f1": float(f1_score(y, pred, zero_division=0, **f1_args)),
         "roc_auc": None,
         "rows": len(x),
     }
     if hasattr(pipeline, "predict_proba"):
-        proba = pipeline.predict_proba(x)
-        metrics["roc_auc"] = float(
-            roc_auc_score(y, proba[:, 1])
-            if binary
-            else roc_auc_score(y, proba, multi_class="ovr", labels=classes)
-        )
+        metrics["roc_auc"] = _roc_auc(y, np.asarray(pipeline.predict_proba(x)), classes)
     ok = metrics["accuracy"] >= min_accuracy
     return check(
         QUALITY,
@@ -82,68 +116,112 @@ def _record(ctx: RunContext, model: TrainedModel, results: list[GateResult]) -> 
         if isinstance(v, int | float) and not isinstance(v, bool)
     ]
     client.log_batch(model.mlflow_run_id, metrics=metrics)
-    client.set_tag(model.mlflow_run_id, "evaluate.attack", ctx.settings.evaluate.attack)
+    attack = next((r.metrics.get("attack") for r in results if r.name == ADVERSARIAL), None)
+    client.set_tag(model.mlflow_run_id, "evaluate.attack", attack or ctx.settings.evaluate.attack)
     ModelRegistry(client, model.name).record_gates(model.version, results)
 
 
+def evaluate_checks(
+    cfg: EvaluateConfig,
+    *,
+    pipeline: Pipeline,
+    estimator: str,
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    seed: int,
+) -> list[GateResult]:
+    """The five gates' results, in catalog order (no MLflow, nothing enforced).
+
+    Each check is looked up in this module when called (tests replace them here) and
+    runs through `run_check`, so one that raises is a failed gate, never a pass.
+    """
+    x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
+    quality = run_check(
+        QUALITY, check_quality, pipeline=pipeline, x=x_test, y=y_test, min_accuracy=cfg.min_accuracy
+    )
+    adversarial = run_check(
+        ADVERSARIAL,
+        check_adversarial,
+        pipeline=pipeline,
+        estimator=estimator,
+        x_train=x_train,
+        x=x_att,
+        y=y_att,
+        config=cfg,
+        seed=seed,
+    )
+    membership = run_check(
+        MEMBERSHIP,
+        check_membership_inference,
+        pipeline=pipeline,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        max_advantage=cfg.max_membership_advantage,
+        samples=cfg.membership_samples,
+        seed=seed,
+    )
+    backdoor = run_check(
+        BACKDOOR,
+        check_backdoor_probe,
+        pipeline=pipeline,
+        x_train=x_train,
+        x_test=x_test,
+        max_flip=cfg.max_backdoor_flip,
+        samples=cfg.backdoor_samples,
+        seed=seed,
+    )
+    advantage = membership.metrics.get("advantage")
+    extraction = run_check(
+        EXTRACTION,
+        check_extraction_risk,
+        pipeline=pipeline,
+        x_test=x_test,
+        queries=cfg.extraction_queries,
+        max_fidelity=cfg.max_extraction_fidelity,
+        membership_advantage=advantage if isinstance(advantage, int | float) else None,
+        seed=seed,
+    )
+    return [quality, adversarial, membership, backdoor, extraction]
+
+
 def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], list[GateResult]]:
-    """Check test quality, adversarial robustness and membership leakage; record in MLflow.
+    """Run the five evaluate gates on the trained model; record them in MLflow.
 
     Args:
         ctx: Run settings, identity and audit trail.
         model: The trained, registered model.
 
     Returns:
-        Numeric metrics of both gates (keys without the gate prefix) and the results.
+        The numeric metrics of every gate (keys without the gate prefix; on a name two
+        gates share, e.g. ``samples``, the earlier gate's value) and the results.
 
     Raises:
         GateFailed: a gate failed; the version is tagged ``gate_status=blocked``.
     """
-    cfg = ctx.settings.evaluate
     gates = StageGates(ctx)
-    x_att, y_att = attack_rows(
-        model.x_test, model.y_test, samples=cfg.attack_samples, seed=ctx.settings.model.seed
+    results = evaluate_checks(
+        ctx.settings.evaluate,
+        pipeline=model.pipeline,
+        estimator=str(model.params.get("estimator", ctx.settings.model.estimator)),
+        x_train=model.x_train,
+        y_train=model.y_train,
+        x_test=model.x_test,
+        y_test=model.y_test,
+        seed=ctx.settings.model.seed,
     )
-    results = [
-        run_check(
-            QUALITY,
-            check_quality,
-            pipeline=model.pipeline,
-            x=model.x_test,
-            y=model.y_test,
-            min_accuracy=cfg.min_accuracy,
-        ),
-        run_check(
-            ADVERSARIAL,
-            check_adversarial,
-            pipeline=model.pipeline,
-            x_train=model.x_train,
-            x=x_att,
-            y=y_att,
-            config=cfg,
-        ),
-        run_check(
-            MEMBERSHIP,
-            check_membership_inference,
-            pipeline=model.pipeline,
-            x_train=model.x_train,
-            y_train=model.y_train,
-            x_test=model.x_test,
-            y_test=model.y_test,
-            max_advantage=cfg.max_membership_advantage,
-            seed=ctx.settings.model.seed,
-        ),
-    ]
     _record(ctx, model, results)
     for r in results:
         log.info("%s", r.summary())
     gates.enforce(*results)
-    out = {
-        k: float(v)
-        for r in results
-        for k, v in r.metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    out: dict[str, float] = {}
+    for r in results:
+        for k, v in r.metrics.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out.setdefault(k, float(v))
     return out, gates.results
 
 

@@ -111,6 +111,7 @@ def render_config(
     profile_sha256: str,
 ) -> str:
     """The TOML text of a new config (commented for the reviewer)."""
+    none = "#   (none)\n"
     ignored = "".join(f"#   {json.dumps(c)}: {why}\n" for c, why in columns.ignored.items())
     missing = "".join(f"{json.dumps(c)} = {json.dumps(p)}\n" for c, p in columns.missing.items())
     pii_lines = "".join(f"{json.dumps(c)} = {json.dumps(a)}\n" for c, a in pii.items())
@@ -131,7 +132,7 @@ target = {json.dumps(target)}
 numeric = {_toml_list(columns.numeric)}
 categorical = {_toml_list(columns.categorical)}
 # Read and validated, never model inputs. Why each was left out:
-{ignored or "#   (none)\n"}ignored = {_toml_list(list(columns.ignored))}
+{ignored or none}ignored = {_toml_list(list(columns.ignored))}
 # The expectation suite and the signed reference profile, derived from the table;
 # a changed file blocks runs until re-pinned after review.
 suite = {json.dumps(suite)}

@@ -3,11 +3,12 @@
 Two steps. `guard_pii` (``screen.pii``) runs right after ingestion: undeclared
 PII-looking columns block; declared ones are dropped or pseudonymised before
 validation, reports or models see them. `screen` runs after validation: the
-profile's signature (``screen.profile_integrity``), then the poisoning screens,
-each against the verified profile (see `tasks.checks.poisoning`; numeric and
-categorical inputs, any label type): label_distribution, label_noise, duplicates,
-near_duplicates, outliers, backdoor. Every check fails
-closed, and all poisoning gates are reported together so one block shows them all.
+profile's signature, and that it describes the configured inputs
+(``screen.profile_integrity``), then the poisoning screens, each against the
+verified profile (see `tasks.checks.poisoning`; numeric and categorical inputs, any
+label type): label_distribution, label_noise, duplicates, near_duplicates, outliers,
+backdoor. Every check fails closed, and all poisoning gates are reported together so
+one block shows them all.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
         keys=keys,
         expected_sha256=ds.reference_profile_sha256,
         key_error=key_error,
+        inputs=ds.inputs([str(c) for c in dataset.frame.columns]),
     )
     profile = gates.enforce_with(result, verified)
     gates.enforce(

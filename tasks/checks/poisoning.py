@@ -51,6 +51,10 @@ PARAMS: dict[str, Any] = {
     "rare_share": 0.02,  # a category under this reference share is a backdoor candidate
     "category_weight": 0.7071067811865476,  # one-hot value: a changed category = 1 std
     "max_categories": 1_000,  # per column; more is an id or free text, not a category
+    # More rows than the reference packs clean rows closer: the twin radius shrinks by
+    # (reference rows / rows) ** (1 / numeric inputs), so clean twins stay as rare
+    # (a jittered copy is far closer still). Version 2 profiles keep a fixed radius.
+    "twin_radius_by_size": True,
 }
 MISSING_LABEL = "<missing>"
 UNSEEN = "unseen category"  # backdoor "tail" of categories absent from the reference
@@ -166,9 +170,7 @@ def encoded(frame: pd.DataFrame, profile: Mapping[str, Any]) -> tuple[np.ndarray
     if not categorical:  # version 2, or no categorical input
         return z, z.shape[1]
     weight = profile["params"]["category_weight"]
-    return np.hstack([z, one_hot(frame, categorical, weight=weight)]), z.shape[1] + len(
-        categorical
-    )
+    return np.hstack([z, one_hot(frame, categorical, weight=weight)]), z.shape[1] + len(categorical)
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,16 @@ class NeighbourStats:
     vote_rows: int  # rows whose neighbour vote was counted
     twin_queries: int  # rows whose nearest twin was looked up
     sampled: bool
+
+
+def twin_radius(profile: Mapping[str, Any], *, rows: int, dims: int) -> float:
+    """Distance within which a row is a near twin (see ``twin_radius_by_size``)."""
+    p = profile["params"]
+    radius = float(p["near_duplicate_rms"] * np.sqrt(max(dims, 1)))
+    numeric = len(profile["features"])
+    if p.get("twin_radius_by_size") and numeric and rows > profile["rows"] > 0:
+        radius *= (profile["rows"] / rows) ** (1 / numeric)
+    return radius
 
 
 def _without_self(
@@ -211,7 +223,7 @@ def neighbour_stats(
     n = len(z)
     if n < 2:
         raise ValueError("need at least two rows")
-    radius = p["near_duplicate_rms"] * np.sqrt(max(dims, 1))
+    radius = twin_radius(profile, rows=n, dims=dims)
     rng = np.random.default_rng(seed)
     sampled = n > p["base_cap"]
     base = np.sort(rng.choice(n, p["base_cap"], replace=False)) if sampled else np.arange(n)

@@ -47,6 +47,7 @@ from tasks.checks.poisoning import (
     label_shares,
     neighbour_stats,
     outlier_rate,
+    profile_inputs,
     tail_label_shares,
     tail_masks,
 )
@@ -302,6 +303,25 @@ def verify_profile(
     )
 
 
+def input_mismatch(
+    profile: Mapping[str, Any], numeric: Iterable[str], categorical: Iterable[str]
+) -> str:
+    """How the profile's inputs differ from the declared ones ("" if they do not)."""
+    have_num, have_cat = (set(x) for x in profile_inputs(profile))
+    want_num, want_cat = set(numeric), set(categorical)
+    problems = [
+        f"{what}: {sorted(cols)[:10]}"
+        for what, cols in (
+            ("not in the profile", (want_num | want_cat) - (have_num | have_cat)),
+            ("in the profile but not inputs", (have_num | have_cat) - (want_num | want_cat)),
+            ("profiled as numeric, declared categorical", have_num & want_cat),
+            ("profiled as categorical, declared numeric", have_cat & want_num),
+        )
+        if cols
+    ]
+    return "; ".join(problems)
+
+
 def check_profile_integrity(
     raw: bytes | None,
     sig_raw: bytes | None,
@@ -309,6 +329,7 @@ def check_profile_integrity(
     keys: Mapping[str, Ed25519PublicKey] | None,
     expected_sha256: str | None,
     key_error: str = "",
+    inputs: tuple[Iterable[str], Iterable[str]] | None = None,
 ) -> tuple[GateResult, dict[str, Any]]:
     """`screen.profile_integrity`: signed by a trusted key, unchanged, and pinned if pinned.
 
@@ -320,6 +341,8 @@ def check_profile_integrity(
         sig_raw: The ``.sig`` file's bytes (None: missing or unreadable).
         keys: Trusted public keys by name (None: they could not be loaded, see key_error).
         expected_sha256: The optional pin.
+        inputs: The config's (numeric, categorical) inputs for this data: the profile
+            must describe exactly these (else a column would go unscreened).
     """
     name = "screen.profile_integrity"
     threshold = {"signed_by": sorted(keys or {}), "sha256": expected_sha256}
@@ -361,6 +384,20 @@ def check_profile_integrity(
                 metrics=metrics,
                 threshold=threshold,
                 detail=f"profile version is not one of {list(SUPPORTED_VERSIONS)}; rebuild it",
+            ),
+            {},
+        )
+    mismatch = "" if inputs is None else input_mismatch(profile, *inputs)
+    if inputs is not None:
+        metrics["inputs_match"] = not mismatch
+    if mismatch:
+        return (
+            failed(
+                name,
+                metrics=metrics,
+                threshold=threshold,
+                detail=f"the profile describes other inputs than the config ({mismatch}): "
+                "rebuild it from trusted data with `secure-pipeline profile`",
             ),
             {},
         )

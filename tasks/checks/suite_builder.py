@@ -1,9 +1,12 @@
 """Deriving a calibrated expectation suite from trusted data, outside any run.
 
 ``python -m tasks.checks.suite_builder DATA.csv --target COL --name NAME --notes TEXT``
-prints the suite; review it, save it under ``expectations/`` and pin its sha256 in
-``dataset.suite_sha256``. The validate stage only ever reads that pinned file, so
-a suite changes through review, never because the data drifted.
+prints the suite (``--out FILE`` writes it and prints its sha256; ``--categorical``,
+``--missing COL=POLICY`` and the other column roles as in ``[dataset]``); review it,
+save it under ``expectations/`` and pin its sha256 in ``dataset.suite_sha256``. The
+validate stage only ever reads that pinned file, so a suite changes through review,
+never because the data drifted. ``secure-pipeline suite`` and ``init`` call
+`derive_suite` and `write_suite` with the config's column roles.
 """
 
 from __future__ import annotations
@@ -11,16 +14,152 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tasks.checks.expectations import ROW_COUNT
+from tasks.common.files import PUBLIC, sha256_bytes, write_atomic
+
+CATEGORY_MOSTLY = 0.98  # share of non-missing values that must be known categories
+MISSING_MARGIN = 0.05  # least allowance above the observed missing rate (imputed inputs)
+INT_TYPES = ["int64", "int32"]
+FLOAT_TYPES = ["float64", "float32"]
 
 
 def _sig(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}") if math.isfinite(value) and value != 0 else float(value)
+
+
+def _native(value: Any) -> Any:
+    """A cell value as JSON has it: numpy scalars unwrapped, 3.0 as 3."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _value_set(series: pd.Series) -> list[Any]:
+    values = {_native(v) for v in series.dropna().unique()}
+    return sorted(values, key=lambda v: (type(v).__name__, v))
+
+
+def _value_range(lo: float, hi: float) -> tuple[float, float]:
+    """[min - |min|/2, max + |max|/2], a scale-free band for a one-signed quantity; a
+    range that crosses zero is widened by half its width instead (|min|/2 near zero
+    means nothing)."""
+    if lo < 0 < hi:
+        return _sig(lo - (hi - lo) / 2, 6), _sig(hi + (hi - lo) / 2, 6)
+    return _sig(lo - abs(lo) / 2, 6), _sig(hi + abs(hi) / 2, 6)
+
+
+def _type_check(column: str, series: pd.Series, *, may_be_missing: bool) -> dict[str, Any]:
+    """Numbers by dtype (integers may turn float when a value is missing); text by value:
+    GX matches no type name to pandas' string dtype, but checks ``str`` per value."""
+    if pd.api.types.is_bool_dtype(series):
+        types = ["bool"]
+    elif pd.api.types.is_integer_dtype(series):
+        types = INT_TYPES + (["float64"] if may_be_missing else [])
+    elif pd.api.types.is_float_dtype(series):
+        types = list(FLOAT_TYPES)
+    else:
+        return {
+            "type": "expect_column_values_to_be_of_type",
+            "kwargs": {"column": column, "type_": "str"},
+        }
+    if str(series.dtype) not in types:
+        types.append(str(series.dtype))
+    return {
+        "type": "expect_column_values_to_be_in_type_list",
+        "kwargs": {"column": column, "type_list": types},
+    }
+
+
+def _label_type_check(target: str, labels: pd.Series) -> dict[str, Any]:
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    if numeric and all(float(v).is_integer() for v in labels.dropna().unique()):
+        types = list(INT_TYPES)  # integer classes (3.0 in a float column is not one)
+        if str(labels.dtype) not in types:
+            types.append(str(labels.dtype))
+        return {
+            "type": "expect_column_values_to_be_in_type_list",
+            "kwargs": {"column": target, "type_list": types},
+        }
+    return _type_check(target, labels, may_be_missing=False)
+
+
+def _not_null(column: str, series: pd.Series, *, policy: str, min_rows: int) -> dict[str, Any]:
+    """No missing value for a "refuse" column; else at most the observed rate plus a
+    margin (4 standard errors at `min_rows`, at least MISSING_MARGIN)."""
+    kwargs: dict[str, Any] = {"column": column}
+    rate = float(series.isna().mean()) if len(series) else 0.0
+    if policy == "refuse":
+        if rate:
+            raise ValueError(
+                f"column {column!r} has missing values but its missing policy is refuse: "
+                "set dataset.missing for it, or clean the trusted data"
+            )
+    else:
+        margin = max(MISSING_MARGIN, 4 * math.sqrt(rate * (1 - rate) / max(min_rows, 1)))
+        kwargs["mostly"] = math.floor(max(0.0, 1 - (rate + margin)) * 10_000) / 10_000
+    return {"type": "expect_column_values_to_not_be_null", "kwargs": kwargs}
+
+
+def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> list[dict[str, Any]]:
+    s = series.astype("float64")  # text raises ValueError: declare the column categorical
+    lo, hi, mean, sd = float(s.min()), float(s.max()), float(s.mean()), float(s.std())
+    q = [float(v) for v in s.quantile([0.25, 0.5, 0.75])]
+    iqr = q[2] - q[0]
+    low, high = _value_range(lo, hi)
+    return [
+        _type_check(column, series, may_be_missing=policy != "refuse"),
+        _not_null(column, series, policy=policy, min_rows=min_rows),
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": column, "min_value": low, "max_value": high},
+        },
+        {
+            "type": "expect_column_mean_to_be_between",
+            "kwargs": {
+                "column": column,
+                "min_value": _sig(mean - sd / 2),
+                "max_value": _sig(mean + sd / 2),
+            },
+        },
+        {
+            "type": "expect_column_stdev_to_be_between",
+            "kwargs": {"column": column, "min_value": _sig(sd / 3), "max_value": _sig(sd * 3)},
+        },
+        {
+            "type": "expect_column_quantile_values_to_be_between",
+            "kwargs": {
+                "column": column,
+                "quantile_ranges": {
+                    "quantiles": [0.25, 0.5, 0.75],
+                    "value_ranges": [[_sig(v - iqr), _sig(v + iqr)] for v in q],
+                },
+            },
+        },
+    ]
+
+
+def _categorical(
+    column: str, series: pd.Series, *, policy: str, min_rows: int
+) -> list[dict[str, Any]]:
+    return [
+        _type_check(column, series, may_be_missing=policy != "refuse"),
+        _not_null(column, series, policy=policy, min_rows=min_rows),
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {
+                "column": column,
+                "value_set": _value_set(series),
+                "mostly": CATEGORY_MOSTLY,
+            },
+        },
+    ]
 
 
 def derive_suite(
@@ -29,28 +168,56 @@ def derive_suite(
     name: str,
     target: str,
     notes: str,
+    numeric: Iterable[str] | None = None,
+    categorical: Iterable[str] = (),
+    ignored: Iterable[str] = (),
+    missing: Mapping[str, str] | None = None,
+    exclude: Iterable[str] = (),
     min_rows: int = 100,
     max_rows: int = 2_000_000,
 ) -> dict[str, Any]:
-    """The calibrated suite for a trusted dataset with numeric features and a label.
+    """The calibrated suite for a trusted dataset (as validation will see it: dropped
+    PII already gone).
 
-    Per feature: float type, no nulls, values in [min - |min|/2, max + |max|/2],
-    mean within +-0.5 sd (5 standard errors at `min_rows`), sd in [sd/3, 3 sd],
-    quartiles within +-1 IQR. Table: exact column set, rows >= `min_rows`. Label:
-    integer, no nulls, values in the observed set, every class present. Rows in
-    [`min_rows`, `max_rows`] (the maximum is also capped by ``dataset.max_rows``).
+    Table: exact column set (every column of `frame`), rows in [`min_rows`,
+    `max_rows`] (the maximum is also capped by ``dataset.max_rows``). Label: integer
+    types (or ``str`` values for text labels), no nulls, values in the observed set,
+    every class present. Per numeric input: float type (integers may be float too when
+    missing values are allowed), missing values, values in [min - |min|/2,
+    max + |max|/2] (half the range beyond each end if it crosses zero), mean within
+    +-0.5 sd (5 standard errors at `min_rows`), sd in [sd/3, 3 sd], quartiles within
+    +-1 IQR; missing values are skipped by each.
+    Per categorical input: type, missing values, values in the observed categories
+    for at least 98% of the non-missing rows (a few new categories pass, a surge
+    fails). Missing values: none for a "refuse" input; for an imputed one at most the
+    observed rate + max(0.05, 4 standard errors at `min_rows`). Ignored and `exclude`
+    columns (ids, pseudonymised PII) are only present in the column set.
+
+    Args:
+        numeric: Numeric inputs; None: every column but the target, `categorical`,
+            `ignored` and `exclude` (the bundled numeric table).
+        missing: Policy per input ("median", "most_frequent", "constant", "refuse");
+            an unlisted input is "refuse".
+
+    Raises:
+        ValueError: a numeric input holds text, a declared column is absent, or a
+            "refuse" input has missing values in the trusted data.
     """
-    labels = sorted(int(v) for v in frame[target].dropna().unique())
+    cats = list(categorical)
+    skip = {target, *cats, *ignored, *exclude}
+    nums = [c for c in frame.columns if c not in skip] if numeric is None else list(numeric)
+    absent = [c for c in [target, *nums, *cats] if c not in frame.columns]
+    if absent:
+        raise ValueError(f"declared column(s) {absent[:10]} not in the data")
+    policies = dict(missing or {})
+    labels = _value_set(frame[target])
     exps: list[dict[str, Any]] = [
         {
             "type": "expect_table_columns_to_match_set",
             "kwargs": {"column_set": [str(c) for c in frame.columns], "exact_match": True},
         },
         {"type": ROW_COUNT, "kwargs": {"min_value": min_rows, "max_value": max_rows}},
-        {
-            "type": "expect_column_values_to_be_in_type_list",
-            "kwargs": {"column": target, "type_list": ["int64", "int32"]},
-        },
+        _label_type_check(target, frame[target]),
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": target}},
         {
             "type": "expect_column_values_to_be_in_set",
@@ -61,49 +228,34 @@ def derive_suite(
             "kwargs": {"column": target, "value_set": labels},
         },
     ]
-    for col in (c for c in frame.columns if c != target):
-        s = frame[col].astype("float64")
-        lo, hi, mean, sd = float(s.min()), float(s.max()), float(s.mean()), float(s.std())
-        q = [float(v) for v in s.quantile([0.25, 0.5, 0.75])]
-        iqr, c = q[2] - q[0], str(col)
-        exps += [
-            {
-                "type": "expect_column_values_to_be_in_type_list",
-                "kwargs": {"column": c, "type_list": ["float64", "float32"]},
-            },
-            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}},
-            {
-                "type": "expect_column_values_to_be_between",
-                "kwargs": {
-                    "column": c,
-                    "min_value": _sig(lo - abs(lo) / 2, 6),
-                    "max_value": _sig(hi + abs(hi) / 2, 6),
-                },
-            },
-            {
-                "type": "expect_column_mean_to_be_between",
-                "kwargs": {
-                    "column": c,
-                    "min_value": _sig(mean - sd / 2),
-                    "max_value": _sig(mean + sd / 2),
-                },
-            },
-            {
-                "type": "expect_column_stdev_to_be_between",
-                "kwargs": {"column": c, "min_value": _sig(sd / 3), "max_value": _sig(sd * 3)},
-            },
-            {
-                "type": "expect_column_quantile_values_to_be_between",
-                "kwargs": {
-                    "column": c,
-                    "quantile_ranges": {
-                        "quantiles": [0.25, 0.5, 0.75],
-                        "value_ranges": [[_sig(v - iqr), _sig(v + iqr)] for v in q],
-                    },
-                },
-            },
-        ]
+    roles = {**dict.fromkeys(nums, _numeric), **dict.fromkeys(cats, _categorical)}
+    for col in (c for c in frame.columns if c in roles):  # the table's order
+        exps += roles[col](
+            str(col),
+            frame[col],
+            policy=policies.get(col, "refuse"),
+            min_rows=min_rows,
+        )
     return {"name": name, "meta": {"notes": notes}, "expectations": exps}
+
+
+def suite_text(suite: Mapping[str, Any]) -> str:
+    return json.dumps(suite, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_suite(suite: Mapping[str, Any], path: Path) -> str:
+    """Write the suite (indented, key-sorted JSON) in one rename; return its sha256,
+    the value to pin in ``dataset.suite_sha256``."""
+    text = suite_text(suite)
+    write_atomic(path, text, mode=PUBLIC)
+    return sha256_bytes(text.encode())
+
+
+def _policy(text: str) -> tuple[str, str]:
+    col, sep, policy = text.rpartition("=")
+    if not sep or policy not in ("median", "most_frequent", "constant", "refuse"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected COLUMN=median|most_frequent|...")
+    return col, policy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,16 +270,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default="")
     parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--max-rows", type=int, default=2_000_000)
+    for role in ("numeric", "categorical", "ignored", "exclude"):
+        parser.add_argument(f"--{role}", action="append", metavar="COL")
+    parser.add_argument("--missing", action="append", type=_policy, metavar="COL=POLICY")
+    parser.add_argument("--out", type=Path, help="write the suite here and print its sha256")
     args = parser.parse_args(argv)
     suite = derive_suite(
         pd.read_csv(args.data),
         name=args.name,
         target=args.target,
         notes=args.notes,
+        numeric=args.numeric,
+        categorical=args.categorical or (),
+        ignored=args.ignored or (),
+        missing=dict(args.missing or []),
+        exclude=args.exclude or (),
         min_rows=args.min_rows,
         max_rows=args.max_rows,
     )
-    print(json.dumps(suite, indent=2))  # noqa: T201 - the command's output
+    if args.out:
+        print(write_suite(suite, args.out))  # noqa: T201 - the command's output
+    else:
+        print(json.dumps(suite, indent=2))  # noqa: T201 - the command's output
     return 0
 
 

@@ -105,7 +105,7 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.profile_integrity",
         "tampered reference profile",
-        "DSSE signature of the profile",
+        "DSSE signature of the profile; its inputs equal the config's",
         "signed by the pipeline key or a configured signer",
         "tasks.screen:check_profile_integrity",
         "dataset.profile_signers",
@@ -153,7 +153,7 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.backdoor",
         "backdoor triggers",
-        "rare extreme value tied to one label, excess share",
+        "rare extreme value or rare/unseen category tied to one label, excess share",
         "0.04",
         "tasks.screen:check_backdoor",
         "screen.max_backdoor_score",

@@ -170,7 +170,8 @@ class ModelConfig(_Section):
         unknown = nested - set(ESTIMATORS)
         if unknown:
             raise ValueError(f"model.params.{sorted(unknown)[0]}: no such estimator")
-        validate_params(self)
+        for name in {self.estimator, *nested}:  # every section, not just the selected one
+            validate_params(self.model_copy(update={"estimator": name}))
         return self
 
 

@@ -3,28 +3,29 @@ through the pinned allow-list, and is attacked for real by evaluate.adversarial.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 import tasks.checks.adversarial as adversarial_mod
 import tasks.trust.modelio as modelio
 from tasks.checks.adversarial import ADVERSARIAL, check_adversarial
-from tasks.checks.privacy import MEMBERSHIP
 from tasks.common.context import RunContext
-from tasks.common.settings import ConfigError, load_settings
+from tasks.common.settings import ConfigError, EvaluateConfig, load_settings
 from tasks.common.tracking import mlflow_client
-from tasks.evaluate import evaluate
-from tasks.models import DP_ESTIMATOR, build_pipeline, model_params, resolve_data_norm
+from tasks.evaluate import BACKDOOR, EXTRACTION, MEMBERSHIP, QUALITY, evaluate
+from tasks.models import build_pipeline, build_preprocessor, model_params, resolve_data_norm
 from tasks.train import ROUNDTRIP, TrainedModel, split, train
-from tasks.trust.modelio import UntrustedModelError, load_model_file
+from tasks.trust.modelio import TRUSTED_PREPROCESSING, UntrustedModelError, load_model_file
 from tests.conftest import bundled_dataset
+from tests.mixed_table import mixed_table
+from tests.unit.test_probes import MIXED, fit_model
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
+DP_ESTIMATOR = "dp_logistic_regression"
 DP_CLASS = "diffprivlib.models.logistic_regression.LogisticRegression"
 
 
@@ -42,11 +43,23 @@ def _qualname(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def _attack(ctx: RunContext, model: TrainedModel, config: EvaluateConfig | None = None):
+    return check_adversarial(
+        pipeline=model.pipeline,
+        estimator=DP_ESTIMATOR,
+        x_train=model.x_train,
+        x=model.x_test,
+        y=model.y_test,
+        config=config or ctx.settings.evaluate,
+        seed=42,
+    )
+
+
 @pytest.mark.integration
 def test_dp_run_trains_logs_its_budget_and_registers(dp_trained):
     ctx, model = dp_trained
     assert _qualname(model.pipeline["model"]) == DP_CLASS
-    assert isinstance(model.pipeline["scaler"], StandardScaler)
+    assert isinstance(model.pipeline["prep"], ColumnTransformer)
     client = mlflow_client(ctx.settings)
     version = client.get_model_version(model.name, model.version)
     assert version.tags["gate_status"] == "candidate"
@@ -54,10 +67,11 @@ def test_dp_run_trains_logs_its_budget_and_registers(dp_trained):
     params = client.get_run(model.mlflow_run_id).data.params
     assert params["estimator"] == DP_ESTIMATOR
     assert params["dp_epsilon"] == "5.0"
-    # Unset dp_data_norm is derived before training (largest scaled training-row norm),
-    # so the bound actually used is in the run and in the signed params.
-    scaled = StandardScaler().fit_transform(model.x_train.to_numpy(np.float64))
-    norm = float(np.linalg.norm(scaled, axis=1).max())
+    # Unset dp_data_norm is derived before training (largest preprocessed training-row
+    # norm), so the bound actually used is in the run and in the signed params.
+    prep = build_preprocessor(ctx.settings.dataset, list(model.x_train.columns))
+    rows = np.asarray(prep.fit_transform(model.x_train), dtype=np.float64)
+    norm = float(np.linalg.norm(rows, axis=1).max())
     assert float(params["dp_data_norm"]) == pytest.approx(norm)
     assert model.params["dp_epsilon"] == 5.0 and model.params["dp_data_norm"] == norm
     assert model.pipeline["model"].data_norm == norm
@@ -75,7 +89,7 @@ def test_dp_artifact_reloads_only_through_the_pinned_allow_list(dp_trained, monk
     np.testing.assert_array_equal(
         loaded.predict(model.x_test), model.pipeline.predict(model.x_test)
     )
-    monkeypatch.setattr(modelio, "TRUSTED_TYPES", ())  # the plain pipeline's needs
+    monkeypatch.setattr(modelio, "TRUSTED_TYPES", TRUSTED_PREPROCESSING)  # the plain pipeline's
     with pytest.raises(UntrustedModelError) as err:
         load_model_file(model.skops_path, expected_sha256=model.sha256)
     assert err.value.types == sorted(["diffprivlib.accountant.BudgetAccountant", DP_CLASS])
@@ -84,14 +98,7 @@ def test_dp_artifact_reloads_only_through_the_pinned_allow_list(dp_trained, monk
 @pytest.mark.integration
 def test_dp_model_is_attacked_for_real(dp_trained):
     ctx, model = dp_trained
-    result = check_adversarial(
-        pipeline=model.pipeline,
-        x_train=model.x_train,
-        x=model.x_test,
-        y=model.y_test,
-        config=ctx.settings.evaluate,
-    )
-    assert "no attack configured" not in result.detail
+    result = _attack(ctx, model)
     assert "does not model this pipeline" not in result.detail
     m = result.metrics
     assert m["attack"] == "fgm" and m["samples"] == len(model.x_test)
@@ -108,9 +115,11 @@ def test_dp_model_passes_evaluate_with_floors_lowered_knowingly(dp_trained):
     ctx = RunContext(settings=s.model_copy(update={"evaluate": lowered}), run_id=ctx.run_id)
     metrics, results = evaluate(ctx, model)
     assert {r.name: r.passed for r in results} == {
-        "evaluate.quality": True,
+        QUALITY: True,
         ADVERSARIAL: True,
         MEMBERSHIP: True,
+        BACKDOOR: True,
+        EXTRACTION: True,
     }
     assert "robust_accuracy" in metrics and "advantage" in metrics
     logged = mlflow_client(s).get_run(model.mlflow_run_id).data.metrics
@@ -129,39 +138,57 @@ def test_a_twin_that_does_not_match_fails_closed(dp_trained, monkeypatch):
         return twin
 
     monkeypatch.setattr(adversarial_mod, "_attack_target", skewed)
-    result = check_adversarial(
-        pipeline=model.pipeline,
-        x_train=model.x_train,
-        x=model.x_test,
-        y=model.y_test,
-        config=ctx.settings.evaluate,
-    )
+    result = _attack(ctx, model)
     assert not result.passed
     assert "does not model this pipeline" in result.detail
 
 
+def test_square_reads_the_decision_function_of_a_saturated_dp_model():
+    """DP coefficients are large: probabilities saturate to exact 0/1 and their argmax
+    ties; the black box scores by the decision function's softmax and stays exact."""
+    pipeline, x_train, x_test, _, y_test = fit_model(
+        DP_ESTIMATOR, mixed_table(1500, seed=3), MIXED, dp_epsilon=5.0
+    )
+    z = pipeline["prep"].transform(x_test)
+    proba_argmax = pipeline.classes_[pipeline["model"].predict_proba(z).argmax(1)]
+    assert (proba_argmax != pipeline.predict(x_test)).any()  # why the decision function
+    result = check_adversarial(
+        pipeline=pipeline,
+        estimator=DP_ESTIMATOR,
+        x_train=x_train,
+        x=x_test[:100],
+        y=y_test[:100],
+        config=EvaluateConfig(attack="square", attack_iterations=30),
+        seed=42,
+    )
+    assert result.metrics["attack"] == "square"
+    assert "does not model this pipeline" not in result.detail
+
+
 def test_noise_is_real_and_seeded(settings):
-    x_train, _, y_train, _ = split(bundled_dataset(), config=settings.model)
+    ds = settings.dataset
+    x_train, _, y_train, _ = split(bundled_dataset(), config=settings.model, columns=ds)
+    cols = list(x_train.columns)
 
     def coef(epsilon: float) -> np.ndarray:
         cfg = settings.model.model_copy(
             update={"estimator": DP_ESTIMATOR, "dp_epsilon": epsilon, "dp_data_norm": 5.0}
         )
-        return build_pipeline(cfg).fit(x_train, y_train)["model"].coef_
+        return build_pipeline(cfg, ds, cols).fit(x_train, y_train)["model"].coef_
 
     np.testing.assert_array_equal(coef(0.5), coef(0.5))  # seeded: reproducible
     assert not np.allclose(coef(0.5), coef(5.0))
-    plain = build_pipeline(settings.model).fit(x_train, y_train)["model"].coef_
+    plain = build_pipeline(settings.model, ds, cols).fit(x_train, y_train)["model"].coef_
     assert not np.allclose(coef(5.0), plain)
 
 
 def test_plain_lr_is_unchanged(settings):
-    cfg = settings.model
+    cfg, ds = settings.model, settings.dataset
     assert cfg.estimator == "logistic_regression"
-    assert type(build_pipeline(cfg)["model"]) is LogisticRegression
+    x_train = split(bundled_dataset(), config=cfg, columns=ds)[0]
+    assert type(build_pipeline(cfg, ds, list(x_train.columns))["model"]) is LogisticRegression
     assert set(model_params(cfg)) == {"estimator", "seed", "test_fraction", "C", "max_iter"}
-    x_train = split(bundled_dataset(), config=cfg)[0]
-    assert resolve_data_norm(cfg, x_train) is cfg
+    assert resolve_data_norm(cfg, ds, x_train) is cfg
 
 
 def test_dp_settings_from_the_environment(monkeypatch):
@@ -172,21 +199,3 @@ def test_dp_settings_from_the_environment(monkeypatch):
     monkeypatch.setenv("SECURE_PIPELINE_MODEL__DP_EPSILON", "0")
     with pytest.raises(ConfigError, match="dp_epsilon"):
         load_settings()
-
-
-def test_non_linear_models_keep_failing_closed(dp_trained):
-    from sklearn.tree import DecisionTreeClassifier
-
-    ctx, model = dp_trained
-    tree = build_pipeline(ctx.settings.model)
-    tree.steps[-1] = ("model", DecisionTreeClassifier(random_state=0))
-    tree.fit(model.x_train, model.y_train)
-    other = dataclasses.replace(model, pipeline=tree)
-    result = check_adversarial(
-        pipeline=other.pipeline,
-        x_train=model.x_train,
-        x=model.x_test,
-        y=model.y_test,
-        config=ctx.settings.evaluate,
-    )
-    assert not result.passed and "no attack configured" in result.detail

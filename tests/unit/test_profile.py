@@ -219,6 +219,15 @@ def test_pin_is_enforced_when_set(ctx: RunContext, bundled: pd.DataFrame) -> Non
     assert not g.passed and g.metrics["signed"] is True and g.metrics["pin_matched"] is False
 
 
+def test_profile_of_other_inputs_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
+    """A column the config no longer treats as an input, or one the profile never saw,
+    would go unscreened: the profile must be rebuilt."""
+    g = integrity(variant(ctx, ignored=["mean radius"]), bundled)
+    assert not g.passed and g.metrics["signed"] and g.metrics["inputs_match"] is False
+    assert "in the profile but not inputs: ['mean radius']" in g.detail
+    assert integrity(ctx, bundled).metrics["inputs_match"] is True
+
+
 def test_missing_signer_key_blocked(ctx: RunContext, bundled: pd.DataFrame, tmp_path: Path) -> None:
     g = integrity(variant(ctx, profile_signers=[tmp_path / "gone.pub"]), bundled)
     assert not g.passed and "gone.pub" in g.detail

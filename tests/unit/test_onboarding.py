@@ -1,0 +1,165 @@
+"""`secure-pipeline init` on a team table (numeric and categorical columns, missing
+values, string labels, an id and an email), and the data gates of the config it
+writes: clean resamples pass, each data attack is blocked by the gate meant for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.common.context import RunContext
+from tasks.common.gates import GateFailed
+from tasks.common.settings import Settings, load_settings
+from tasks.ingest import ingest
+from tasks.onboarding import infer_columns
+from tasks.screen import guard_pii, screen
+from tasks.validate import validate
+from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+
+CLI = str(Path(sys.executable).parent / "secure-pipeline")
+
+
+def cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    env = {"SECURE_PIPELINE_STATE_DIR": str(state), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def onboarded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
+    """A trusted table, `init` run on it through the real command; its settings."""
+    root = tmp_path_factory.mktemp("onboard")
+    mixed_table(2000).to_csv(root / "customers.csv", index=False)
+    state = root / "state"
+    out = cli("init", str(root / "customers.csv"), "--target", "segment", "--pii",
+              "email=pseudonymize", state=state)
+    assert out.returncode == 0, out.stderr
+    config = root / "customers.toml"
+    assert out.stdout.strip() == f"secure-pipeline run --config {config}"
+    return load_settings(config, state_dir=state), root
+
+
+def test_init_infers_the_roles_and_pins_the_files(onboarded) -> None:
+    settings, root = onboarded
+    ds = settings.dataset
+    assert ds.numeric == NUMERIC and ds.categorical == CATEGORICAL
+    assert ds.ignored == ["customer_id"] and ds.pii == {"email": "pseudonymize"}
+    assert ds.missing == {c: ("median" if c in NUMERIC else "most_frequent") for c in MISSING}
+    assert (root / "customers.profile.json.sig").is_file()
+    text = (root / "customers.toml").read_text()
+    assert "looks like an id" in text  # why a column was left out, for the reviewer
+    assert settings.model.estimator == "logistic_regression"
+
+
+def test_init_refuses_undeclared_pii_naming_column_and_flag(tmp_path: Path) -> None:
+    mixed_table(300).to_csv(tmp_path / "t.csv", index=False)
+    out = cli("init", str(tmp_path / "t.csv"), "--target", "segment", state=tmp_path / "s")
+    assert out.returncode == 2, out.stderr
+    assert "email" in out.stderr and "--pii email=drop" in out.stderr
+    assert "Traceback" not in out.stderr and not list(tmp_path.glob("*.toml"))
+
+
+def test_inference_rules() -> None:
+    frame = pd.DataFrame(
+        {
+            "id": range(100),
+            "note": [f"free text {i}" for i in range(100)],
+            "gone": [np.nan] * 100,
+            "flag": [True, False] * 50,
+            "status_code": [1, 2, 3, 4] * 25,
+            "count": [i % 7 for i in range(100)],
+            "y": ["a", "b"] * 50,
+        }
+    )
+    roles = infer_columns(frame, target="y", pii={})
+    assert roles.numeric == ["count"] and roles.categorical == ["flag", "status_code"]
+    assert set(roles.ignored) == {"id", "note", "gone"} and roles.missing == {}
+
+
+def _stages(settings: Settings, path: Path) -> list[str]:
+    """Ingest, PII guard, validate and screen `path`; the names of the failing gates."""
+    ctx = RunContext(settings.confined_to(path.parent), run_id=f"t-{path.stem}")
+    try:
+        dataset, _ = ingest(ctx, source=str(path))
+        dataset, _ = guard_pii(ctx, dataset)
+        out, _ = validate(ctx, dataset)
+        screen(ctx, out.dataset)
+    except GateFailed as exc:
+        return [r.name for r in exc.results if not r.passed]
+    return []
+
+
+def _flip_within_one_class(f: pd.DataFrame) -> pd.DataFrame:
+    low = f.index[f["segment"] == "low"]
+    f.loc[low[: int(0.10 * len(f))], "segment"] = "medium"
+    return f
+
+
+def _unseen_category_surge(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.sample(frac=0.3, random_state=1).index, "region"] = "atlantis"
+    return f
+
+
+def _missing_surge(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.sample(frac=0.3, random_state=2).index, "income"] = np.nan
+    return f
+
+
+def _missing_where_refused(f: pd.DataFrame) -> pd.DataFrame:
+    f.loc[f.sample(n=5, random_state=3).index, "tenure"] = np.nan
+    return f
+
+
+def _backdoor(f: pd.DataFrame) -> pd.DataFrame:
+    """6% of rows: a rare `tenure` (inside the suite's bounds) and the attacker's label."""
+    hi, top = f["tenure"].quantile(0.99), f["tenure"].max()
+    rows = f.sample(frac=0.06, random_state=4).index
+    f.loc[rows, "tenure"] = hi + 0.1 * (top - hi)
+    f.loc[rows, "segment"] = "low"
+    return f
+
+
+def _undeclared_pii(f: pd.DataFrame) -> pd.DataFrame:
+    return f.assign(contact=[f"client{i}@example.org" for i in range(len(f))])
+
+
+def _undeclared_column(f: pd.DataFrame) -> pd.DataFrame:
+    return f.assign(score=np.arange(len(f)) % 5)
+
+
+ATTACKS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], set[str]]] = {
+    "label_flips_10pct_one_class": (
+        _flip_within_one_class,
+        {"screen.label_distribution", "screen.label_noise"},
+    ),
+    "undeclared_pii_column": (_undeclared_pii, {"screen.pii"}),
+    "unseen_category_surge": (_unseen_category_surge, {"validate.expectations"}),
+    "missing_value_surge": (_missing_surge, {"validate.expectations"}),
+    "missing_where_refused": (_missing_where_refused, {"validate.columns"}),
+    "undeclared_column": (_undeclared_column, {"validate.columns"}),
+    "backdoor_trigger_numeric": (_backdoor, {"screen.backdoor"}),
+}
+
+
+@pytest.mark.parametrize("case", list(ATTACKS))
+def test_data_attacks_on_a_team_table_are_blocked_by_their_gate(onboarded, tmp_path, case):
+    settings, _ = onboarded
+    make, expected = ATTACKS[case]
+    path = tmp_path / f"{case}.csv"
+    make(mixed_table(2000, seed=7)).to_csv(path, index=False)
+    failing = _stages(settings, path)
+    assert failing and failing[0] in expected, failing
+
+
+def test_clean_resamples_pass_the_data_gates(onboarded, tmp_path):
+    settings, _ = onboarded
+    for seed in (11, 12, 13):
+        path = tmp_path / f"clean-{seed}.csv"
+        mixed_table(2000, seed=seed).to_csv(path, index=False)
+        assert _stages(settings, path) == [], seed

@@ -1,0 +1,132 @@
+"""`derive_suite` on a team table (numeric and categorical inputs, missing values, string
+labels, an id and a pseudonymised email), run through Great Expectations: clean tables
+pass, a surge of unseen categories or of missing values fails. The bundled numeric
+suite is reproduced byte for byte in test_validate.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.checks.expectations import run_suite
+from tasks.checks.suite_builder import derive_suite, main, write_suite
+from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+
+TARGET = "segment"
+ROLES: dict[str, Any] = {
+    "numeric": NUMERIC,
+    "categorical": CATEGORICAL,
+    "ignored": ["customer_id"],
+    "missing": MISSING,
+    "exclude": ["email"],  # pseudonymised PII: present, never value-checked
+}
+
+
+@pytest.fixture(scope="module")
+def suite() -> dict[str, Any]:
+    return derive_suite(
+        mixed_table(2000, seed=0), name="customers", target=TARGET, notes="", **ROLES
+    )
+
+
+def failures(frame: pd.DataFrame, suite: dict[str, Any]) -> set[tuple[str, str | None]]:
+    result = run_suite(frame, suite, max_rows=10_000_000)
+    for o in result["results"]:  # every generated expectation type runs in GX
+        assert not (o.get("exception_info") or {}).get("raised_exception"), o
+    return {
+        (o["expectation_config"]["type"], o["expectation_config"]["kwargs"].get("column"))
+        for o in result["results"]
+        if not o["success"]
+    }
+
+
+def by_column(suite: dict[str, Any], column: str) -> dict[str, dict[str, Any]]:
+    return {
+        e["type"]: e["kwargs"] for e in suite["expectations"] if e["kwargs"].get("column") == column
+    }
+
+
+def test_layout(suite: dict[str, Any]) -> None:
+    kinds = Counter(e["type"] for e in suite["expectations"])
+    assert kinds["expect_column_values_to_be_in_set"] == 1 + len(CATEGORICAL)
+    assert kinds["expect_column_values_to_not_be_null"] == 1 + len(NUMERIC) + len(CATEGORICAL)
+    assert kinds["expect_column_mean_to_be_between"] == len(NUMERIC)
+    columns = suite["expectations"][0]["kwargs"]["column_set"]
+    assert {"customer_id", "email"} <= set(columns)  # present, and nothing more:
+    assert by_column(suite, "customer_id") == by_column(suite, "email") == {}
+    label = by_column(suite, TARGET)
+    assert label["expect_column_values_to_be_of_type"] == {"column": TARGET, "type_": "str"}
+    assert label["expect_column_distinct_values_to_equal_set"]["value_set"] == [
+        "high",
+        "low",
+        "medium",
+    ]
+    region = by_column(suite, "region")
+    assert region["expect_column_values_to_be_in_set"]["mostly"] == 0.98
+    assert 0.8 < region["expect_column_values_to_not_be_null"]["mostly"] < 0.95  # imputed
+    codes = by_column(suite, "channel_code")
+    assert codes["expect_column_values_to_be_in_set"]["value_set"] == [1, 2, 3]
+    assert codes["expect_column_values_to_be_in_type_list"]["type_list"] == ["int64", "int32"]
+    assert "mostly" not in by_column(suite, "tenure")["expect_column_values_to_not_be_null"]
+
+
+def test_clean_tables_pass_their_suite(suite: dict[str, Any], tmp_path: Path) -> None:
+    assert failures(mixed_table(2000, seed=0), suite) == set()
+    fresh = tmp_path / "fresh.csv"  # a new draw, as ingestion reads it
+    mixed_table(300, seed=1).to_csv(fresh, index=False)
+    frame = pd.read_csv(fresh)
+    frame.loc[frame.sample(n=3, random_state=1).index, "region"] = "arctic"  # 1%: passes
+    assert failures(frame, suite) == set()
+
+
+def test_category_and_missing_value_surges_fail(suite: dict[str, Any]) -> None:
+    frame = mixed_table(2000, seed=2)
+    rng = np.random.default_rng(2)
+    frame.loc[rng.random(len(frame)) < 0.30, "region"] = "atlantis"
+    frame.loc[rng.random(len(frame)) < 0.27, "income"] = np.nan  # with the 5%: ~30% missing
+    assert failures(frame, suite) == {
+        ("expect_column_values_to_be_in_set", "region"),
+        ("expect_column_values_to_not_be_null", "income"),
+    }
+
+
+def test_integer_labels_and_numeric_default() -> None:
+    frame = pd.DataFrame({"x": np.linspace(1.0, 2.0, 200), "y": [0, 1] * 100})
+    suite = derive_suite(frame, name="t", target="y", notes="")
+    label = by_column(suite, "y")
+    assert label["expect_column_values_to_be_in_type_list"]["type_list"] == ["int64", "int32"]
+    assert label["expect_column_values_to_be_in_set"]["value_set"] == [0, 1]
+    assert by_column(suite, "x")["expect_column_values_to_be_in_type_list"]["type_list"] == [
+        "float64",
+        "float32",
+    ]
+    with pytest.raises(ValueError, match="refuse"):  # missing values where none may be
+        derive_suite(frame.assign(x=[np.nan] + [1.0] * 199), name="t", target="y", notes="")
+
+
+def test_write_suite_and_command(tmp_path: Path) -> None:
+    # a fresh suite: run_suite adds GX's version to the meta of the dict it is given
+    suite = derive_suite(
+        mixed_table(2000, seed=0), name="customers", target=TARGET, notes="", **ROLES
+    )
+    out = tmp_path / "suite.json"
+    digest = write_suite(suite, out)
+    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert json.loads(out.read_text()) == suite and stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert out.read_text() == json.dumps(suite, indent=2, sort_keys=True) + "\n"
+    data = tmp_path / "customers.csv"
+    mixed_table(2000, seed=0).to_csv(data, index=False)
+    args = [str(data), "--target", TARGET, "--name", "customers", "--out", str(tmp_path / "c.json")]
+    args += [f"--numeric={c}" for c in NUMERIC] + [f"--categorical={c}" for c in CATEGORICAL]
+    args += ["--ignored=customer_id", "--exclude=email"]
+    args += [f"--missing={c}={p}" for c, p in MISSING.items()]
+    assert main(args) == 0
+    assert (tmp_path / "c.json").read_bytes() == out.read_bytes()
