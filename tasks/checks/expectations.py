@@ -92,7 +92,11 @@ def run_suite(
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no stderr bars
     context.variables.data_docs_sites = {}  # not the default site in a temp directory
-    gx_suite = context.suites.add(gx.ExpectationSuite(**{**suite, "expectations": expectations}))
+    # GX writes its version into the suite's meta: give it a copy, never the caller's.
+    meta = dict(suite.get("meta") or {})
+    gx_suite = context.suites.add(
+        gx.ExpectationSuite(**{**suite, "meta": meta, "expectations": expectations})
+    )
     batch = (
         context.data_sources.add_pandas("pandas")
         .add_dataframe_asset("dataset")

@@ -17,11 +17,16 @@ STAGES = ("ingest", "screen", "validate", "train", "evaluate", "sign", "deploy")
 
 
 def readme_gate_rows() -> list[tuple[str, ...]]:
-    """Rows of the README table whose first cell is a `gate.name`."""
+    """Rows of the README table whose first cell is a `stage.gate` name."""
     rows = []
     for line in README.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and re.fullmatch(r"`[a-z_]+\.[a-z_]+`", cells[0]):
+        stage = cells[0].strip("`").split(".")[0]
+        if (
+            line.startswith("|")
+            and stage in STAGES
+            and re.fullmatch(r"`[a-z_]+\.[a-z_]+`", cells[0])
+        ):
             rows.append((cells[0].strip("`"), *cells[1:]))
     return rows
 
