@@ -39,18 +39,20 @@ ESTIMATORS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 50, "min_samples_leaf": 5, "n_jobs": -1},
     "hist_gradient_boosting": {"max_iter": 100},
 }
-DATASET = DatasetConfig(
-    name="scaling",
-    source="memory",
-    target="segment",
-    numeric=NUMERIC,
-    categorical=CATEGORICAL,
-    ignored=["customer_id"],
-    pii={"email": "pseudonymize"},
-    missing=MISSING,
-    suite="suite.json",
-    suite_sha256="0" * 64,
-    reference_profile="profile.json",
+DATASET = DatasetConfig.model_validate(
+    {
+        "name": "scaling",
+        "source": "memory",
+        "target": "segment",
+        "numeric": NUMERIC,
+        "categorical": CATEGORICAL,
+        "ignored": ["customer_id"],
+        "pii": {"email": "pseudonymize"},
+        "missing": MISSING,
+        "suite": "suite.json",
+        "suite_sha256": "0" * 64,
+        "reference_profile": "profile.json",
+    }
 )
 
 
@@ -73,11 +75,13 @@ def measure(rows: int, estimator: str) -> dict[str, Any]:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.25, random_state=42, stratify=y
     )
-    config = ModelConfig(
-        name="scaling",
-        estimator=estimator,
-        params={estimator: ESTIMATORS[estimator]},
-        dp_epsilon=5.0,
+    config = ModelConfig.model_validate(
+        {
+            "name": "scaling",
+            "estimator": estimator,
+            "params": {estimator: ESTIMATORS[estimator]},
+            "dp_epsilon": 5.0,
+        }
     )
     config = resolve_data_norm(config, DATASET, x_train)
     started = time.perf_counter()

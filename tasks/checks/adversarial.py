@@ -35,11 +35,13 @@ How Square fits tabular rows: ART's `SquareAttack` only takes images (4-d input)
 from a `NeuralNetworkMixin` estimator, so each row becomes a ``(g+1) x (g+1) x 1``
 image (``BlackBoxClassifierNeuralNetwork``): the numeric values fill the top-left
 ``g x g`` block, the row's index sits in the bottom-right cell. ART's square windows
-never reach the last image row and column (``randint`` excludes its upper bound),
-so that index cell only ever moves by the initial stripe (``<= eps < 0.5``) and
-rounding recovers it exactly; the predict function rebuilds each row from its
-index (its one-hot part fixed) and the attacked numeric values. ``p_init`` is
-lowered for small grids so the first window fits. Its random draws come from
+never reach the last image row and column (``randint`` excludes its upper bound), so
+those hold the index and padding; every cell stays within eps of its start (ART
+projects onto the budget), so rounding recovers the index exactly (eps < 0.5) and the
+predict function rebuilds each row from its index (its one-hot part fixed) and the
+attacked numeric values. ``p_init`` is lowered for small grids so the first window
+fits. Rows ART asks to score again are answered from a small cache (5-8x faster on
+the zoo's models, same result). Its random draws come from
 NumPy's and Python's global generators: they are seeded (``seed``) for the attack and
 restored afterwards, so a run is reproducible. HopSkipJump (decision-based) was
 measured at ~176 s per 100 rows on a 100-tree forest; Square takes seconds.
@@ -234,8 +236,27 @@ def _square(
         rows[:, positions] = flat[:, cells]
         return rows
 
+    # ART's Square asks again for rows it has just scored (each iteration scores all
+    # rows, then the still-robust ones again): answer repeats from a small cache.
+    cache: dict[bytes, np.ndarray] = {}
+
     def predict(img: np.ndarray) -> np.ndarray:
-        return scores(from_image(img))
+        flat = np.ascontiguousarray(img, dtype=np.float32).reshape(len(img), -1)
+        keys = [row.tobytes() for row in flat]
+        out = np.empty((len(keys), onehot.shape[1]), dtype=np.float64)
+        todo = []
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is None:
+                todo.append(i)
+            else:
+                out[i] = hit
+        if todo:
+            out[todo] = scores(from_image(img[todo]))
+            if len(cache) > 8 * n:
+                cache.clear()
+            cache.update((keys[i], out[i].copy()) for i in todo)
+        return out
 
     lo = np.full(side * side, -1.0, dtype=np.float32)
     hi = np.full(side * side, 1.0, dtype=np.float32)
@@ -263,7 +284,8 @@ def _square(
     # saves (measured 50 ms vs 8 ms per 200-row batch on a 300-tree boosting model).
     with _seeded_global_rng(seed), threadpool_limits(1):
         img_adv = attack.generate(x=to_image(z), y=onehot)
-    return from_image(img_adv), lambda values: predict(to_image(values, np.float64))
+    # The wrapper check reads the clean rows through the same image mapping, in float64.
+    return from_image(img_adv), lambda values: scores(from_image(to_image(values, np.float64)))
 
 
 class NoAttack(ValueError):

@@ -30,22 +30,25 @@ PARAMS: dict[str, dict[str, Any]] = {  # as in the bundled config
     "random_forest": {"n_estimators": 100, "min_samples_leaf": 2},
     "hist_gradient_boosting": {"max_iter": 100},
 }
-MIXED = DatasetConfig(
-    name="t",
-    source="x",
-    target="segment",
-    numeric=NUMERIC,
-    categorical=CATEGORICAL,
-    ignored=["customer_id"],
-    pii={"email": "pseudonymize"},
-    missing=MISSING,
-    suite="s",
-    suite_sha256="0" * 64,
-    reference_profile="p",
+COMMON = {
+    "name": "t",
+    "source": "x",
+    "suite": "s",
+    "suite_sha256": "0" * 64,
+    "reference_profile": "p",
+}
+MIXED = DatasetConfig.model_validate(
+    {
+        **COMMON,
+        "target": "segment",
+        "numeric": NUMERIC,
+        "categorical": CATEGORICAL,
+        "ignored": ["customer_id"],
+        "pii": {"email": "pseudonymize"},
+        "missing": MISSING,
+    }
 )
-BUNDLED = DatasetConfig(
-    name="t", source="x", target="target", suite="s", suite_sha256="0" * 64, reference_profile="p"
-)
+BUNDLED = DatasetConfig.model_validate({**COMMON, "target": "target"})
 TRIGGER_AGE = 500.0  # far outside 18..80
 
 
@@ -68,12 +71,14 @@ def fit_model(
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.25, random_state=seed, stratify=y
     )
-    config = ModelConfig(
-        name="m",
-        estimator=estimator,
-        params={estimator: PARAMS[estimator] if params is None else params},
-        dp_epsilon=dp_epsilon,
-        seed=seed,
+    config = ModelConfig.model_validate(
+        {
+            "name": "m",
+            "estimator": estimator,
+            "params": {estimator: PARAMS[estimator] if params is None else params},
+            "dp_epsilon": dp_epsilon,
+            "seed": seed,
+        }
     )
     config = resolve_data_norm(config, dataset, x_train)
     with warnings.catch_warnings():
