@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser(
         "init",
         parents=[common],
-        help="from a trusted table: config, expectation suite, signed profile, pinned"
+        help="from a trusted table: config, expectation suite, signed profile, pinned",
     )
     init.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     init.add_argument("--target", required=True, help="the label column")

@@ -138,7 +138,12 @@ def build_preprocessor(dataset: DatasetConfig, columns: list[str]) -> ColumnTran
             else:
                 # dtype as a string: a numpy type object would widen the skops allow-list.
                 steps.append(
-                    ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype="float64"))
+                    (
+                        "onehot",
+                        OneHotEncoder(
+                            handle_unknown="ignore", sparse_output=False, dtype="float64"
+                        ),
+                    )
                 )
             branches.append((f"{kind}_{policy}", Pipeline(steps), group))
     return ColumnTransformer(branches, remainder="drop", verbose_feature_names_out=False)
@@ -146,9 +151,7 @@ def build_preprocessor(dataset: DatasetConfig, columns: list[str]) -> ColumnTran
 
 def build_pipeline(config: ModelConfig, dataset: DatasetConfig, columns: list[str]) -> Pipeline:
     """The unfitted pipeline for the config, for a table with these `columns`."""
-    return Pipeline(
-        [("prep", build_preprocessor(dataset, columns)), ("model", estimator(config))]
-    )
+    return Pipeline([("prep", build_preprocessor(dataset, columns)), ("model", estimator(config))])
 
 
 def resolve_data_norm(

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.checks.pii import check_pii, scan
-from tasks.checks.profile import read_table, write_profile, build_profile
+from tasks.checks.profile import build_profile, read_table, write_profile
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, write_atomic
@@ -79,7 +79,9 @@ def infer_columns(frame: pd.DataFrame, *, target: str, pii: dict[str, str]) -> C
             if whole and distinct == rows and rows > 1:
                 out.ignored[col] = "a distinct integer per row: looks like an id"
                 continue
-            kind = "categorical" if whole and distinct <= 20 and CODE_NAME.search(col) else "numeric"
+            kind = (
+                "categorical" if whole and distinct <= 20 and CODE_NAME.search(col) else "numeric"
+            )
         elif distinct <= min(MAX_CATEGORIES, max(rows // 2, 2)):
             kind = "categorical"
         else:

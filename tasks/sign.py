@@ -95,7 +95,10 @@ def serving_policy(gates: list[GateResult]) -> dict[str, Any]:
     (``evaluate.extraction_risk``): "labels" only, or "probabilities" too."""
     for g in gates:
         if g.name == "evaluate.extraction_risk" and "recommended_output" in g.metrics:
-            return {"output": g.metrics["recommended_output"], "why": g.metrics.get("output_reason")}
+            return {
+                "output": g.metrics["recommended_output"],
+                "why": g.metrics.get("output_reason"),
+            }
     return {"output": "labels", "why": "no extraction measurement: the safe default"}
 
 

@@ -20,7 +20,9 @@ def mixed_table(rows: int = 2000, *, seed: int = 0) -> pd.DataFrame:
     cls = rng.choice(3, rows, p=[0.4, 0.35, 0.25])
     label = np.array(LABELS)[cls]
     plan_p = np.array([[0.7, 0.2, 0.1], [0.3, 0.5, 0.2], [0.1, 0.3, 0.6]])
-    plan = np.array(["basic", "plus", "pro"])[(rng.random(rows)[:, None] > plan_p[cls].cumsum(1)).sum(1)]
+    plan = np.array(["basic", "plus", "pro"])[
+        (rng.random(rows)[:, None] > plan_p[cls].cumsum(1)).sum(1)
+    ]
     frame = pd.DataFrame(
         {
             "customer_id": np.arange(100_000, 100_000 + rows),

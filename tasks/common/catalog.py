@@ -176,8 +176,7 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.adversarial",
         "evasion attacks",
-        "robust accuracy under FGM (linear) or Square (trees), L-inf eps 0.1 std of numeric "
-        "inputs",
+        "robust accuracy under FGM (linear) or Square (trees), L-inf eps 0.1 std of numeric inputs",
         "0.80",
         "tasks.evaluate:check_adversarial",
         "evaluate.min_robust_accuracy",
@@ -185,8 +184,7 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.membership_inference",
         "membership inference, inversion",
-        "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and "
-        "non-members",
+        "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and non-members",
         "0.25",
         "tasks.evaluate:check_membership_inference",
         "evaluate.max_membership_advantage",

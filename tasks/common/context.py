@@ -105,4 +105,3 @@ class Dataset:
     @property
     def rows(self) -> int:
         return len(self.frame)
-

@@ -143,9 +143,9 @@ class ModelConfig(_Section):
     # loads: an unknown or ill-typed one is a configuration error. Parameters under
     # [model.params.<estimator>] apply to that estimator only, so one config can hold
     # settings for several and switch with SECURE_PIPELINE_MODEL__ESTIMATOR.
-    params: dict[str, float | int | str | bool | None | dict[str, float | int | str | bool | None]] = (
-        Field(default_factory=dict)
-    )
+    params: dict[
+        str, float | int | str | bool | dict[str, float | int | str | bool | None] | None
+    ] = Field(default_factory=dict)
     # dp_logistic_regression only (diffprivlib): the privacy budget of one training run.
     dp_epsilon: float = Field(default=1.0, gt=0)
     # Bound on the L2 norm of a *scaled* training row (rows beyond it are clipped).

@@ -43,9 +43,7 @@ TRUSTED_BY_ESTIMATOR: dict[str, tuple[str, ...]] = {
         "diffprivlib.models.logistic_regression.LogisticRegression",
     ),
     "random_forest": ("sklearn.tree._tree.Tree",),
-    "hist_gradient_boosting": (
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    ),
+    "hist_gradient_boosting": ("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
 }
 # A SimpleImputer (missing-value policies) keeps the numpy dtype it was fitted on.
 TRUSTED_PREPROCESSING: tuple[str, ...] = ("numpy.dtype",)

@@ -52,5 +52,7 @@ def test_init_then_run_deploys_each_estimator(
         "fgm" if "logistic" in estimator else "square"
     )
     version = report["model"]["version"]
-    verified = pipe.run("verify", "--config", str(config), f"models:/customers-classifier/{version}")
+    verified = pipe.run(
+        "verify", "--config", str(config), f"models:/customers-classifier/{version}"
+    )
     assert verified.returncode == 0, verified.stderr

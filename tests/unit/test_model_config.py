@@ -17,7 +17,10 @@ CLI = str(Path(sys.executable).parent / "secure-pipeline")
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"logistic_regression": {"n_estimators": 10}}, "unexpected keyword argument 'n_estimators'"),
+        (
+            {"logistic_regression": {"n_estimators": 10}},
+            "unexpected keyword argument 'n_estimators'",
+        ),
         ({"logistic_regression": {"C": "strong"}}, "'C' parameter of LogisticRegression"),
         ({"logistic_regression": {"max_iter": -1}}, "'max_iter' parameter"),
         ({"xgboost": {"depth": 3}}, "model.params.xgboost: no such estimator"),

@@ -75,8 +75,15 @@ def test_each_estimators_trusted_types_are_exactly_what_its_pipeline_needs(estim
     frame = mixed_table(400)
     cols = [*NUMERIC, *CATEGORICAL]
     ds = DatasetConfig(
-        name="t", source="x", target="segment", numeric=NUMERIC, categorical=CATEGORICAL,
-        missing=MISSING, suite="s", suite_sha256="0" * 64, reference_profile="p",
+        name="t",
+        source="x",
+        target="segment",
+        numeric=NUMERIC,
+        categorical=CATEGORICAL,
+        missing=MISSING,
+        suite="s",
+        suite_sha256="0" * 64,
+        reference_profile="p",
     )
     small = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 5}}
     config = ModelConfig(name="m", estimator=estimator, dp_data_norm=5.0, params=small)
@@ -97,7 +104,7 @@ def test_a_tree_type_is_refused_when_not_pinned(monkeypatch, data):
     x, y = data
     blob = dumps_model(RandomForestClassifier(n_estimators=2, random_state=0).fit(x, y))
     monkeypatch.setattr(modelio, "TRUSTED_TYPES", ())
-    with pytest.raises(UntrustedModelError, match="sklearn.tree._tree.Tree"):
+    with pytest.raises(UntrustedModelError, match=r"sklearn\.tree\._tree\.Tree"):
         load_model_bytes(blob, expected_sha256=sha256_bytes(blob))
 
 

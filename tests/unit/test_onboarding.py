@@ -4,7 +4,6 @@ writes: clean resamples pass, each data attack is blocked by the gate meant for 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,8 +36,15 @@ def onboarded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]
     root = tmp_path_factory.mktemp("onboard")
     mixed_table(2000).to_csv(root / "customers.csv", index=False)
     state = root / "state"
-    out = cli("init", str(root / "customers.csv"), "--target", "segment", "--pii",
-              "email=pseudonymize", state=state)
+    out = cli(
+        "init",
+        str(root / "customers.csv"),
+        "--target",
+        "segment",
+        "--pii",
+        "email=pseudonymize",
+        state=state,
+    )
     assert out.returncode == 0, out.stderr
     config = root / "customers.toml"
     assert out.stdout.strip() == f"secure-pipeline run --config {config}"

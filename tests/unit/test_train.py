@@ -36,12 +36,17 @@ def trained(tmp_path_factory) -> tuple[RunContext, TrainedModel]:
 def test_split_and_fit_are_deterministic(ctx):
     ds = bundled_dataset()
     s = ctx.settings
-    a, b = split(ds, config=s.model, columns=s.dataset), split(ds, config=s.model, columns=s.dataset)
+    a, b = (
+        split(ds, config=s.model, columns=s.dataset),
+        split(ds, config=s.model, columns=s.dataset),
+    )
     assert list(a[1].index) == list(b[1].index)
     assert len(a[1]) == math.ceil(0.25 * ds.rows)  # scikit-learn rounds the test share up
     assert abs(a[3].mean() - ds.frame["target"].mean()) < 0.01  # stratified
     cols = list(a[0].columns)
-    coef = [build_pipeline(s.model, s.dataset, cols).fit(a[0], a[2])["model"].coef_ for _ in range(2)]
+    coef = [
+        build_pipeline(s.model, s.dataset, cols).fit(a[0], a[2])["model"].coef_ for _ in range(2)
+    ]
     np.testing.assert_array_equal(coef[0], coef[1])
 
 

@@ -36,7 +36,9 @@ def evidence(ctx: RunContext) -> Path:
     return ctx.settings.state_dir / "runs" / ctx.run_id / "validation"
 
 
-def blocked(ctx: RunContext, frame: pd.DataFrame, gate: str = "validate.expectations") -> GateResult:
+def blocked(
+    ctx: RunContext, frame: pd.DataFrame, gate: str = "validate.expectations"
+) -> GateResult:
     """The result of `gate` in a validation that must block."""
     with pytest.raises(GateFailed) as info:
         validate(ctx, as_dataset(frame))
@@ -259,14 +261,19 @@ def test_broken_data_blocked(
     ],
 )
 def test_columns_gate_names_what_cannot_be_used(
-    ctx: RunContext, bundled: pd.DataFrame, mutate: Callable[[pd.DataFrame], pd.DataFrame], problem: str
+    ctx: RunContext,
+    bundled: pd.DataFrame,
+    mutate: Callable[[pd.DataFrame], pd.DataFrame],
+    problem: str,
 ) -> None:
     g = blocked(ctx, mutate(bundled), "validate.columns")
     assert not g.passed and g.metrics[problem]
     assert (evidence(ctx) / "data_docs" / "index.html").is_file()  # the suite ran too
 
 
-def test_columns_gate_refuses_undeclared_and_one_class(ctx: RunContext, bundled: pd.DataFrame) -> None:
+def test_columns_gate_refuses_undeclared_and_one_class(
+    ctx: RunContext, bundled: pd.DataFrame
+) -> None:
     declared = variant(ctx, numeric=["mean radius"], ignored=[])
     g = blocked(declared, bundled, "validate.columns")
     assert g.metrics["undeclared_count"] == 29  # named, never dropped silently
