@@ -10,7 +10,7 @@ come first, in declaration order; the attacks rely on that layout (`numeric_layo
 FORK: this is the file to edit for another model. A new estimator needs, in all:
 1. a builder in `ESTIMATORS` (and its name in `Estimator`, tasks/common/settings.py,
    so a config can select it);
-2. the skops types its file holds in `TRUSTED_TYPES` (tasks/trust/modelio.py),
+2. the skops types its file holds in `TRUSTED_BY_ESTIMATOR` (tasks/trust/modelio.py),
    reviewed like code: the loader refuses any other type;
 3. nothing for the attacks if it has ``predict_proba`` (the black-box Square attack
    fits any such model); gradient attacks only for linear models (`GRADIENT_MODELS`).

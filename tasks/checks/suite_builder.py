@@ -1,17 +1,13 @@
 """Deriving a calibrated expectation suite from trusted data, outside any run.
 
-``python -m tasks.checks.suite_builder DATA.csv --target COL --name NAME --notes TEXT``
-prints the suite (``--out FILE`` writes it and prints its sha256; ``--categorical``,
-``--missing COL=POLICY`` and the other column roles as in ``[dataset]``); review it,
-save it under ``expectations/`` and pin its sha256 in ``dataset.suite_sha256``. The
-validate stage only ever reads that pinned file, so a suite changes through review,
-never because the data drifted. ``secure-pipeline suite`` and ``init`` call
-`derive_suite` and `write_suite` with the config's column roles.
+``secure-pipeline suite DATA --config C --out SUITE`` (and ``secure-pipeline init``)
+derive the suite with the config's column roles and write it; review it and pin its
+sha256 in ``dataset.suite_sha256``. The validate stage only ever reads that pinned
+file, so a suite changes through review, never because the data drifted.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -249,51 +245,3 @@ def write_suite(suite: Mapping[str, Any], path: Path) -> str:
     text = suite_text(suite)
     write_atomic(path, text, mode=PUBLIC)
     return sha256_bytes(text.encode())
-
-
-def _policy(text: str) -> tuple[str, str]:
-    col, sep, policy = text.rpartition("=")
-    if not sep or policy not in ("median", "most_frequent", "constant", "refuse"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected COLUMN=median|most_frequent|...")
-    return col, policy
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m tasks.checks.suite_builder DATA.csv --target COL --name NAME --notes
-    TEXT``: print a suite derived from trusted data (then review it and pin its sha256)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tasks.checks.suite_builder", description=main.__doc__
-    )
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--notes", default="")
-    parser.add_argument("--min-rows", type=int, default=100)
-    parser.add_argument("--max-rows", type=int, default=2_000_000)
-    for role in ("numeric", "categorical", "ignored", "exclude"):
-        parser.add_argument(f"--{role}", action="append", metavar="COL")
-    parser.add_argument("--missing", action="append", type=_policy, metavar="COL=POLICY")
-    parser.add_argument("--out", type=Path, help="write the suite here and print its sha256")
-    args = parser.parse_args(argv)
-    suite = derive_suite(
-        pd.read_csv(args.data),
-        name=args.name,
-        target=args.target,
-        notes=args.notes,
-        numeric=args.numeric,
-        categorical=args.categorical or (),
-        ignored=args.ignored or (),
-        missing=dict(args.missing or []),
-        exclude=args.exclude or (),
-        min_rows=args.min_rows,
-        max_rows=args.max_rows,
-    )
-    if args.out:
-        print(write_suite(suite, args.out))  # noqa: T201 - the command's output
-    else:
-        print(json.dumps(suite, indent=2))  # noqa: T201 - the command's output
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

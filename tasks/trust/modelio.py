@@ -68,7 +68,7 @@ class UntrustedModelError(ModelIntegrityError):
         super().__init__(
             "model file holds types outside the pinned allow-list: "
             f"{', '.join(self.types)}; review them and add them to "
-            "tasks/trust/modelio.py TRUSTED_TYPES only if they cannot run code"
+            "tasks/trust/modelio.py TRUSTED_BY_ESTIMATOR only if they cannot run code"
         )
 
 

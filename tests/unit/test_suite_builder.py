@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows.cli import main
 from tasks.checks.expectations import run_suite
-from tasks.checks.suite_builder import derive_suite, main, write_suite
+from tasks.checks.suite_builder import derive_suite, write_suite
 from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
 
 TARGET = "segment"
@@ -124,9 +125,28 @@ def test_write_suite_and_command(tmp_path: Path) -> None:
     assert out.read_text() == json.dumps(suite, indent=2, sort_keys=True) + "\n"
     data = tmp_path / "customers.csv"
     mixed_table(2000, seed=0).to_csv(data, index=False)
-    args = [str(data), "--target", TARGET, "--name", "customers", "--out", str(tmp_path / "c.json")]
-    args += [f"--numeric={c}" for c in NUMERIC] + [f"--categorical={c}" for c in CATEGORICAL]
-    args += ["--ignored=customer_id", "--exclude=email"]
-    args += [f"--missing={c}={p}" for c, p in MISSING.items()]
-    assert main(args) == 0
-    assert (tmp_path / "c.json").read_bytes() == out.read_bytes()
+    config = tmp_path / "customers.toml"  # `secure-pipeline suite` reads the roles from it
+    config.write_text(
+        f"""[dataset]
+name = "customers"
+source = "customers.csv"
+target = "{TARGET}"
+numeric = {json.dumps(NUMERIC)}
+categorical = {json.dumps(CATEGORICAL)}
+ignored = ["customer_id"]
+suite = "c.json"
+suite_sha256 = "{"0" * 64}"
+reference_profile = "p.json"
+missing = {{ {", ".join(f'{c} = "{p}"' for c, p in MISSING.items())} }}
+pii = {{ email = "pseudonymize" }}
+
+[model]
+name = "m"
+"""
+    )
+    assert (
+        main(["suite", str(data), "--config", str(config), "--out", str(tmp_path / "c.json")]) == 0
+    )
+    made = json.loads((tmp_path / "c.json").read_text())
+    assert made["meta"] == {"notes": "derived from customers.csv"}
+    assert made["expectations"] == suite["expectations"]  # the same roles, the same suite
