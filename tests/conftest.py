@@ -98,3 +98,22 @@ def bundled_dataset() -> Dataset:
         integrity="none",
         target="target",
     )
+
+
+def data_gates(settings: Settings, path: Path) -> list[str]:
+    """Ingest, PII guard, validate and screen `path` as a run does, without the
+    services; the names of the failing gates, first the one that blocked."""
+    from tasks.common.gates import GateFailed
+    from tasks.ingest import ingest
+    from tasks.screen import guard_pii, screen
+    from tasks.validate import validate
+
+    ctx = RunContext(settings.confined_to(path.parent), run_id=f"t-{path.stem}")
+    try:
+        dataset, _ = ingest(ctx, source=str(path))
+        dataset, _ = guard_pii(ctx, dataset)
+        out, _ = validate(ctx, dataset)
+        screen(ctx, out.dataset)
+    except GateFailed as exc:
+        return [r.name for r in exc.results if not r.passed]
+    return []

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import BUNDLED_CSV, PROJECT_ROOT
+from tasks.common.settings import load_settings
+from tests.conftest import BUNDLED_CSV, PROJECT_ROOT, data_gates
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_run import _assert_blocked
 
@@ -76,17 +77,22 @@ def ssn_column(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+# Through the whole command (exit code, one line, nothing published, champion kept):
+# one attack per data stage. The gate of every other attack is checked at stage level
+# below (the same stage code; a blocked run ends the same way whichever gate blocks).
 FRAMES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
     "label_flips_10pct_one_class": (label_flips, "screen.label_distribution"),
-    "extra_column": (lambda df: df.assign(extra=1.0), "validate.expectations"),
-    "missing_column": (lambda df: df.drop(columns=["worst radius"]), "validate.expectations"),
-    "nans_5pct": (nans, "validate.expectations"),
-    "values_1000x_out_of_range_3pct": (out_of_range, "validate.expectations"),
-    "20_rows": (lambda df: df.head(20), "validate.expectations"),
-    "unknown_label_values": (unknown_labels, "validate.expectations"),
+    "nans_5pct": (nans, "validate.columns"),
     "duplicate_flood_40pct": (duplicate_flood, "screen.duplicates"),
     "backdoor_trigger_6pct": (backdoor, "screen.backdoor"),
     "undeclared_email_column": (email_column, "screen.pii"),
+}
+STAGE_LEVEL: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
+    "extra_column": (lambda df: df.assign(extra=1.0), "validate.expectations"),
+    "missing_column": (lambda df: df.drop(columns=["worst radius"]), "validate.expectations"),
+    "values_1000x_out_of_range_3pct": (out_of_range, "validate.expectations"),
+    "20_rows": (lambda df: df.head(20), "validate.expectations"),
+    "unknown_label_values": (unknown_labels, "validate.expectations"),
     "undeclared_ssn_column": (ssn_column, "screen.pii"),
 }
 
@@ -99,9 +105,19 @@ def test_poisoned_or_malformed_frames_are_blocked(
     path = tmp_path / f"{case}.csv"
     make(_frame()).to_csv(path, index=False)
     report = _assert_blocked(kept_up, tmp_path, str(path), gate)
+    assert report["blocked_by"] == gate
     if gate == "screen.pii":  # names of columns, never their values
         assert "example.org" not in json.dumps(report)
         assert "@" not in (kept_up.state_dir / "audit" / "audit.jsonl").read_text()
+
+
+@pytest.mark.parametrize("case", list(STAGE_LEVEL))
+def test_other_attacks_are_blocked_by_their_gate(tmp_path: Path, case: str) -> None:
+    make, gate = STAGE_LEVEL[case]
+    path = tmp_path / f"{case}.csv"
+    make(_frame()).to_csv(path, index=False)
+    failing = data_gates(load_settings(state_dir=tmp_path / "state"), path)
+    assert failing and failing[0] == gate, failing
 
 
 class _Payload:

@@ -13,8 +13,9 @@ from tests.mixed_table import mixed_table
 
 pytestmark = pytest.mark.e2e
 
-# Estimator -> the extra environment it needs. DP at epsilon 5 reaches ~0.85 here,
-# under the 0.90 default floor: the floor is lowered knowingly (within its safe range).
+# Estimator -> the extra environment it needs. DP at epsilon 5 reaches ~0.81 accuracy
+# and ~0.77 robust accuracy here, under the 0.90 and 0.80 default floors: both are
+# lowered knowingly (within their safe ranges, so no waiver).
 ZOO = {
     "logistic_regression": {},
     "random_forest": {},
@@ -22,6 +23,7 @@ ZOO = {
     "dp_logistic_regression": {
         "SECURE_PIPELINE_MODEL__DP_EPSILON": "5",
         "SECURE_PIPELINE_EVALUATE__MIN_ACCURACY": "0.75",
+        "SECURE_PIPELINE_EVALUATE__MIN_ROBUST_ACCURACY": "0.65",
     },
 }
 

@@ -13,13 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.common.context import RunContext
-from tasks.common.gates import GateFailed
 from tasks.common.settings import Settings, load_settings
-from tasks.ingest import ingest
 from tasks.onboarding import infer_columns
-from tasks.screen import guard_pii, screen
-from tasks.validate import validate
+from tests.conftest import data_gates
 from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
 
 CLI = str(Path(sys.executable).parent / "secure-pipeline")
@@ -88,19 +84,6 @@ def test_inference_rules() -> None:
     assert set(roles.ignored) == {"id", "note", "gone"} and roles.missing == {}
 
 
-def _stages(settings: Settings, path: Path) -> list[str]:
-    """Ingest, PII guard, validate and screen `path`; the names of the failing gates."""
-    ctx = RunContext(settings.confined_to(path.parent), run_id=f"t-{path.stem}")
-    try:
-        dataset, _ = ingest(ctx, source=str(path))
-        dataset, _ = guard_pii(ctx, dataset)
-        out, _ = validate(ctx, dataset)
-        screen(ctx, out.dataset)
-    except GateFailed as exc:
-        return [r.name for r in exc.results if not r.passed]
-    return []
-
-
 def _flip_within_one_class(f: pd.DataFrame) -> pd.DataFrame:
     low = f.index[f["segment"] == "low"]
     f.loc[low[: int(0.10 * len(f))], "segment"] = "medium"
@@ -159,7 +142,7 @@ def test_data_attacks_on_a_team_table_are_blocked_by_their_gate(onboarded, tmp_p
     make, expected = ATTACKS[case]
     path = tmp_path / f"{case}.csv"
     make(mixed_table(2000, seed=7)).to_csv(path, index=False)
-    failing = _stages(settings, path)
+    failing = data_gates(settings, path)
     assert failing and failing[0] in expected, failing
 
 
@@ -168,4 +151,4 @@ def test_clean_resamples_pass_the_data_gates(onboarded, tmp_path):
     for seed in (11, 12, 13):
         path = tmp_path / f"clean-{seed}.csv"
         mixed_table(2000, seed=seed).to_csv(path, index=False)
-        assert _stages(settings, path) == [], seed
+        assert data_gates(settings, path) == [], seed
