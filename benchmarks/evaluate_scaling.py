@@ -22,9 +22,9 @@ from typing import Any
 from sklearn.model_selection import train_test_split
 
 import tasks.evaluate as ev
-from tasks.common.settings import DatasetConfig, EvaluateConfig, ModelConfig
+from tasks.common.settings import EvaluateConfig, ModelConfig
 from tasks.models import build_pipeline, resolve_data_norm
-from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+from tests.mixed_table import CATEGORICAL, NUMERIC, mixed_config, mixed_table
 
 CHECKS = (
     "check_quality",
@@ -39,21 +39,7 @@ ESTIMATORS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 50, "min_samples_leaf": 5, "n_jobs": -1},
     "hist_gradient_boosting": {"max_iter": 100},
 }
-DATASET = DatasetConfig.model_validate(
-    {
-        "name": "scaling",
-        "source": "memory",
-        "target": "segment",
-        "numeric": NUMERIC,
-        "categorical": CATEGORICAL,
-        "ignored": ["customer_id"],
-        "pii": {"email": "pseudonymize"},
-        "missing": MISSING,
-        "suite": "suite.json",
-        "suite_sha256": "0" * 64,
-        "reference_profile": "profile.json",
-    }
-)
+DATASET = mixed_config()
 
 
 def _timed(name: str, fn: Callable[..., Any], times: dict[str, float]) -> Callable[..., Any]:

@@ -7,10 +7,32 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tasks.common.settings import DatasetConfig
+
 LABELS = ("low", "medium", "high")
 NUMERIC = ["income", "age", "balance", "tenure"]
 CATEGORICAL = ["region", "plan", "channel_code"]
 MISSING = {"income": "median", "balance": "median", "region": "most_frequent"}
+
+
+def mixed_config(**changes: object) -> DatasetConfig:
+    """The [dataset] section `init` writes for this table (placeholder file paths)."""
+    return DatasetConfig.model_validate(
+        {
+            "name": "customers",
+            "source": "customers.csv",
+            "target": "segment",
+            "numeric": NUMERIC,
+            "categorical": CATEGORICAL,
+            "ignored": ["customer_id"],
+            "pii": {"email": "pseudonymize"},
+            "missing": MISSING,
+            "suite": "customers.suite.json",
+            "suite_sha256": "0" * 64,
+            "reference_profile": "customers.profile.json",
+            **changes,
+        }
+    )
 
 
 def mixed_table(rows: int = 2000, *, seed: int = 0) -> pd.DataFrame:

@@ -68,23 +68,13 @@ def pipeline(data) -> Pipeline:
 def test_each_estimators_trusted_types_are_exactly_what_its_pipeline_needs(estimator):
     """Every model of the zoo, on a mixed table (imputers, one-hot), holds exactly the
     types pinned for it: no more (the pin would hide a new type), no fewer (stale)."""
-    from tasks.common.settings import DatasetConfig, ModelConfig
+    from tasks.common.settings import ModelConfig
     from tasks.models import build_pipeline
-    from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+    from tests.mixed_table import CATEGORICAL, NUMERIC, mixed_config, mixed_table
 
     frame = mixed_table(400)
     cols = [*NUMERIC, *CATEGORICAL]
-    ds = DatasetConfig(
-        name="t",
-        source="x",
-        target="segment",
-        numeric=NUMERIC,
-        categorical=CATEGORICAL,
-        missing=MISSING,
-        suite="s",
-        suite_sha256="0" * 64,
-        reference_profile="p",
-    )
+    ds = mixed_config()
     small = {"random_forest": {"n_estimators": 5}, "hist_gradient_boosting": {"max_iter": 5}}
     config = ModelConfig(name="m", estimator=estimator, dp_data_norm=5.0, params=small)
     fitted = build_pipeline(config, ds, cols).fit(frame[cols], frame["segment"])

@@ -22,7 +22,7 @@ from tasks.checks.probes import (
 from tasks.common.settings import DatasetConfig, ModelConfig
 from tasks.models import build_pipeline, resolve_data_norm
 from tests.conftest import BUNDLED_CSV
-from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+from tests.mixed_table import mixed_config, mixed_table
 
 PARAMS: dict[str, dict[str, Any]] = {  # as in the bundled config
     "logistic_regression": {"C": 1.0, "max_iter": 1000},
@@ -37,17 +37,7 @@ COMMON = {
     "suite_sha256": "0" * 64,
     "reference_profile": "p",
 }
-MIXED = DatasetConfig.model_validate(
-    {
-        **COMMON,
-        "target": "segment",
-        "numeric": NUMERIC,
-        "categorical": CATEGORICAL,
-        "ignored": ["customer_id"],
-        "pii": {"email": "pseudonymize"},
-        "missing": MISSING,
-    }
-)
+MIXED = mixed_config()
 BUNDLED = DatasetConfig.model_validate({**COMMON, "target": "target"})
 TRIGGER_AGE = 500.0  # far outside 18..80
 
