@@ -3,7 +3,7 @@
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
 SIGTERM: the run is recorded as interrupted and the services it started are
-stopped). One function per command, then the parser (about 360 lines: the commands
+stopped). One function per command, then the parser (about 460 lines: the commands
 are short and read best side by side). Heavy imports (Prefect, MLflow) happen only after
 the environment is configured, because they read it at import time.
 """
