@@ -324,22 +324,21 @@ def cmd_suite(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
-    from tasks.checks.profile import build_and_sign_profile, read_table
+    from tasks.checks.profile import build_profile, read_table, write_profile
 
     ds = settings.dataset
-    data = Path(args.data).expanduser().resolve()
     out = Path(args.out).expanduser().resolve()
     try:
-        numeric, categorical = ds.inputs([str(c) for c in read_table(data).columns])
-        digest = build_and_sign_profile(
-            data,
+        frame = read_table(Path(args.data).expanduser().resolve())  # read once
+        numeric, categorical = ds.inputs([str(c) for c in frame.columns])
+        profile = build_profile(
+            frame,
             target=ds.target,
-            out=out,
-            signer=_signer(settings),
             numeric=numeric,
             categorical=categorical,
             exclude=[*ds.pii, *ds.ignored],
         )
+        digest = write_profile(profile, out, signer=_signer(settings))
     except (OSError, ValueError, KeyError) as exc:
         _say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
