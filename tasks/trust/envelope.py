@@ -5,17 +5,30 @@ Each artifact gets its own data key, wrapped by a master key: locally a
 key (`storage.kms_key_id`). The encryption context binds the ciphertext to the
 model's name, version and digest; it is authenticated, and decryption refuses
 a ciphertext whose context differs from the one the caller expects.
+
+Algorithm suite: AES-256-GCM with HKDF-SHA512 and key commitment, *without* the
+SDK's ECDSA P-384 message signature. The signature would only prove that whoever
+made the ciphertext held no more than a data key; here every release already binds
+the ciphertext's sha256 and the plaintext's sha256 into a DSSE statement signed with
+the pipeline's key, and both are checked before anything is decrypted or loaded
+(`tasks.trust.release`). Measured on 64 MiB, the signing suite ran at 0.25-0.28 of
+raw AES-GCM, this one at 0.6-0.7 (`make bench`). Decryption accepts both committing
+suites, so releases made with the signing suite still verify.
+
+Data is framed in 256 KiB frames and streamed in frame-sized reads: the SDK's
+one-shot calls read 8 KiB lines and copy the rest of the frame on every line.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import aws_encryption_sdk
 from aws_encryption_sdk import CommitmentPolicy
-from aws_encryption_sdk.identifiers import EncryptionKeyType, WrappingAlgorithm
+from aws_encryption_sdk.identifiers import Algorithm, EncryptionKeyType, WrappingAlgorithm
 from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
 from aws_encryption_sdk.key_providers.raw import RawMasterKeyProvider
 
@@ -34,6 +47,8 @@ logging.getLogger("aws_encryption_sdk.streaming_client").setLevel(logging.CRITIC
 _CLIENT = aws_encryption_sdk.EncryptionSDKClient(
     commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
 )
+ALGORITHM = Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+FRAME_LENGTH = 256 * 1024
 
 
 class EnvelopeError(PipelineError, ValueError):
@@ -94,17 +109,33 @@ def key_provider(settings: Settings, *, purpose: Purpose = "encrypt") -> Any:
     return local_master_key(settings.keys_dir, purpose=purpose)
 
 
+def _read_all(stream: Any) -> bytes:
+    out = io.BytesIO()
+    while chunk := stream.read(FRAME_LENGTH):
+        out.write(chunk)
+    return out.getvalue()
+
+
 def encrypt(plaintext: bytes, *, key_provider: Any, context: dict[str, str]) -> bytes:
-    ciphertext, _header = _CLIENT.encrypt(
-        source=plaintext, key_provider=key_provider, encryption_context=context
-    )
-    return bytes(ciphertext)
+    with _CLIENT.stream(
+        mode="e",
+        source=io.BytesIO(plaintext),
+        key_provider=key_provider,
+        encryption_context=context,
+        algorithm=ALGORITHM,
+        frame_length=FRAME_LENGTH,
+    ) as stream:
+        return _read_all(stream)
 
 
 def decrypt(ciphertext: bytes, *, key_provider: Any, context: dict[str, str]) -> bytes:
     """Decrypt and check that every expected context pair is present and equal."""
     try:
-        plaintext, header = _CLIENT.decrypt(source=ciphertext, key_provider=key_provider)
+        with _CLIENT.stream(
+            mode="d", source=io.BytesIO(ciphertext), key_provider=key_provider
+        ) as stream:
+            plaintext = _read_all(stream)
+            header = stream.header
     except Exception as exc:  # noqa: BLE001 - the SDK raises several families; all mean "no"
         raise EnvelopeError(f"decryption failed ({type(exc).__name__})") from None
     found = header.encryption_context

@@ -145,6 +145,22 @@ def test_envelope_round_trip_context_and_tamper(tmp_path: Path) -> None:
         envelope.decrypt(bytes(flipped), key_provider=key, context=ctx)
 
 
+def test_envelope_many_frames_truncation_and_the_signing_suite(tmp_path: Path) -> None:
+    keys.create(tmp_path)
+    key = envelope.local_master_key(tmp_path)
+    ctx = {"model_name": "m"}
+    data = bytes(range(256)) * (3 * envelope.FRAME_LENGTH // 256 + 7)  # 4 frames
+    blob = envelope.encrypt(data, key_provider=key, context=ctx)
+    assert envelope.decrypt(blob, key_provider=key, context=ctx) == data
+    for cut in (len(blob) - 1, len(blob) - envelope.FRAME_LENGTH, len(blob) // 2):
+        with pytest.raises(envelope.EnvelopeError):  # a dropped tail or frame never decrypts
+            envelope.decrypt(blob[:cut], key_provider=key, context=ctx)
+    # Releases made with the SDK's default (ECDSA-signed) committing suite still decrypt.
+    signed, header = envelope._CLIENT.encrypt(source=data, key_provider=key, encryption_context=ctx)
+    assert header.algorithm != envelope.ALGORITHM
+    assert envelope.decrypt(signed, key_provider=key, context=ctx) == data
+
+
 def test_envelope_other_master_key_cannot_decrypt(tmp_path: Path) -> None:
     keys.create(tmp_path / "a")
     keys.create(tmp_path / "b")
