@@ -105,7 +105,8 @@ def run_pipeline(
             )
             if created:  # the first run of a new state directory
                 ctx.audit.append("keys.created", run_id=ctx.run_id, keys=key_ids(keyring))
-            dataset, g = ingest_task(ctx, source=data, s3=client)
+            with report.stage("ingest"):
+                dataset, g = ingest_task(ctx, source=data, s3=client)
             gates += g
             report.dataset = {
                 "uri": dataset.uri,
@@ -113,18 +114,22 @@ def run_pipeline(
                 "rows": dataset.rows,
                 "integrity": dataset.integrity,
             }
-            dataset, g = pii_task(ctx, dataset)  # before anything copies a personal value
+            with report.stage("pii"):  # before anything copies a personal value
+                dataset, g = pii_task(ctx, dataset)
             gates += g
-            validated, g = validate_task(ctx, dataset)
+            with report.stage("validate"):
+                validated, g = validate_task(ctx, dataset)
             gates += g
-            screened, g = screen_task(ctx, validated.dataset)
+            with report.stage("screen"):
+                screened, g = screen_task(ctx, validated.dataset)
             gates += g
-            model, g = train_task(
-                ctx,
-                screened,
-                suite_sha256=validated.suite_sha256,
-                evidence={"validation": validated.evidence_dir},
-            )
+            with report.stage("train"):
+                model, g = train_task(
+                    ctx,
+                    screened,
+                    suite_sha256=validated.suite_sha256,
+                    evidence={"validation": validated.evidence_dir},
+                )
             gates += g
             report.model = {
                 "name": model.name,
@@ -132,13 +137,20 @@ def run_pipeline(
                 "mlflow_run_id": model.mlflow_run_id,
                 "sha256": model.sha256,
             }
-            _, g = evaluate_task(ctx, model)
+            with report.stage("evaluate"):
+                _, g = evaluate_task(ctx, model)
             gates += g
-            signed, g = sign_task(
-                ctx, dataset=screened, model=model, suite_sha256=validated.suite_sha256, gates=gates
-            )
+            with report.stage("sign"):
+                signed, g = sign_task(
+                    ctx,
+                    dataset=screened,
+                    model=model,
+                    suite_sha256=validated.suite_sha256,
+                    gates=gates,
+                )
             gates += g
-            report.deployment, g = deploy_task(ctx, client, model=model, signed=signed)
+            with report.stage("deploy"):
+                report.deployment, g = deploy_task(ctx, client, model=model, signed=signed)
             gates += g
             report.status = "deployed"
         except GateFailed as exc:

@@ -6,9 +6,11 @@ useless or sabotaged model), robustness to evasion (``evaluate.adversarial``, se
 see `tasks.checks.privacy`), learned backdoors (``evaluate.backdoor_probe``) and the
 cost of stealing the model by queries (``evaluate.extraction_risk``, both in
 `tasks.checks.probes`). Every check is called through `run_check` under its module
-name here (a check that raises blocks the run at its own gate). Apart from the
-quality gate's predictions over the whole test set, every check works on a bounded
-number of rows, so the stage costs the same for 10 thousand or 1 million rows.
+name here (a check that raises blocks the run at its own gate). The quality gate
+scores the whole test set from the predictions the train stage made once for its
+round-trip gate (`TrainedModel.test_pred`, `test_proba`); every other check works
+on a bounded number of rows, so the stage costs about the same for 100 thousand or
+1 million rows (`make bench` measures it).
 Metrics go to the model's MLflow run (numeric ones; text metrics stay in the gate
 results and the report) and the verdicts to its registered version.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
@@ -59,37 +61,53 @@ log = logging.getLogger(__name__)
 QUALITY = "evaluate.quality"
 
 
-def _roc_auc(y: pd.Series, proba: np.ndarray, classes: list[Any]) -> float | None:
-    """ROC AUC for labels of any type (one-vs-rest beyond 2 classes); None when the
-    test labels do not allow one (a single class, or a class the model never saw)."""
-    truth = np.asarray(y, dtype=object)
+def _roc_auc(truth: np.ndarray, proba: np.ndarray, classes: int) -> float | None:
+    """ROC AUC from class codes (one-vs-rest beyond 2 classes); None when the test
+    labels do not allow one (a single class, or a class the model never saw: -1)."""
     try:
-        if len(classes) == 2:
-            return float(roc_auc_score(truth == classes[1], proba[:, 1]))
-        return float(roc_auc_score(truth, proba, multi_class="ovr", labels=classes))
+        if classes == 2:
+            return float(roc_auc_score(truth == 1, proba[:, 1]))
+        return float(roc_auc_score(truth, proba, multi_class="ovr", labels=list(range(classes))))
     except ValueError:
         return None
 
 
 def check_quality(
-    *, pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, min_accuracy: float
+    *,
+    pipeline: Pipeline,
+    x: pd.DataFrame,
+    y: pd.Series,
+    min_accuracy: float,
+    pred: np.ndarray | None = None,
+    proba: np.ndarray | None = None,
 ) -> GateResult:
     """Test accuracy must reach `min_accuracy`; f1 (binary: of the last class in
-    ``classes_``; else macro) and ROC AUC are reported too. Labels of any type."""
-    pred = pipeline.predict(x)
+    ``classes_``; else macro) and ROC AUC are reported too. Labels of any type.
+
+    `pred` and `proba` are the pipeline's predictions on `x` when already made (the
+    train stage makes them once); the metrics run on integer class codes (on string
+    labels, 7x faster than on the labels themselves; the same values)."""
+    pred = pipeline.predict(x) if pred is None else pred
     classes = list(pipeline.classes_)
+    # One code per distinct label (classes first, so code i is classes[i]; a label the
+    # model never saw gets a code of its own, exactly as the labels would count).
+    codes, _ = pd.factorize(np.concatenate([np.asarray(classes, dtype=object), y, pred]))
+    truth, guess = codes[len(classes) : len(classes) + len(y)], codes[len(classes) + len(y) :]
     binary = len(classes) == 2
     f1_args: dict[str, Any] = (
-        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+        {"average": "binary", "pos_label": 1} if binary else {"average": "macro"}
     )
     metrics: dict[str, Any] = {
-        "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(f1_score(y, pred, zero_division=0, **f1_args)),
+        "accuracy": float(np.mean(truth == guess)) if len(y) else 0.0,
+        "f1": float(f1_score(truth, guess, zero_division=0, **f1_args)),
         "roc_auc": None,
         "rows": len(x),
     }
-    if hasattr(pipeline, "predict_proba"):
-        metrics["roc_auc"] = _roc_auc(y, np.asarray(pipeline.predict_proba(x)), classes)
+    if proba is None and hasattr(pipeline, "predict_proba"):
+        proba = np.asarray(pipeline.predict_proba(x))
+    if proba is not None:
+        known = np.where(truth < len(classes), truth, -1)
+        metrics["roc_auc"] = _roc_auc(known, proba, len(classes))
     ok = metrics["accuracy"] >= min_accuracy
     return check(
         QUALITY,
@@ -131,15 +149,25 @@ def evaluate_checks(
     x_test: pd.DataFrame,
     y_test: pd.Series,
     seed: int,
+    test_pred: np.ndarray | None = None,
+    test_proba: np.ndarray | None = None,
 ) -> list[GateResult]:
     """The five gates' results, in catalog order (no MLflow, nothing enforced).
 
     Each check is looked up in this module when called (tests replace them here) and
     runs through `run_check`, so one that raises is a failed gate, never a pass.
+    `test_pred` / `test_proba`: the pipeline's predictions on `x_test`, if made.
     """
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
     quality = run_check(
-        QUALITY, check_quality, pipeline=pipeline, x=x_test, y=y_test, min_accuracy=cfg.min_accuracy
+        QUALITY,
+        check_quality,
+        pipeline=pipeline,
+        x=x_test,
+        y=y_test,
+        min_accuracy=cfg.min_accuracy,
+        pred=test_pred,
+        proba=test_proba,
     )
     adversarial = run_check(
         ADVERSARIAL,
@@ -212,6 +240,8 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
         x_test=model.x_test,
         y_test=model.y_test,
         seed=ctx.settings.model.seed,
+        test_pred=model.test_pred,
+        test_proba=model.test_proba,
     )
     _record(ctx, model, results)
     for r in results:

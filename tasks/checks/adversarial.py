@@ -74,6 +74,21 @@ from tasks.common.gates import GateResult, check, failed
 from tasks.common.settings import EvaluateConfig
 from tasks.models import GRADIENT_MODELS, NumericLayout, numeric_layout
 
+# ART at module load, not inside the check: imported inside a running flow it measured
+# 5 s instead of 1 s. Its "PyTorch not found" import warnings are not ours to show.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from art.attacks.evasion import (
+        FastGradientMethod,
+        ProjectedGradientDescent,
+        SquareAttack,
+    )
+    from art.estimators.classification import (
+        BlackBoxClassifierNeuralNetwork,
+        SklearnClassifier,
+    )
+    from art.estimators.estimator import LossGradientsMixin
+
 log = logging.getLogger(__name__)
 
 ADVERSARIAL = "evaluate.adversarial"
@@ -173,10 +188,6 @@ def _fgm_pgd(
 ) -> tuple[np.ndarray | None, Callable[[np.ndarray], np.ndarray] | None]:
     """White-box FGM/PGD on the numeric positions of `z`: (adversarial z, class
     scores of the wrapper), or (None, None) when ART has no loss gradients for it."""
-    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
-    from art.estimators.classification import SklearnClassifier
-    from art.estimators.estimator import LossGradientsMixin
-
     try:
         clf = SklearnClassifier(model=_attack_target(final), clip_values=clip)
     except TypeError:  # not a scikit-learn model (and no linear twin for it)
@@ -213,9 +224,6 @@ def _square(
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
     """Black-box Square attack on the numeric positions of `z` (see the module
     docstring for the image layout): (adversarial z, class scores of the wrapper)."""
-    from art.attacks.evasion import SquareAttack
-    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
-
     n, d = len(z), len(positions)
     g = max(1, math.ceil(math.sqrt(d)))
     side = g + 1

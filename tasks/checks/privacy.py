@@ -32,6 +32,14 @@ import pandas as pd
 
 from tasks.common.gates import GateResult, check
 
+# ART at module load (see tasks.checks.adversarial), its import warnings hidden.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from art.attacks.inference.membership_inference import (
+        MembershipInferenceBlackBox,
+    )
+    from art.estimators.classification import BlackBoxClassifier
+
 MEMBERSHIP = "evaluate.membership_inference"
 Z95 = 1.959964
 
@@ -76,11 +84,6 @@ def check_membership_inference(
 
     Metrics: advantage, advantage_ci_low, advantage_ci_high, members, non_members.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "PyTorch not found", feature-name warnings
-        from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
-        from art.estimators.classification import BlackBoxClassifier
-
     rng = np.random.default_rng(seed)
     n = min(samples, len(x_train), len(x_test))  # as many members as non-members
     members = np.sort(rng.choice(len(x_train), size=n, replace=False))

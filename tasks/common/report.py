@@ -4,6 +4,9 @@ Prefect markdown artifact. Other tooling parses it; keep its keys stable."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +28,17 @@ class RunReport(BaseModel):
     audit_anchor: str | None = None
     # Gates weakened beyond their safe range by the config, each with its reason.
     waivers: list[dict[str, Any]] = Field(default_factory=list)
+    # Wall seconds per stage, in the order they ran (a blocked stage included).
+    stages: dict[str, float] = Field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time one stage into `stages`, whether it passes, blocks or crashes."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - started, 3)
 
     def add_gates(self, results: list[GateResult]) -> None:
         self.gates.extend(r.as_report() for r in results)

@@ -279,3 +279,41 @@ def test_quality_with_binary_string_labels():
     result = check_quality(pipeline=pipeline, x=x_test, y=y_test, min_accuracy=0.9)
     assert list(pipeline.classes_) == ["benign", "malignant"]
     assert result.passed and result.metrics["f1"] > 0.9 and result.metrics["roc_auc"] > 0.99
+
+
+@pytest.mark.parametrize("classes", [["no", "yes"], ["high", "low", "medium"], [0, 1, 2]])
+def test_quality_metrics_on_codes_equal_the_metrics_on_labels(classes):
+    """The gate scores class codes; the values must be sklearn's on the labels, an
+    unseen test label included (it counts against accuracy and F1, and leaves no AUC
+    beyond 2 classes)."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    labels = np.array(classes)
+    x = pd.DataFrame({"a": np.zeros(400)})
+    y = pd.Series(labels[rng.integers(0, len(classes), 400)])
+    model = DummyClassifier().fit(x, y)
+    pred = labels[rng.integers(0, len(classes), 400)]
+    proba = rng.dirichlet(np.ones(len(classes)), 400)
+    binary = len(classes) == 2
+    f1_args = {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+    for truth in (y, y.where(np.arange(400) != 7, "unseen" if isinstance(classes[0], str) else 9)):
+        if binary and not truth.isin(classes).all():  # a third label: binary F1 is undefined
+            with pytest.raises(ValueError, match="multiclass"):
+                f1_score(truth, pred, **f1_args)
+            with pytest.raises(ValueError, match="multiclass"):  # so the gate fails closed
+                check_quality(pipeline=model, x=x, y=truth, min_accuracy=0.0, pred=pred)
+            continue
+        result = check_quality(
+            pipeline=model, x=x, y=truth, min_accuracy=0.0, pred=pred, proba=proba
+        )
+        assert result.metrics["accuracy"] == pytest.approx(accuracy_score(truth, pred))
+        assert result.metrics["f1"] == pytest.approx(f1_score(truth, pred, **f1_args))
+        if binary:
+            auc = roc_auc_score(truth == classes[1], proba[:, 1])
+        elif truth.isin(classes).all():
+            auc = roc_auc_score(truth, proba, multi_class="ovr", labels=classes)
+        else:
+            auc = None
+        assert result.metrics["roc_auc"] == (pytest.approx(auc) if auc is not None else None)
