@@ -1,18 +1,28 @@
-"""`make bench`: speed and memory of the pipeline as ratios against baselines
-measured in the same run, on the same machine (never absolute timings).
+"""`make bench`: the security tax, measured against the flow a team would write without
+this template, on the same machine in the same session. Ratios only: the targets never
+name an absolute time.
 
-Baselines are the bare minimum a team would write without any security:
-read the CSV, fit scaler + LogisticRegression, score, dump the model. Each
-measurement runs in a fresh process so peak memory is its own.
+    .venv/bin/python -m benchmarks.run [--rows 100000,1000000] [--repeats 3]
 
-    measurement          what runs
-    baseline_small       bare script on the bundled data (569 rows)
-    stages_small         ingest, validate, screen, train, evaluate (no Prefect)
-    full_run_small       `secure-pipeline run`, cold: Prefect, MLflow, S3 start-up included
-    baseline_large       bare script on N synthetic rows (default 1M x 30 features)
-    data_stages_large    ingest, validate, screen on the same rows
+What runs (everything under ``<state dir>/bench/``, its own state directory included):
 
-Targets are ratios; the command exits 1 when one is missed.
+1. The bench table (`benchmarks.table`: 16 numeric and 4 categorical inputs, missing
+   values, an id, an email, 3 string classes) at each size, and `secure-pipeline init`
+   on a separate 20k-row draw of it: config, suite and signed reference profile.
+2. One embedded S3 server (SeaweedFS) for both flows, kept up for the whole bench, as a
+   scheduled deployment would keep its store (its start-up is nobody's tax).
+3. For each size, `--repeats` times, alternating, each in a fresh process:
+   (a) the plain Prefect flow (`benchmarks.plain_flow`): read, fit the same model, log
+   it to MLflow, upload it to S3; (b) ``secure-pipeline run --data <table>``. Both use
+   the same Prefect home (a temporary API server per run), the same MLflow store and
+   the same bucket. One untimed warm-up of each comes first (file caches, .pyc files).
+4. The release path's encryption (`tasks.trust.envelope.encrypt`) against raw AES-GCM
+   (`cryptography`) on the same 64 MiB.
+
+It reports medians of wall time and peak RSS (VmHWM of the flow's process), the secure
+run's per-stage times (from its run report) and the plain flow's per-task times,
+writes ``bench.md``, ``bench.png`` and ``bench.json``, and exits 1 when a target is
+missed (or a run did not deploy).
 """
 
 from __future__ import annotations
@@ -20,194 +30,379 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "data" / "breast_cancer.csv"
-TARGETS = {  # measurement / baseline, upper bounds
-    "data_stages_large.seconds / baseline_large.seconds": 4.0,
-    "data_stages_large.peak_mb / baseline_large.peak_mb": 3.0,
-    "stages_small.seconds / baseline_small.seconds": 15.0,
-    "full_run_small.seconds / baseline_small.seconds": 40.0,
-}
+STAGES = ("ingest", "pii", "validate", "screen", "train", "evaluate", "sign", "deploy")
+PLAIN_TASKS = ("load", "fit", "log_to_mlflow", "upload")
+REFERENCE_ROWS = 20_000
+CRYPTO_MIB = 64
 
 
 def _peak_mb() -> float:
-    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, it does not
-    carry over the parent's peak across exec)."""
+    """Peak resident memory of this process (VmHWM: unlike ru_maxrss, it does not carry
+    over the parent's peak across exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def baseline(path: str) -> dict[str, Any]:
-    import io
-
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    frame = pd.read_csv(path)
-    x, y = frame.drop(columns=["target"]), frame["target"]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
-    model.score(x, y)
-    import skops.io
-
-    io.BytesIO(skops.io.dumps(model))
-    return {}
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def stages(path: str, *, state: str, upto: str) -> dict[str, Any]:
-    """Run the pure stage functions in order; time each (a blocked stage stops it)."""
-    from tasks.common.context import RunContext
+# --- child processes: one measurement each, one JSON line on stdout -----------------
+
+
+def child_plain(table: str, config: str) -> dict[str, Any]:
     from tasks.common.environment import configure
-    from tasks.common.gates import GateFailed
     from tasks.common.settings import load_settings
+    from tasks.localstack import identities, processes
 
-    configure(load_settings(state_dir=state))  # before Prefect and MLflow are imported
-    from tasks.evaluate import evaluate
-    from tasks.ingest import ingest
-    from tasks.screen import guard_pii, screen
-    from tasks.train import train
-    from tasks.validate import validate
-
-    settings = load_settings(
-        state_dir=state,
-        dataset={
-            **load_settings().dataset.model_dump(),
-            "data_root": str(Path(path).parent),
-            "max_bytes": 4 << 30,
-            "max_rows": 50_000_000,
-        },
+    settings = load_settings(config)
+    configure(settings)  # the same Prefect home, MLflow store and telemetry off
+    endpoint = identities.endpoint_at(
+        settings, processes.read_services(settings)["s3"]["url"], identity="admin"
     )
-    ctx = RunContext(settings=settings, run_id="bench")
+    os.environ.update(
+        AWS_ENDPOINT_URL_S3=endpoint.url,
+        AWS_ACCESS_KEY_ID=str(endpoint.access_key),
+        AWS_SECRET_ACCESS_KEY=str(endpoint.secret_key),
+        AWS_CA_BUNDLE=str(endpoint.ca_bundle),
+        AWS_DEFAULT_REGION=endpoint.region,
+    )
+    from prefect import task
+
+    import benchmarks.plain_flow as plain
+
     times: dict[str, float] = {}
-    blocked = None
-    try:
-        t = time.perf_counter()
-        dataset, _ = ingest(ctx, source=path)
-        times["ingest"] = time.perf_counter() - t
-        t = time.perf_counter()
-        dataset, _ = guard_pii(ctx, dataset)
-        times["pii"] = time.perf_counter() - t
-        t = time.perf_counter()
-        validated, _ = validate(ctx, dataset)
-        times["validate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        screened, _ = screen(ctx, validated.dataset)
-        times["screen"] = time.perf_counter() - t
-        if upto == "all":
-            t = time.perf_counter()
-            model, _ = train(ctx, screened, suite_sha256=validated.suite_sha256)
-            times["train"] = time.perf_counter() - t
-            t = time.perf_counter()
-            evaluate(ctx, model)
-            times["evaluate"] = time.perf_counter() - t
-    except GateFailed as exc:
-        blocked = exc.gate.name
-    return {"stages": {k: round(v, 3) for k, v in times.items()}, "blocked_by": blocked}
+    for name in PLAIN_TASKS:  # time each task without touching the flow's code
+        fn = getattr(plain, name).fn
+
+        def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                times[_name] = round(time.perf_counter() - started, 3)
+
+        setattr(plain, name, task(name=name)(timed))
+    plain.plain_training(table, settings.storage.bucket)
+    return {"stages": times, "deployed": True}
 
 
-def child(kind: str, path: str, state: str) -> None:
-    """Entry point of one measurement process: prints one JSON line."""
-    t = time.perf_counter()
-    extra = (
-        baseline(path)
-        if kind == "baseline"
-        else stages(path, state=state, upto="all" if kind == "stages" else "data")
-    )
-    print(json.dumps({"seconds": time.perf_counter() - t, "peak_mb": _peak_mb(), **extra}))  # noqa: T201
+def child_secure(table: str, config: str) -> dict[str, Any]:
+    report = Path(config).parent / "last-report.json"
+    from flows.cli import main
+
+    code = main(["run", "--config", config, "--data", table, "--report", str(report)])
+    body = json.loads(report.read_text())
+    gates = {g["name"]: g["metrics"] for g in body["gates"]}
+    return {
+        "exit": code,
+        "deployed": code == 0 and body["status"] == "deployed",
+        "reason": body.get("blocked_by") or body.get("error"),
+        "stages": body.get("stages", {}),
+        "membership": gates.get("evaluate.membership_inference", {}),
+        "adversarial": gates.get("evaluate.adversarial", {}),
+    }
 
 
-def measure(kind: str, path: Path, state: Path) -> dict[str, Any]:
-    t = time.perf_counter()
-    argv = [sys.executable, "-m", "benchmarks.run", "--child", kind, str(path), str(state)]
-    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True)  # noqa: S603
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["wall_seconds"] = time.perf_counter() - t  # includes imports and start-up
-    result["seconds"] = result["wall_seconds"]
-    return result
+def child_crypto(repeats: int) -> dict[str, Any]:
+    """MB/s of raw AES-256-GCM and of the release path's envelope encryption."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from tasks.trust import envelope
+
+    data = os.urandom(CRYPTO_MIB << 20)
+    raw_key = AESGCM(AESGCM.generate_key(bit_length=256))
+    provider = envelope.LocalMasterKeys.of({"bench": os.urandom(32)})
+    context = {"model_name": "bench", "model_version": "1", "model_sha256": "0" * 64}
+
+    def rate(fn: Any) -> float:
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            runs.append(CRYPTO_MIB / (time.perf_counter() - started))
+        return statistics.median(runs)
+
+    raw = rate(lambda: raw_key.encrypt(os.urandom(12), data, None))
+    release = rate(lambda: envelope.encrypt(data, key_provider=provider, context=context))
+    return {"raw_mb_s": round(raw, 1), "release_mb_s": round(release, 1)}
 
 
-def synthetic(rows: int, dest: Path) -> Path:
-    """Rows resampled from the bundled data with 8% multiplicative jitter: same
-    schema and close distributions, and no near-duplicate flood (plain resampling
-    of 569 rows would be one, and the screen would rightly block it)."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(7)
-    base = pd.read_csv(BUNDLED)
-    frame = base.sample(n=rows, replace=True, random_state=7).reset_index(drop=True)
-    features = [c for c in frame.columns if c != "target"]
-    frame[features] = frame[features] * rng.normal(1.0, 0.08, size=(rows, len(features)))
-    path = dest / f"synthetic_{rows}.csv"
-    frame.to_csv(path, index=False, float_format="%.8g")
-    return path
+def child(kind: str, args: list[str]) -> None:
+    started = time.perf_counter()
+    if kind == "plain":
+        out = child_plain(*args)
+    elif kind == "secure":
+        out = child_secure(*args)
+    else:
+        out = child_crypto(int(args[0]))
+    out.update(seconds=time.perf_counter() - started, peak_mb=round(_peak_mb(), 1))
+    sys.stdout.write("\nBENCH " + json.dumps(out) + "\n")
 
 
-def full_run(state: Path) -> dict[str, Any]:
-    cli = Path(sys.executable).parent / "secure-pipeline"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURE_PIPELINE_")}
-    env["SECURE_PIPELINE_STATE_DIR"] = str(state)
-    t = time.perf_counter()
-    out = subprocess.run(  # noqa: S603 - our own argv
-        [str(cli), "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return {"seconds": time.perf_counter() - t, "exit": out.returncode}
+# --- the driver ------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.data = out / "data"
+        self.state = out / "state"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SECURE_PIPELINE_")}
+        self.env["SECURE_PIPELINE_STATE_DIR"] = str(self.state)
+        self.env["PYTHONPATH"] = str(ROOT)  # `python -m benchmarks.run` from another cwd
+        self.env["SECURE_PIPELINE_LOCAL__S3_PORT"] = str(_free_port())  # beside `make ui`
+        self.cli = str(Path(sys.executable).parent / "secure-pipeline")
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own argv
+            argv, cwd=self.out, env=self.env, capture_output=True, text=True, check=False
+        )
+
+    def prepare(self, sizes: list[int]) -> Path:
+        """Tables (kept between benches: same seeds, same bytes), a fresh state
+        directory, the config from `init`, and the S3 server kept up."""
+        from benchmarks.table import write_table
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.state, ignore_errors=True)
+        for rows, seed in [(REFERENCE_ROWS, 1), *((n, 2 + i) for i, n in enumerate(sizes))]:
+            path = self.data / f"table_{rows}_{seed}.csv"
+            if not path.exists():
+                write_table(path.with_suffix(".part"), rows, seed=seed).rename(path)
+        reference = self.data / f"table_{REFERENCE_ROWS}_1.csv"
+        init = self._run(
+            [
+                *(self.cli, "init", str(reference), "--target", "segment"),
+                *("--pii", "email=drop", "--name", "bench"),
+                *("--out", str(self.state / "config"), "--force"),
+            ]
+        )
+        if init.returncode != 0:
+            raise SystemExit(f"init failed: {init.stdout}{init.stderr}")
+        config = self.state / "config" / "bench.toml"
+        # The tables live beside the reference; --data must resolve under data_root.
+        text = config.read_text().replace('data_root = "."', f'data_root = "{self.data}"')
+        config.write_text(text)
+        up = self._run([self.cli, "local", "up", "--no-ui", "--config", str(config)])
+        if up.returncode != 0:
+            raise SystemExit(f"could not start the S3 server: {up.stdout}{up.stderr}")
+        return config
+
+    def stop(self, config: Path) -> None:
+        self._run([self.cli, "local", "down", "--config", str(config)])
+
+    def measure(self, kind: str, *args: str) -> dict[str, Any]:
+        started = time.perf_counter()
+        proc = self._run([sys.executable, "-m", "benchmarks.run", "--child", kind, *args])
+        wall = time.perf_counter() - started
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
+        if (proc.returncode != 0 and kind != "secure") or not lines:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return {"wall": wall, "deployed": False, "reason": " / ".join(tail)}
+        return {**json.loads(lines[-1].removeprefix("BENCH ")), "wall": round(wall, 3)}
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _stage_medians(runs: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, float]:
+    return {n: statistics.median(r["stages"].get(n, 0.0) for r in runs) for n in names}
+
+
+def summarise(results: dict[str, Any], repeats: int) -> dict[str, Any]:
+    sizes: dict[str, Any] = {}
+    for rows, runs in results["runs"].items():
+        plain, secure = runs["plain"], runs["secure"]
+        sizes[rows] = {
+            "plain_wall": _median(plain, "wall"),
+            "secure_wall": _median(secure, "wall"),
+            "plain_peak_mb": _median(plain, "peak_mb"),
+            "secure_peak_mb": _median(secure, "peak_mb"),
+            "plain_stages": _stage_medians(plain, PLAIN_TASKS),
+            "secure_stages": _stage_medians(secure, STAGES),
+            "membership": secure[-1].get("membership", {}),
+            "adversarial": secure[-1].get("adversarial", {}),
+        }
+        s = sizes[rows]
+        s["wall_ratio"] = s["secure_wall"] / s["plain_wall"]
+        s["rss_ratio"] = s["secure_peak_mb"] / s["plain_peak_mb"]
+    return {"sizes": sizes, "repeats": repeats, "crypto": results["crypto"]}
+
+
+def targets(summary: dict[str, Any], small: str, large: str) -> list[tuple[str, float, str, bool]]:
+    """(what, measured, target, met) for every target of the bench."""
+    s = summary["sizes"]
+    eva = s[large]["secure_stages"]["evaluate"] / s[small]["secure_stages"]["evaluate"]
+    crypto = summary["crypto"]["release_mb_s"] / summary["crypto"]["raw_mb_s"]
+    return [
+        (f"wall time, secure / plain, {int(large):,} rows", s[large]["wall_ratio"], "<= 1.5",
+         s[large]["wall_ratio"] <= 1.5),
+        (f"wall time, secure / plain, {int(small):,} rows", s[small]["wall_ratio"], "<= 2.0",
+         s[small]["wall_ratio"] <= 2.0),
+        (f"peak RSS, secure / plain, {int(large):,} rows", s[large]["rss_ratio"], "<= 1.3",
+         s[large]["rss_ratio"] <= 1.3),
+        (f"evaluate stage, {int(large):,} / {int(small):,} rows", eva, "0.9 - 1.1",
+         abs(eva - 1) <= 0.10),
+        ("release encryption / raw AES-GCM throughput", crypto, ">= 0.30", crypto >= 0.30),
+    ]  # fmt: skip
+
+
+def markdown(summary: dict[str, Any], checks: list[tuple[str, float, str, bool]]) -> str:
+    s = summary["sizes"]
+    lines = [
+        f"Medians of {summary['repeats']} runs each, alternating, fresh processes.",
+        "",
+        "| rows | plain flow | secure run | ratio | plain peak RSS | secure peak RSS | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rows, m in s.items():
+        lines.append(
+            f"| {int(rows):,} | {m['plain_wall']:.1f} s | {m['secure_wall']:.1f} s | "
+            f"{m['wall_ratio']:.2f} | {m['plain_peak_mb']:,.0f} MB | "
+            f"{m['secure_peak_mb']:,.0f} MB | {m['rss_ratio']:.2f} |"
+        )
+    lines += ["", "Secure run, seconds per stage (the rest of the wall time: start-up,", ""]
+    lines[-2] += " settings, the Prefect API server, audit anchor, report):"
+    lines += ["| rows | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
+    for rows, m in s.items():
+        cells = " | ".join(f"{m['secure_stages'][n]:.2f}" for n in STAGES)
+        lines.append(f"| {int(rows):,} | {cells} |")
+    lines += ["", "Plain flow, seconds per task:", ""]
+    lines += ["| rows | " + " | ".join(PLAIN_TASKS) + " |", "|---|" + "---|" * len(PLAIN_TASKS)]
+    for rows, m in s.items():
+        cells = " | ".join(f"{m['plain_stages'][n]:.2f}" for n in PLAIN_TASKS)
+        lines.append(f"| {int(rows):,} | {cells} |")
+    lines += ["", "Evaluation budgets (fixed for every size; from the last secure run):", ""]
+    for rows, m in s.items():
+        mi, adv = m["membership"], m["adversarial"]
+        lines.append(
+            f"- {int(rows):,} rows: membership inference on {mi.get('members')} members + "
+            f"{mi.get('non_members')} non-members, advantage {mi.get('advantage', 0):.3f} "
+            f"(95% CI {mi.get('advantage_ci_low', 0):.3f} to {mi.get('advantage_ci_high', 0):.3f});"
+            f" {adv.get('attack')} attack on {adv.get('samples')} rows"
+        )
+    c = summary["crypto"]
+    lines += [
+        "",
+        f"Encryption, {CRYPTO_MIB} MiB: raw AES-256-GCM {c['raw_mb_s']:.0f} MB/s, release path "
+        f"{c['release_mb_s']:.0f} MB/s.",
+        "",
+        "| target | measured | bound | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {w} | {v:.2f} | {t} | {'met' if ok else 'MISSED'} |" for w, v, t, ok in checks]
+    return "\n".join(lines) + "\n"
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    """Stacked bars: seconds per stage (secure) and per task (plain), both sizes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colors = plt.get_cmap("tab20").colors
+    labels, x = [], 0
+    legend: dict[str, Any] = {}
+    for rows, m in summary["sizes"].items():
+        for kind, parts, wall in (
+            ("plain", m["plain_stages"], m["plain_wall"]),
+            ("secure", m["secure_stages"], m["secure_wall"]),
+        ):
+            bottom = 0.0
+            other = max(wall - sum(parts.values()), 0.0)
+            names = [*parts, "start-up and the rest"]
+            for i, (name, value) in enumerate(zip(names, [*parts.values(), other], strict=True)):
+                color = "#cccccc" if name.startswith("start-up") else colors[i % len(colors)]
+                key = name if name.startswith("start-up") else f"{kind}: {name}"
+                legend[key] = ax.bar(x, value, bottom=bottom, color=color, width=0.7)
+                bottom += value
+            labels.append(f"{kind}\n{int(rows):,} rows")
+            x += 1
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("seconds (median)")
+    ax.set_title("Secure run vs plain Prefect + MLflow + S3 flow")
+    ax.legend(legend.values(), legend.keys(), fontsize=7, loc="upper left", ncols=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "STATE"))
-    parser.add_argument("--out", default=str(ROOT / ".secure-pipeline" / "bench.json"))
+    parser.add_argument("--rows", default="100000,1000000", help="two sizes, small,large")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", help="default: <state dir>/bench")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(args.child[0], args.child[1:])
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        work = Path(tmp)
-        large = synthetic(args.rows, work)
-        results = {
-            "baseline_small": measure("baseline", BUNDLED, work / "s1"),
-            "stages_small": measure("stages", BUNDLED, work / "s2"),
-            "full_run_small": full_run(work / "s3"),
-            "baseline_large": measure("baseline", large, work / "s4"),
-            "data_stages_large": measure("data", large, work / "s5"),
-        }
-    ok = True
-    lines = [f"{'measurement':<20}{'seconds':>9}{'peak MB':>9}  stages"]
-    for name, r in results.items():
-        note = r.get("blocked_by") or ("" if r.get("exit", 0) == 0 else f"exit {r['exit']}")
-        lines.append(
-            f"{name:<20}{r['seconds']:>9.2f}{r.get('peak_mb', 0):>9.0f}  "
-            f"{r.get('stages', '')} {note}"
-        )
-    lines.append("")
-    for ratio, limit in TARGETS.items():
-        (a, ma), (b, mb) = (part.split(".") for part in ratio.split(" / "))
-        value = results[a][ma] / results[b][mb]
-        ok &= value <= limit
-        lines.append(
-            f"{ratio:<55} {value:6.2f}  (target <= {limit}) {'ok' if value <= limit else 'MISSED'}"
-        )
-    sys.stdout.write("\n".join(lines) + "\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"results": results, "targets": TARGETS}, indent=2))
-    return 0 if ok else 1
+    from tasks.common.settings import load_settings
+
+    sizes = [int(r) for r in args.rows.split(",")]
+    if len(sizes) != 2 or sizes[0] >= sizes[1]:
+        parser.error("--rows takes two sizes, the smaller first")
+    out = Path(args.out) if args.out else load_settings().state_dir / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(out.resolve())
+    config = bench.prepare(sizes)
+    results: dict[str, Any] = {"runs": {}}
+    try:
+        for i, rows in enumerate(sizes):
+            table = str(bench.data / f"table_{rows}_{2 + i}.csv")
+            runs: dict[str, list[dict[str, Any]]] = {"plain": [], "secure": []}
+            if i == 0:  # untimed warm-up
+                bench.measure("plain", table, str(config))
+                bench.measure("secure", table, str(config))
+            for r in range(args.repeats):
+                order = ("plain", "secure") if r % 2 == 0 else ("secure", "plain")
+                for kind in order:
+                    m = bench.measure(kind, table, str(config))
+                    runs[kind].append(m)
+                    note = "" if m.get("deployed") else f"  NOT DEPLOYED: {m.get('reason')}"
+                    sys.stdout.write(
+                        f"{rows:>9,} rows  {kind:<6} {m['wall']:7.1f} s  "
+                        f"{m.get('peak_mb', 0):6.0f} MB  {m.get('stages', '')}{note}\n"
+                    )
+                    sys.stdout.flush()
+            results["runs"][str(rows)] = runs
+        results["crypto"] = bench.measure("crypto", "5")
+    finally:
+        bench.stop(config)
+    failed = [
+        m for runs in results["runs"].values() for ms in runs.values() for m in ms
+        if not m.get("deployed")
+    ]  # fmt: skip
+    if failed:
+        sys.stdout.write(f"{len(failed)} run(s) did not complete; no ratios\n")
+        (out / "bench.json").write_text(json.dumps(results, indent=2))
+        return 1
+    summary = summarise(results, args.repeats)
+    checks = targets(summary, str(sizes[0]), str(sizes[1]))
+    text = markdown(summary, checks)
+    (out / "bench.md").write_text(text)
+    (out / "bench.json").write_text(json.dumps({**results, "summary": summary}, indent=2))
+    chart(summary, out / "bench.png")
+    sys.stdout.write("\n" + text + f"\nwritten: {out}/bench.md, bench.png, bench.json\n")
+    return 0 if all(ok for *_, ok in checks) else 1
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# ROC AUC (reported only) sorts the scores once per class: above this many test rows it
+# runs on a seeded sample (standard error below 0.003 for an AUC of 0.9 or more).
+AUC_ROWS = 50_000
 
 QUALITY = "evaluate.quality"
 
@@ -70,6 +73,24 @@ def _roc_auc(truth: np.ndarray, proba: np.ndarray, classes: int) -> float | None
         return float(roc_auc_score(truth, proba, multi_class="ovr", labels=list(range(classes))))
     except ValueError:
         return None
+
+
+def _class_codes(classes: list[Any], *labels: Any) -> list[np.ndarray]:
+    """Each label as an integer code: code i is ``classes[i]``; every label the model
+    never saw gets a code of its own from ``len(classes)`` on (exactly as the labels
+    themselves would count in the metrics)."""
+    index = pd.Index(classes)
+    coded = [index.get_indexer(pd.Series(v)).astype(np.int64) for v in labels]
+    unseen = [
+        pd.Series(v)[c < 0].to_numpy(dtype=object) for v, c in zip(labels, coded, strict=True)
+    ]
+    if any(len(u) for u in unseen):  # rare: factorize only those labels
+        extra, _ = pd.factorize(np.concatenate(unseen))
+        start = 0
+        for c, u in zip(coded, unseen, strict=True):
+            c[c < 0] = extra[start : start + len(u)] + len(classes)
+            start += len(u)
+    return coded
 
 
 def check_quality(
@@ -86,13 +107,11 @@ def check_quality(
 
     `pred` and `proba` are the pipeline's predictions on `x` when already made (the
     train stage makes them once); the metrics run on integer class codes (on string
-    labels, 7x faster than on the labels themselves; the same values)."""
+    labels, 7x faster than on the labels themselves; the same values). Accuracy and
+    F1 score every test row; ROC AUC up to `AUC_ROWS` of them (``roc_auc_rows``)."""
     pred = pipeline.predict(x) if pred is None else pred
     classes = list(pipeline.classes_)
-    # One code per distinct label (classes first, so code i is classes[i]; a label the
-    # model never saw gets a code of its own, exactly as the labels would count).
-    codes, _ = pd.factorize(np.concatenate([np.asarray(classes, dtype=object), y, pred]))
-    truth, guess = codes[len(classes) : len(classes) + len(y)], codes[len(classes) + len(y) :]
+    truth, guess = _class_codes(classes, y, pred)
     binary = len(classes) == 2
     f1_args: dict[str, Any] = (
         {"average": "binary", "pos_label": 1} if binary else {"average": "macro"}
@@ -105,9 +124,11 @@ def check_quality(
     }
     if proba is None and hasattr(pipeline, "predict_proba"):
         proba = np.asarray(pipeline.predict_proba(x))
-    if proba is not None:
+    if proba is not None:  # reported, not gated: on a seeded sample of AUC_ROWS rows
         known = np.where(truth < len(classes), truth, -1)
-        metrics["roc_auc"] = _roc_auc(known, proba, len(classes))
+        rows = np.sort(np.random.default_rng(0).permutation(len(known))[:AUC_ROWS])
+        metrics["roc_auc"] = _roc_auc(known[rows], proba[rows], len(classes))
+        metrics["roc_auc_rows"] = len(rows)
     ok = metrics["accuracy"] >= min_accuracy
     return check(
         QUALITY,

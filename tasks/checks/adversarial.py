@@ -318,9 +318,14 @@ def _clip_range(
     positions are never perturbed). Always min < max, as ART requires."""
     lo, hi = z.min(0), z.max(0)
     if len(layout.columns):
-        raw = x_train[layout.columns]
-        tr_lo = (raw.min().to_numpy(np.float64) - layout.mean) / layout.scale
-        tr_hi = (raw.max().to_numpy(np.float64) - layout.mean) / layout.scale
+        # Column by column on the arrays (pandas' min/max copied all training rows).
+        cols = [
+            pd.to_numeric(x_train[c]).to_numpy(np.float64, na_value=np.nan) for c in layout.columns
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no range
+            tr_lo = (np.array([np.nanmin(v) for v in cols]) - layout.mean) / layout.scale
+            tr_hi = (np.array([np.nanmax(v) for v in cols]) - layout.mean) / layout.scale
         pos = layout.positions
         lo[pos] = np.fmin(lo[pos], tr_lo)  # fmin: a column all NaN in training has no range
         hi[pos] = np.fmax(hi[pos], tr_hi)

@@ -278,11 +278,11 @@ def check_extraction_risk(
             detail="too few test rows to measure extraction fidelity; failing closed",
         )
     order = rng.permutation(len(x_test))
-    held_out, pool = x_test.iloc[np.sort(order[:n_eval])], x_test.iloc[order[n_eval:]]
+    held_out, pool = x_test.iloc[np.sort(order[:n_eval])], order[n_eval:]  # pool: positions
     if len(pool) >= queries:
-        asked = pool.iloc[np.sort(rng.choice(len(pool), size=queries, replace=False))]
+        asked = x_test.iloc[pool[np.sort(rng.choice(len(pool), size=queries, replace=False))]]
     else:  # resample the pool, jittered so the thief does not just repeat rows
-        asked = pool.iloc[rng.integers(0, len(pool), size=queries)].copy()
+        asked = x_test.iloc[pool[rng.integers(0, len(pool), size=queries)]].copy()
         layout = numeric_layout(pipeline)
         for col, scale in zip(layout.columns, layout.scale, strict=True):
             noise = rng.normal(0.0, JITTER_STD * scale, size=queries)
