@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 GENESIS = "0" * 64
 
@@ -24,6 +24,21 @@ GENESIS = "0" * 64
 def _digest(entry: dict[str, Any]) -> str:
     body = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _last_line(fh: BinaryIO, block: int = 1 << 16) -> str | None:
+    """The last non-empty line of the file, read backwards from its end."""
+    pos = fh.seek(0, os.SEEK_END)
+    data = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+        body = data.rstrip(b"\n")
+        if b"\n" in body or pos == 0:
+            return body.rsplit(b"\n", 1)[-1].decode() if body else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,13 @@ class AuditLog:
         """Append one entry and return its hash."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "r+", encoding="utf-8") as fh:
+        with os.fdopen(fd, "r+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)  # serialise writers: the chain is linear
-            fh.seek(0)
             seq, prev = 0, GENESIS
-            for line in fh:
-                if line.strip():
-                    last = json.loads(line)
-                    seq, prev = last["seq"] + 1, last["hash"]
+            last = _last_line(fh)  # the tail only: appends cost the same on a long log
+            if last:
+                head = json.loads(last)
+                seq, prev = head["seq"] + 1, head["hash"]
             entry = {
                 "seq": seq,
                 "ts": datetime.now(UTC).isoformat(),
@@ -60,7 +74,7 @@ class AuditLog:
                 **fields,
             }
             entry["hash"] = _digest(entry)
-            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
+            fh.write((json.dumps(entry, sort_keys=True, default=str) + "\n").encode())
             fh.flush()
             os.fsync(fh.fileno())
         return str(entry["hash"])

@@ -86,6 +86,12 @@ FRAMES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
     "duplicate_flood_40pct": (duplicate_flood, "screen.duplicates"),
     "backdoor_trigger_6pct": (backdoor, "screen.backdoor"),
     "undeclared_email_column": (email_column, "screen.pii"),
+    # Validation and the screens run side by side: when both would block, the verdict
+    # is still validation's, and no screen gate is reported.
+    "out_of_range_and_duplicate_flood": (
+        lambda df: duplicate_flood(out_of_range(df)),
+        "validate.expectations",
+    ),
 }
 STAGE_LEVEL: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str]] = {
     "extra_column": (lambda df: df.assign(extra=1.0), "validate.expectations"),
@@ -106,6 +112,10 @@ def test_poisoned_or_malformed_frames_are_blocked(
     make(_frame()).to_csv(path, index=False)
     report = _assert_blocked(kept_up, tmp_path, str(path), gate)
     assert report["blocked_by"] == gate
+    if gate.startswith("validate."):
+        assert not [
+            g for g in report["gates"] if g["stage"] == "screen" and g["name"] != "screen.pii"
+        ]
     if gate == "screen.pii":  # names of columns, never their values
         assert "example.org" not in json.dumps(report)
         assert "@" not in (kept_up.state_dir / "audit" / "audit.jsonl").read_text()

@@ -26,6 +26,8 @@ def test_cold_run_deploys_then_verifies(cold: Pipeline, tmp_path: Path) -> None:
     assert report["deployment"]["sse"] == "AES256"
     assert report["deployment"]["encryption_context"]["model_sha256"] == report["model"]["sha256"]
     assert err.strip().startswith("deployed s3://"), err
+    assert set(report["stages"]) == STAGES | {"pii"}  # seconds per stage, every stage timed
+    assert all(seconds > 0 for seconds in report["stages"].values())
 
     verified = cold.run("verify", report["deployment"]["uri"])
     assert verified.returncode == 0, verified.stderr

@@ -85,6 +85,21 @@ def test_audit_chain_detects_deleted_and_reordered_lines(tmp_path: Path) -> None
     assert not log.verify().intact
 
 
+def test_audit_appends_read_only_the_tail_and_stay_linear(tmp_path: Path) -> None:
+    """An append reads the last entry from the end of the file (entries longer than the
+    read block included) and threads appending at once still make one linear chain."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append("gate", detail="x" * 150_000)  # longer than two 64 KiB blocks
+    head = log.append("gate", n=1)
+    assert json.loads(log.path.read_text().splitlines()[-1])["hash"] == head
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: log.append("gate", n=i), range(40)))
+    status = log.verify()
+    assert status.intact and status.entries == 42, status.detail
+
+
 # --- key files -------------------------------------------------------------
 def test_key_file_created_0600_and_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "keys" / "k"
