@@ -56,9 +56,15 @@ def _peak_mb() -> float:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port in the range the settings accept for ``local.s3_port``."""
+    for port in range(21_000, 55_535, 97):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit("no free port for the bench's S3 server")
 
 
 # --- child processes: one measurement each, one JSON line on stdout -----------------
