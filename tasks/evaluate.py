@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
@@ -93,6 +93,20 @@ def _class_codes(classes: list[Any], *labels: Any) -> list[np.ndarray]:
     return coded
 
 
+def _f1(truth: np.ndarray, guess: np.ndarray, *, binary: bool) -> float:
+    """sklearn's F1 from one confusion matrix: of class 1 (binary), else the macro mean
+    over the labels present in either array; 0 where a label has no support."""
+    k = int(max(truth.max(initial=0), guess.max(initial=0))) + 1
+    cm = np.bincount(truth * k + guess, minlength=k * k).reshape(k, k)
+    support = cm.sum(axis=0) + cm.sum(axis=1)
+    f1 = np.divide(2 * np.diag(cm), support, out=np.zeros(k), where=support > 0)
+    if binary:
+        if k > 2:  # as sklearn: a third label leaves no binary F1 (the gate fails closed)
+            raise ValueError("Target is multiclass but average='binary'")
+        return float(f1[1]) if k > 1 else 0.0
+    return float(f1[support > 0].mean()) if support.any() else 0.0
+
+
 def check_quality(
     *,
     pipeline: Pipeline,
@@ -112,13 +126,9 @@ def check_quality(
     pred = pipeline.predict(x) if pred is None else pred
     classes = list(pipeline.classes_)
     truth, guess = _class_codes(classes, y, pred)
-    binary = len(classes) == 2
-    f1_args: dict[str, Any] = (
-        {"average": "binary", "pos_label": 1} if binary else {"average": "macro"}
-    )
     metrics: dict[str, Any] = {
         "accuracy": float(np.mean(truth == guess)) if len(y) else 0.0,
-        "f1": float(f1_score(truth, guess, zero_division=0, **f1_args)),
+        "f1": _f1(truth, guess, binary=len(classes) == 2),
         "roc_auc": None,
         "rows": len(x),
     }

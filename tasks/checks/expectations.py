@@ -67,6 +67,38 @@ def scrub(result: Any) -> None:
                 entry.update(exception_message="(scrubbed)", exception_traceback="(scrubbed)")
 
 
+# GX's column mean, standard deviation and sum metrics look for `decimal.Decimal` objects
+# in every value of the column, in a Python loop, even in a float64 column: at 1M rows
+# and 16 numeric inputs, 2.4 s of a 5.1 s validation. A column whose dtype is not
+# ``object`` cannot hold a Decimal, so for those the loop is skipped; object columns
+# still get GX's own conversion. Applied once, the first time a suite runs.
+DECIMAL_SCAN_MODULES = tuple(
+    f"great_expectations.expectations.metrics.column_aggregate_metrics.{name}"
+    for name in ("column_mean", "column_standard_deviation", "column_sum")
+)
+
+
+def skip_decimal_scan_on_typed_columns() -> None:
+    import importlib
+
+    import great_expectations.util as gx_util
+
+    original = gx_util.convert_pandas_series_decimal_to_float_dtype
+
+    def typed_columns_hold_no_decimal(data: pd.Series, inplace: bool = False) -> pd.Series | None:
+        if data.dtype != object:
+            return None if inplace else data
+        return original(data, inplace=inplace)
+
+    for name in DECIMAL_SCAN_MODULES:
+        module = importlib.import_module(name)
+        current = getattr(module, "convert_pandas_series_decimal_to_float_dtype", None)
+        if current is original:  # only GX's own function, and only once
+            module.convert_pandas_series_decimal_to_float_dtype = (  # type: ignore[attr-defined]
+                typed_columns_hold_no_decimal
+            )
+
+
 def run_suite(
     frame: pd.DataFrame,
     suite: dict[str, Any],
@@ -84,6 +116,8 @@ def run_suite(
     """
     import great_expectations as gx  # ~2-3 s: imported only when a run gets this far
     from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    skip_decimal_scan_on_typed_columns()
 
     expectations = [dict(e, kwargs=dict(e.get("kwargs", {}))) for e in suite["expectations"]]
     for exp in expectations:

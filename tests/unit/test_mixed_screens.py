@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tasks.checks.poisoning import RARE, UNSEEN, category_keys, one_hot
+from tasks.checks.poisoning import RARE, UNSEEN, category_keys, encoded
 from tasks.checks.profile import (
     ProfileError,
     build_and_sign_profile,
@@ -137,9 +137,21 @@ def test_profile_refuses_bad_declarations() -> None:
 def test_encoding_of_categories() -> None:
     keys = category_keys(pd.Series([1.0, 2.0, np.nan, 3.0]))
     assert keys.tolist()[:2] == ["1", "2"] and pd.isna(keys[2])
-    stats = {"c": {"shares": {"a": 0.5, "b": 0.5}}}
-    x = one_hot(pd.DataFrame({"c": ["a", "b", "z", None]}), stats, weight=0.5)
-    assert x.tolist() == [[0.5, 0.0], [0.0, 0.5], [0.0, 0.0], [0.0, 0.0]]  # unseen, missing: 0
+    profile = {
+        "features": {"n": {"median": 2.0, "mean": 1.0, "std": 2.0}},
+        "categorical": {"c": {"shares": {"a": 0.5, "b": 0.5}}, "k": {"shares": {"1": 1.0}}},
+        "params": {"category_weight": 0.5},
+    }
+    for text in (["a", "b", "z", None], pd.Series(["a", "b", "z", None], dtype="str")):
+        frame = pd.DataFrame({"n": [1.0, np.nan, 5.0, 3.0], "c": text, "k": [1, 2, np.nan, 1.0]})
+        z, dims = encoded(frame, profile)
+        assert dims == 3
+        assert z.tolist() == [  # n: (x - mean) / std, NaN as the median; unseen, missing: 0
+            [0.0, 0.5, 0.0, 0.5],
+            [0.5, 0.0, 0.5, 0.0],
+            [2.0, 0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.5],
+        ]
 
 
 def test_version_2_profile_screens_numeric_data_as_version_3(bundled: pd.DataFrame) -> None:

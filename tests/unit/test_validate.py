@@ -430,3 +430,44 @@ def test_task_publishes_validation_summary_artifact(
     body = str(artifacts[0].data)
     assert "**BLOCKED**" in body and "expect_column_values_to_be_in_set(target)" in body
     assert str(evidence(ctx) / "data_docs" / "index.html") in body
+
+
+def test_decimal_scan_skipped_only_where_no_decimal_can_be(tmp_path: Path) -> None:
+    """GX's mean/stdev/sum metrics scan every value for Decimal objects; the fast path
+    skips typed columns only: an object column of Decimals still validates as numbers,
+    and the verdicts on a float column are GX's own."""
+    import decimal
+    import importlib
+
+    from tasks.checks.expectations import DECIMAL_SCAN_MODULES, run_suite
+
+    def suite(low: float, high: float) -> dict[str, Any]:
+        return {
+            "name": "t",
+            "expectations": [
+                {"type": "expect_column_mean_to_be_between",
+                 "kwargs": {"column": c, "min_value": low, "max_value": high}}
+                for c in ("typed", "decimals")
+            ] + [
+                {"type": "expect_column_stdev_to_be_between",
+                 "kwargs": {"column": c, "min_value": 0.5, "max_value": 2.0}}
+                for c in ("typed", "decimals")
+            ],
+        }  # fmt: skip
+
+    values = np.random.default_rng(0).normal(5.0, 1.0, 500)
+    frame = pd.DataFrame(
+        {"typed": values, "decimals": [decimal.Decimal(str(round(v, 6))) for v in values]}
+    )
+    assert frame["decimals"].dtype == object
+    ok = run_suite(frame, suite(4.5, 5.5), max_rows=10_000)
+    assert ok["success"], [r["expectation_config"]["type"] for r in ok["results"]]
+    bad = run_suite(frame, suite(6.0, 7.0), max_rows=10_000)
+    means = [r for r in bad["results"] if "mean" in r["expectation_config"]["type"]]
+    assert len(means) == 2 and not any(r["success"] for r in means)
+    for name in DECIMAL_SCAN_MODULES:  # the fast path is in place for every metric
+        fn = importlib.import_module(name).convert_pandas_series_decimal_to_float_dtype
+        assert fn.__name__ == "typed_columns_hold_no_decimal"
+        typed = frame["typed"]
+        assert fn(typed) is typed  # untouched: no scan
+        assert fn(frame["decimals"]).dtype.kind == "f"
