@@ -80,11 +80,11 @@ def _class_codes(classes: list[Any], *labels: Any) -> list[np.ndarray]:
     never saw gets a code of its own from ``len(classes)`` on (exactly as the labels
     themselves would count in the metrics)."""
     index = pd.Index(classes)
-    coded = [index.get_indexer(pd.Series(v)).astype(np.int64) for v in labels]
-    unseen = [
-        pd.Series(v)[c < 0].to_numpy(dtype=object) for v, c in zip(labels, coded, strict=True)
-    ]
-    if any(len(u) for u in unseen):  # rare: factorize only those labels
+    coded = [index.get_indexer(v).astype(np.int64) for v in labels]
+    if any((c < 0).any() for c in coded):  # rare: factorize only those labels
+        unseen = [
+            pd.Series(v)[c < 0].to_numpy(dtype=object) for v, c in zip(labels, coded, strict=True)
+        ]
         extra, _ = pd.factorize(np.concatenate(unseen))
         start = 0
         for c, u in zip(coded, unseen, strict=True):

@@ -310,6 +310,13 @@ class Adversarial:
     over_budget: bool  # a perturbation beyond eps, before projection onto the budget
 
 
+def _as_float(values: pd.Series) -> np.ndarray:
+    """A numeric input as float64, without a copy when it already is one (NaN stays)."""
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return pd.to_numeric(values).to_numpy(np.float64, na_value=np.nan)
+
+
 def _clip_range(
     layout: NumericLayout, z: np.ndarray, x_train: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -319,9 +326,7 @@ def _clip_range(
     lo, hi = z.min(0), z.max(0)
     if len(layout.columns):
         # Column by column on the arrays (pandas' min/max copied all training rows).
-        cols = [
-            pd.to_numeric(x_train[c]).to_numpy(np.float64, na_value=np.nan) for c in layout.columns
-        ]
+        cols = [_as_float(x_train[c]) for c in layout.columns]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no range
             tr_lo = (np.array([np.nanmin(v) for v in cols]) - layout.mean) / layout.scale
