@@ -83,7 +83,7 @@ def _validate_and_screen(
     """Validation and the poisoning screens side by side: the screens on a worker
     thread, validation here (where a signal interrupts it at once). Both only read the
     same frame, and the expectation suite (mostly Python) and the screens (mostly
-    NumPy) overlap well (1M rows: 11.9 s in turn, 8.2 s together).
+    NumPy) overlap well (1M rows: 11.9 s in turn, about 8 s together).
 
     Whatever happens here (a block, a crash, SIGTERM), the screens are waited for, so
     their audit entries always come before the run's end. The verdicts keep their
