@@ -439,6 +439,8 @@ def test_decimal_scan_skipped_only_where_no_decimal_can_be(tmp_path: Path) -> No
     import decimal
     import importlib
 
+    import pyarrow as pa
+
     from tasks.checks.expectations import DECIMAL_SCAN_MODULES, run_suite
 
     def suite(low: float, high: float) -> dict[str, Any]:
@@ -471,3 +473,5 @@ def test_decimal_scan_skipped_only_where_no_decimal_can_be(tmp_path: Path) -> No
         typed = frame["typed"]
         assert fn(typed) is typed  # untouched: no scan
         assert fn(frame["decimals"]).dtype.kind == "f"
+        arrow = pd.Series(frame["decimals"].tolist(), dtype=pd.ArrowDtype(pa.decimal128(12, 6)))
+        assert fn(arrow).dtype.kind == "f"  # not a plain NumPy number: GX's conversion
