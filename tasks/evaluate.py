@@ -75,12 +75,25 @@ def _roc_auc(truth: np.ndarray, proba: np.ndarray, classes: int) -> float | None
         return None
 
 
+def _codes_of(classes: list[Any], labels: Any) -> np.ndarray:
+    """Code i where a label equals ``classes[i]``, -1 elsewhere: one vectorised
+    comparison per class (a hash lookup per label costs twice as much)."""
+    values = labels if isinstance(labels, pd.Series) else np.asarray(labels)
+    codes = np.full(len(values), -1, dtype=np.int64)
+    for i, c in enumerate(classes):
+        hit = values == c
+        if isinstance(hit, pd.Series):
+            hit = hit.to_numpy(dtype=bool, na_value=False)
+        if np.shape(hit) == codes.shape:  # else no label can equal c (other types)
+            codes[hit] = i
+    return codes
+
+
 def _class_codes(classes: list[Any], *labels: Any) -> list[np.ndarray]:
     """Each label as an integer code: code i is ``classes[i]``; every label the model
     never saw gets a code of its own from ``len(classes)`` on (exactly as the labels
     themselves would count in the metrics)."""
-    index = pd.Index(classes)
-    coded = [index.get_indexer(v).astype(np.int64) for v in labels]
+    coded = [_codes_of(classes, v) for v in labels]
     if any((c < 0).any() for c in coded):  # rare: factorize only those labels
         unseen = [
             pd.Series(v)[c < 0].to_numpy(dtype=object) for v, c in zip(labels, coded, strict=True)
