@@ -14,6 +14,9 @@ FORK: this is the file to edit for another model. A new estimator needs, in all:
    reviewed like code: the loader refuses any other type;
 3. nothing for the attacks if it has ``predict_proba`` (the black-box Square attack
    fits any such model); gradient attacks only for linear models (`GRADIENT_MODELS`).
+4. reproducibility: its randomness from ``config.seed`` only, and nothing of the
+   machine in the fitted object (`fit_pipeline`); tests/unit/test_reproducible.py
+   fits it twice and requires the same file bytes.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def _dp_logistic(config: ModelConfig, params: dict[str, Any]) -> BaseEstimator:
     # Only the model is private: the preprocessing (medians, means, scales, category
     # lists) is fitted on the raw training data without noise. A fresh accountant per
     # model: the fitted model records this run's spend only (not the process's).
+    # The noise is drawn from random_state (diffprivlib's secure generator is used only
+    # without a seed), so the same seed gives the same model.
+    # FORK: n_jobs > 1 fits the one-vs-rest models in worker processes that each get a
+    # copy of the seeded generator: still reproducible, but another model with the
+    # classes' noise drawn from the same start. Leave n_jobs unset.
     return DPLogisticRegression(
         epsilon=config.dp_epsilon,
         data_norm=config.dp_data_norm,  # None: diffprivlib derives it and warns
@@ -68,12 +76,17 @@ def _dp_logistic(config: ModelConfig, params: dict[str, Any]) -> BaseEstimator:
 def _random_forest(config: ModelConfig, params: dict[str, Any]) -> BaseEstimator:
     from sklearn.ensemble import RandomForestClassifier
 
+    # FORK: n_jobs (threads) leaves the trees unchanged: every tree's seed is drawn from
+    # random_state before the trees are built. It is a parameter, so it is in the file:
+    # set it in the config, never from the machine's CPU count.
     return RandomForestClassifier(random_state=config.seed, **params)
 
 
 def _hist_gradient_boosting(config: ModelConfig, params: dict[str, Any]) -> BaseEstimator:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    # FORK: the OpenMP thread count (all CPUs, or OMP_NUM_THREADS) does not change the
+    # trees, but the fitted model records it; `fit_pipeline` removes it.
     return HistGradientBoostingClassifier(random_state=config.seed, **params)
 
 
@@ -152,6 +165,27 @@ def build_preprocessor(dataset: DatasetConfig, columns: list[str]) -> ColumnTran
 def build_pipeline(config: ModelConfig, dataset: DatasetConfig, columns: list[str]) -> Pipeline:
     """The unfitted pipeline for the config, for a table with these `columns`."""
     return Pipeline([("prep", build_preprocessor(dataset, columns)), ("model", estimator(config))])
+
+
+def fit_pipeline(
+    config: ModelConfig, dataset: DatasetConfig, x: pd.DataFrame, y: pd.Series
+) -> Pipeline:
+    """`build_pipeline` for the columns of `x`, fitted on (`x`, `y`), ready to serialise.
+
+    The fitted object depends on the data, the config (seed included) and the installed
+    packages only, so its file (`tasks.trust.modelio.dumps_model`) has the same sha256
+    on every run and every machine that has them. Hence the one change after the fit:
+    hist gradient boosting keeps the thread count of the fitting machine in its bin
+    mapper (``n_threads``), used only to bin training data; it is reset to the unfitted
+    default (None: all CPUs), as if the model had been fitted anywhere.
+    """
+    pipeline = build_pipeline(config, dataset, list(x.columns)).fit(x, y)
+    # FORK: an estimator that stores the machine (thread or CPU counts, paths, times)
+    # in its fitted attributes is cleared here, or its file differs on each machine.
+    mapper = getattr(pipeline.named_steps["model"], "_bin_mapper", None)
+    if mapper is not None and hasattr(mapper, "n_threads"):
+        mapper.n_threads = None
+    return pipeline
 
 
 def resolve_data_norm(

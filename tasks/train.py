@@ -6,14 +6,22 @@ file of the logged model is hashed, and gate ``train.artifact_roundtrip``
 loads the *logged* artifact through `tasks.trust.modelio` (digest checked,
 pinned allow-list) and requires it to predict exactly what the trained
 pipeline predicts: what will be signed and deployed is what was evaluated.
+
+Reproducible: the same data, config (seed included) and installed packages give a
+``model.skops`` with the same sha256 on every run (`fit_pipeline`, and MLflow writes
+the file with `tasks.trust.modelio.dump_model`, see `_skops_dump_through_modelio`),
+so anyone can retrain and compare with the released digest. The other files of the
+model directory (MLmodel: run id, time, uuid) differ per run and are not part of it.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +32,18 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
+from tasks.common.errors import PipelineError
 from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import DatasetConfig, ModelConfig
 from tasks.common.tracking import ModelRegistry, configure_mlflow, mlflow_client, redact_uri
 from tasks.models import (
-    build_pipeline,
+    fit_pipeline,
     model_params,
     pip_requirements,
     resolve_data_norm,
 )
-from tasks.trust.modelio import TRUSTED_TYPES, load_model_file
+from tasks.trust.modelio import TRUSTED_TYPES, dump_model, load_model_file
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +133,50 @@ def fetch_model_dir(*, artifact_uri: str, dest: Path, tracking_uri: str) -> dict
     return hash_tree(dest)
 
 
+# One model logged at a time per process: `_skops_dump_through_modelio` swaps a
+# module attribute, and two overlapping swaps could restore each other's.
+_DUMP_SWAP = threading.Lock()
+
+
+@contextmanager
+def _skops_dump_through_modelio() -> Iterator[None]:
+    """While open, ``skops.io.dump`` is `tasks.trust.modelio.dump_model`.
+
+    `mlflow.sklearn.log_model` writes the file itself with ``skops.io.dump(model,
+    path)`` and has no option for how, and plain skops is not reproducible (memory
+    addresses and the clock in the archive). Swapping that one public function for the
+    duration of the call makes MLflow write the canonical bytes, and MLflow then
+    test-loads, sizes and uploads that very file; its directory layout is unchanged.
+
+    Raises:
+        PipelineError: MLflow did not call ``skops.io.dump`` exactly once (another
+            MLflow version serialises differently): the logged file may not be
+            reproducible, so the stage stops instead of registering it.
+    """
+    import skops.io
+
+    calls = 0
+
+    def dump(obj: Any, file: Any) -> None:
+        nonlocal calls
+        calls += 1
+        dump_model(obj, file)
+
+    with _DUMP_SWAP:
+        original = skops.io.dump
+        skops.io.dump = dump
+        try:
+            yield
+        finally:
+            skops.io.dump = original
+    if calls != 1:
+        raise PipelineError(
+            f"MLflow called skops.io.dump {calls} times while logging the model (expected "
+            "once): the logged file may not be reproducible; check the MLflow version "
+            "against tasks/train.py _skops_dump_through_modelio"
+        )
+
+
 def _log_to_mlflow(
     ctx: RunContext,
     dataset: Dataset,
@@ -196,16 +249,17 @@ def _log_to_mlflow(
         for name, directory in sorted(evidence.items()):
             if directory.is_dir():
                 mlflow.log_artifacts(str(directory), artifact_path=f"evidence/{name}")
-        info = mlflow.sklearn.log_model(
-            pipeline,
-            name="model",
-            serialization_format="skops",
-            pip_requirements=pip_requirements(s.model),
-            # MLflow test-loads the file it saved; our own loader ignores this list
-            # and uses the pinned one (modelio).
-            skops_trusted_types=list(TRUSTED_TYPES),
-            signature=signature,
-        )
+        with _skops_dump_through_modelio():
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                serialization_format="skops",
+                pip_requirements=pip_requirements(s.model),
+                # MLflow test-loads the file it saved; our own loader ignores this list
+                # and uses the pinned one (modelio).
+                skops_trusted_types=list(TRUSTED_TYPES),
+                signature=signature,
+            )
     version = ModelRegistry.for_settings(s).register(model_id=info.model_id, run_id=run.info.run_id)
     # `artifact_path` is the logged model's own artifact location: downloading it yields
     # exactly the logged files (a models:/ URI adds a registered_model_meta file).
@@ -239,7 +293,7 @@ def train(
     x_train, x_test, y_train, y_test = split(dataset, config=s.model, columns=s.dataset)
     config = resolve_data_norm(s.model, s.dataset, x_train)
     params = model_params(config)
-    pipeline = build_pipeline(config, s.dataset, list(x_train.columns)).fit(x_train, y_train)
+    pipeline = fit_pipeline(config, s.dataset, x_train, y_train)
     run_id, version, artifact_uri = _log_to_mlflow(
         ctx,
         dataset,

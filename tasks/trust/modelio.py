@@ -8,13 +8,20 @@ is trusted. Here the order is fixed: the file's sha256 is compared with a
 digest from a trusted place *before* a single byte is parsed, then skops
 rebuilds the object only from types in `TRUSTED_TYPES`, a list pinned in this
 repository and reviewed like code.
+
+Writing is the other half: `dumps_model` gives the same bytes for the same fitted
+model, in any process, so a retraining can be checked against a released digest.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
+import json
 import re
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import skops.io as sio
 from sklearn.base import BaseEstimator
@@ -54,6 +61,10 @@ TRUSTED_TYPES: tuple[str, ...] = tuple(
 )
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Every entry of a canonical archive gets this time (the earliest a zip entry can hold)
+# and these Unix permissions, whatever the clock, umask or OS of the writer.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_ZIP_MODE = 0o600 << 16
 
 
 class ModelIntegrityError(PipelineError):
@@ -73,8 +84,69 @@ class UntrustedModelError(ModelIntegrityError):
 
 
 def dumps_model(model: BaseEstimator) -> bytes:
-    """Serialise a fitted estimator with skops (never pickle)."""
-    return sio.dumps(model)
+    """Serialise a fitted estimator with skops (never pickle), reproducibly.
+
+    Equal fitted models give equal bytes, so equal sha256, in any process. Plain
+    `skops.io.dumps` does not: it numbers the objects (``__id__`` in ``schema.json``)
+    and names the array files (``<id>.npy``) by ``id()``, i.e. memory addresses, and
+    stamps every zip entry with the current time. `canonical_skops` removes all three.
+    """
+    return canonical_skops(sio.dumps(model))
+
+
+def dump_model(model: BaseEstimator, file: str | Path) -> None:
+    """Write `dumps_model` bytes to `file`: a drop-in for ``skops.io.dump(model, file)``."""
+    Path(file).write_bytes(dumps_model(model))
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """The same skops archive with nothing left that depends on the writing process.
+
+    The objects are renumbered 1, 2, ... in the order ``schema.json`` lists them and
+    each file referenced by the schema is renamed after its first reference. The
+    mapping is one-to-one, so objects shared in the model stay shared (skops restores
+    sharing by ``__id__``; it never memoises id 0, hence the start at 1). The entries
+    are rewritten in that order, schema last as skops does, uncompressed as skops does,
+    with a fixed time and mode. The loaded model is the one `data` holds.
+
+    Raises:
+        ValueError: the archive's files and those its schema references differ (a
+            skops format this function does not know: nothing is dropped silently).
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = json.loads(src.read("schema.json"))
+        ids: dict[int, int] = {}
+        files: dict[str, str] = {}
+
+        def renumber(node: Any) -> None:
+            if isinstance(node, list):
+                for item in node:
+                    renumber(item)
+            elif isinstance(node, dict):
+                # A skops node has a string "__loader__"; the content of a dict in the
+                # model is a mapping to nodes, so its keys cannot be mistaken for these.
+                if isinstance(node.get("__loader__"), str):
+                    if isinstance(node.get("__id__"), int):
+                        node["__id__"] = ids.setdefault(node["__id__"], len(ids) + 1)
+                    if isinstance(node.get("file"), str):
+                        suffix = PurePosixPath(node["file"]).suffix
+                        node["file"] = files.setdefault(node["file"], f"{len(files) + 1}{suffix}")
+                for value in node.values():
+                    renumber(value)
+
+        renumber(schema)
+        if set(files) != set(src.namelist()) - {"schema.json"}:
+            raise ValueError("skops archive: its files differ from those its schema references")
+        entries = [(new, src.read(old)) for old, new in files.items()]
+    entries.append(("schema.json", json.dumps(schema, indent=2).encode()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as dst:
+        for name, blob in entries:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.create_system = 3  # Unix, also when written on Windows
+            info.external_attr = _ZIP_MODE
+            dst.writestr(info, blob)
+    return out.getvalue()
 
 
 def load_model_bytes(data: bytes, *, expected_sha256: str) -> BaseEstimator:
