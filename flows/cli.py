@@ -1,4 +1,5 @@
-"""The `secure-pipeline` command: run, verify, audit, init, suite, profile, keys, local, serve.
+"""The `secure-pipeline` command: run, verify, fetch, audit, init, suite, profile, keys,
+local, serve.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
@@ -122,18 +123,19 @@ def _prefect_start_timeout(exc: BaseException) -> bool:
     return "attempting to connect to ephemeral Prefect API" in str(exc)
 
 
-def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
+    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`)."""
     environment.configure(settings)
     from tasks.common.s3 import s3_client
     from tasks.trust import release
     from tasks.trust.envelope import key_provider
     from tasks.trust.signing import trusted_keys
 
-    uri, expected, registry = args.model_ref, None, None
+    uri, expected, registry = model_ref, None, None
     if uri.startswith("models:/"):  # the registry only says where to look: all is checked
         from tasks.common.tracking import ModelRegistry
 
-        name, version, uri = ModelRegistry.resolve(settings, args.model_ref)
+        name, version, uri = ModelRegistry.resolve(settings, model_ref)
         expected, registry = (
             {"name": name, "version": version},
             ModelRegistry.for_settings(settings),
@@ -150,28 +152,83 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             public_key=trusted_keys(settings.keys_dir),
             key_provider=key_provider(settings, purpose="decrypt"),
             max_bytes=settings.dataset.max_bytes,
+            workdir=workdir,
             expected=expected,
         )
     if registry is not None and expected is not None and result.ok:
         result.checks.append(
-            registry.check_files(expected["version"], signed=result.provenance["model"]["files"])
+            registry.check_files(expected["version"], signed=result.model["files"])
         )
+    return result
+
+
+def _print_verification(result: Any) -> None:
+    """Every check, then what the provenance says: the waivers and the gates."""
+    from tasks.trust import provenance
+
     for name, ok, detail in result.checks:
         _say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    for w in (result.provenance or {}).get("waivers", []):
+    recorded = provenance.internal(result.provenance) if result.provenance else {}
+    for w in recorded.get("waivers", []):
         _say(f"WAIVED {w['gate']}: {w['setting']} = {w['value']} (safe {w['safe']}): {w['reason']}")
-    _write_json(
-        args.report,
-        {
-            "uri": result.uri,
-            "verified": result.ok,
-            "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
-            "model": result.release.get("model"),
-            "provenance": result.provenance or None,
-        },
-    )
+    gates = recorded.get("gates", [])
+    if gates:
+        passed = sum(bool(g["passed"]) for g in gates)
+        _say(f"gates in the signed provenance: {passed}/{len(gates)} passed")
+    if not recorded.get("waivers") and gates:
+        _say("waivers in the signed provenance: none")
+
+
+def _verification_report(result: Any) -> dict[str, Any]:
+    return {
+        "uri": result.uri,
+        "verified": result.ok,
+        "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
+        "model": result.release.get("model"),
+        "provenance": result.provenance or None,
+    }
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="verify-") as workdir:
+        result = _verified(settings, args.model_ref, Path(workdir))
+    _print_verification(result)
+    _write_json(args.report, _verification_report(result))
     _say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
     return EXIT_OK if result.ok else EXIT_BLOCKED
+
+
+def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify, decrypt and write the release directory to --out (nothing on failure)."""
+    import shutil
+    import tempfile
+
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty directory: choose a new one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = _verified(settings, args.model_ref, staging)
+        _print_verification(result)
+        if not result.ok:
+            _say(f"NOT verified: {result.uri}; nothing written to {out}")
+            return EXIT_BLOCKED
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sys.stdout.write(f"{out}\n")
+    _say(
+        f"fetched {result.uri} into {out}: "
+        f"{', '.join(sorted(p.name for p in out.iterdir()))}; check it without this project: "
+        f"model_signing verify key {out} --signature {out}/model.sig --public_key "
+        f"{settings.keys_dir / 'signing.pub'}"
+    )
+    return EXIT_OK
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -370,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--report", help="write the JSON verification report here")
     verify.set_defaults(func=cmd_verify)
+
+    fetch = sub.add_parser(
+        "fetch", parents=[common], help="verify and decrypt a deployed model into a directory"
+    )
+    fetch.add_argument("model_ref", metavar="MODEL_REF", help="as for verify")
+    fetch.add_argument(
+        "--out", required=True, help="a new (or empty) directory for the release's files"
+    )
+    fetch.set_defaults(func=cmd_fetch)
 
     audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit log")
     audit.add_argument("action", choices=["verify"])

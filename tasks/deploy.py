@@ -1,5 +1,7 @@
-"""Deploy stage: preflight the bucket, publish an immutable encrypted release,
-verify the deployed copy, and only then move the MLflow alias ``champion``.
+"""Deploy stage: preflight the bucket, publish an immutable encrypted release (the
+signed release directory of `tasks.sign`, the model encrypted; layout in
+`tasks.trust.release`), verify the deployed copy as `fetch` would, and only then
+move the MLflow alias ``champion``.
 
 Nothing is ever overwritten (conditional writes), the release record is written
 last so readers never see half a release, and a failure at any step leaves the
@@ -9,7 +11,9 @@ the endpoint once and hands it to every stage that needs it.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.checks.bucket_posture import bucket_posture, check_bucket_posture
@@ -21,6 +25,7 @@ from tasks.common.s3 import ObjectExists, put_immutable
 from tasks.common.tracking import ModelRegistry
 from tasks.sign import SignedProvenance
 from tasks.train import TrainedModel
+from tasks.trust import provenance
 from tasks.trust import release as rel
 from tasks.trust.envelope import encrypt, key_provider
 from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, trusted_keys
@@ -28,7 +33,7 @@ from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, trusted_ke
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-RELEASE_OBJECTS = 3  # artifact, provenance, release record
+RELEASE_OBJECTS = 6  # encrypted model, signature, provenance, SBOM, report, release record
 
 
 def check_no_overwrite(existing_key: str | None) -> GateResult:
@@ -64,13 +69,14 @@ def check_roundtrip(verified: rel.VerifiedRelease) -> GateResult:
 def publish(
     ctx: RunContext, client: S3Client, *, model: TrainedModel, signed: SignedProvenance
 ) -> dict[str, Any]:
-    """Write artifact, provenance, then the signed release record, all conditionally.
+    """Write the encrypted model, the release directory's other files, then the signed
+    release record, all conditionally.
 
     Raises:
         ObjectExists: one of the keys exists already (nothing after it is written).
     """
     settings, st = ctx.settings, ctx.settings.storage
-    plaintext = model.skops_path.read_bytes()
+    plaintext = (signed.directory / rel.MODEL).read_bytes()
     if sha256_bytes(plaintext) != model.sha256:
         raise rel.ReleaseError("model file changed after signing")
     context = rel.encryption_context(name=model.name, version=model.version, sha256=model.sha256)
@@ -82,16 +88,22 @@ def publish(
             client, bucket=st.bucket, key=key, body=body, sse=settings.sse, kms_key_id=st.kms_key_id
         )
 
-    art_key, prov_key = f"{base}/{rel.ARTIFACT}", f"{base}/{rel.PROVENANCE}"
+    art_key = f"{base}/{rel.ARTIFACT}"
     art_vid = put(art_key, ciphertext)
-    prov_body = canonical_json(signed.envelope)
-    prov_vid = put(prov_key, prov_body)
+    files = {}
+    for name in rel.PLAIN_FILES:
+        body = (signed.directory / name).read_bytes()
+        files[name] = {
+            "key": f"{base}/{name}",
+            "version_id": put(f"{base}/{name}", body),
+            "sha256": sha256_bytes(body),
+        }
     record = {
-        "schema": "secure-pipeline/release/v1",
+        "schema": rel.SCHEMA,
         "deployed_at": datetime.now(UTC).isoformat(),
         "flow_run_id": ctx.run_id,
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
-        "serving": signed.payload["serving"],  # labels only, or probabilities too
+        "serving": provenance.internal(signed.payload)["serving"],  # labels, or probabilities
         "artifact": {
             "key": art_key,
             "version_id": art_vid,
@@ -99,7 +111,7 @@ def publish(
             "size": len(ciphertext),
             "ciphertext_sha256": sha256_bytes(ciphertext),
         },
-        "provenance": {"key": prov_key, "version_id": prov_vid, "sha256": sha256_bytes(prov_body)},
+        "files": files,
         "encryption_context": context,
     }
     envelope = Signer.local(settings.keys_dir).sign(record, payload_type=RELEASE_TYPE)
@@ -145,15 +157,17 @@ def deploy(
         existing = str(exc)
     gates.enforce(run_check("deploy.no_overwrite", check_no_overwrite, existing))
     bucket, release_key = rel.parse_s3_uri(deployment["uri"])
-    verified = rel.verify_release(
-        client,
-        bucket=bucket,
-        release_key=release_key,
-        public_key=trusted_keys(settings.keys_dir),
-        key_provider=key_provider(settings, purpose="decrypt"),
-        max_bytes=settings.dataset.max_bytes,
-        expected={"name": model.name, "version": model.version},
-    )
+    with tempfile.TemporaryDirectory(dir=ctx.run_dir) as workdir:
+        verified = rel.verify_release(
+            client,
+            bucket=bucket,
+            release_key=release_key,
+            public_key=trusted_keys(settings.keys_dir),
+            key_provider=key_provider(settings, purpose="decrypt"),
+            max_bytes=settings.dataset.max_bytes,
+            workdir=Path(workdir),
+            expected={"name": model.name, "version": model.version},
+        )
     gates.enforce(run_check("deploy.roundtrip", check_roundtrip, verified))
     ModelRegistry.for_settings(settings).promote(model.version, deployment_uri=deployment["uri"])
     return deployment, gates.results

@@ -1,33 +1,64 @@
-"""Sign stage: a provenance manifest that binds the model to everything that made it.
+"""Sign stage: the release directory, its SLSA provenance and its OpenSSF signature.
 
-The manifest names the digests of the data, the suite, the reference profile,
-the lock file and every model file, the hyperparameters and every gate result
-so far, and is signed (DSSE, Ed25519). Deploy and `verify` refuse a model
-whose manifest does not verify against the pipeline's own public key.
+The stage writes the directory a consumer will fetch, ``<run>/release/``:
+
+    model.skops            the trained model (what was evaluated, byte for byte)
+    sbom.cdx.json          CycloneDX SBOM of the runtime packages that trained it
+    report.json            every gate result so far (ingest to sign)
+    provenance.dsse.json   SLSA provenance v1 (in-toto Statement, DSSE, P-256): the
+                           model's digest, the flow, its parameters and run, the
+                           config, data, suite, profile and lock digests, the
+                           SBOM's and the report's digests, the waivers
+    model.sig              OpenSSF model signature over all of the above
+
+Gate ``sign.provenance`` re-verifies all of it before anything is deployed; deploy
+and `verify` check it again on the deployed copy, before any model is loaded.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from tasks.checks.supply_chain import DEPENDENCIES, check_dependencies, sbom
+from tasks.checks.supply_chain import (
+    DEPENDENCIES,
+    check_dependencies,
+    cyclonedx_sbom,
+    validate_sbom,
+)
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
-from tasks.common.files import sha256_file
-from tasks.common.gates import GateResult, check, run_check
+from tasks.common.errors import PipelineError
+from tasks.common.files import sha256_bytes, sha256_file, write_atomic
+from tasks.common.gates import GateResult, check, failed, run_check
 from tasks.common.settings import PROJECT_ROOT
 from tasks.train import TrainedModel
-from tasks.trust.signing import PROVENANCE_TYPE, Signer, load_public_key, verify
+from tasks.trust import modelsig
+from tasks.trust import provenance as slsa
+from tasks.trust.signing import IN_TOTO_TYPE, Signer, canonical_json, load_public_key, verify
 
-LOCK_FILE = PROJECT_ROOT / "requirements.lock"
+LOCK_FILE = PROJECT_ROOT / "requirements.lock"  # the runtime set
+DEV_LOCK_FILE = PROJECT_ROOT / "requirements-dev.lock"  # test and lint tools
+PROJECT = "secure-ml-pipeline"
+FLOW = "secure-training"
+# The files of a release directory (and of its objects in the bucket).
+MODEL_FILE = "model.skops"
+SBOM_FILE = "sbom.cdx.json"
+REPORT_FILE = "report.json"
+PROVENANCE_FILE = "provenance.dsse.json"
+SIGNATURE_FILE = modelsig.SIGNATURE
 
 
 @dataclass(frozen=True)
 class SignedProvenance:
-    payload: dict[str, Any]
-    envelope: dict[str, Any]
+    payload: dict[str, Any]  # the SLSA provenance statement
+    envelope: dict[str, Any]  # its DSSE envelope
+    directory: Path  # the signed release directory
 
 
 def git_commit() -> str | None:
@@ -46,6 +77,25 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def gate_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -> bytes:
+    """``report.json``: the gate results the release was signed on."""
+    body = {
+        "schema": "secure-pipeline/gate-report/v1",
+        "flow_run_id": ctx.run_id,
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "gates": [g.as_report() for g in gates],
+        "waivers": ctx.settings.active_waivers,
+    }
+    return (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
 def build_provenance(
     ctx: RunContext,
     *,
@@ -53,41 +103,60 @@ def build_provenance(
     model: TrainedModel,
     suite_sha256: str,
     gates: list[GateResult],
+    byproducts: dict[str, bytes],
 ) -> dict[str, Any]:
-    ds = ctx.settings.dataset
-    return {
-        "schema": "secure-pipeline/provenance/v1",
-        "created_at": datetime.now(UTC).isoformat(),
-        "flow_run_id": ctx.run_id,
-        "code": {"git_commit": git_commit(), "lock_file_sha256": sha256_file(LOCK_FILE)},
-        "sbom": sbom(),  # every installed package, name==version
-        "dataset": {
-            "uri": dataset.uri,
-            "sha256": dataset.sha256,
-            "rows": dataset.rows,
-            "integrity": dataset.integrity,
+    """The SLSA provenance statement of `model` (see `tasks.trust.provenance`)."""
+    s, ds = ctx.settings, ctx.settings.dataset
+    config = s.config_file
+    commit = git_commit()
+    dependencies = [
+        slsa.resource("dataset", dataset.sha256, uri=dataset.uri),
+        slsa.resource(f"suite:{ds.suite.name}", suite_sha256),
+        slsa.resource(
+            f"reference_profile:{ds.reference_profile.name}", sha256_file(ds.reference_profile)
+        ),
+        slsa.resource(LOCK_FILE.name, sha256_file(LOCK_FILE)),
+        {"name": "code", **({"digest": {"gitCommit": commit}} if commit else {})},
+    ]
+    media = {SBOM_FILE: "application/vnd.cyclonedx+json", REPORT_FILE: "application/json"}
+    return slsa.statement(
+        subject={MODEL_FILE: model.sha256},
+        external={
+            "flow": FLOW,
+            "parameters": {"config": config.name if config else None, "data": dataset.uri},
+            "config": {
+                "name": config.name if config else None,
+                "sha256": sha256_file(config) if config else None,
+            },
         },
-        "suite": {"name": ds.suite.name, "sha256": suite_sha256},
-        "reference_profile": {
-            "name": ds.reference_profile.name,
-            "sha256": sha256_file(ds.reference_profile),
+        internal={
+            "model": {
+                "name": model.name,
+                "version": model.version,
+                "mlflow_run_id": model.mlflow_run_id,
+                "sha256": model.sha256,
+                "files": model.files,  # every file of the MLflow model directory
+                "params": model.params,
+                "inputs": list(model.x_train.columns),
+                "classes": [str(c) for c in model.pipeline.classes_],
+                # A differentially private model's budget; None: not trained with DP.
+                "dp_epsilon": model.params.get("dp_epsilon"),
+            },
+            "dataset": {"rows": dataset.rows, "integrity": dataset.integrity},
+            "serving": serving_policy(gates),
+            "gates": [{"name": g.name, "passed": g.passed} for g in gates],
+            "waivers": s.active_waivers,
         },
-        "model": {
-            "name": model.name,
-            "version": model.version,
-            "mlflow_run_id": model.mlflow_run_id,
-            "sha256": model.sha256,
-            "files": model.files,
-            "params": model.params,
-            "inputs": list(model.x_train.columns),
-            "classes": [str(c) for c in model.pipeline.classes_],
-            # A differentially private model's budget; None: not trained with DP.
-            "dp_epsilon": model.params.get("dp_epsilon"),
-        },
-        "serving": serving_policy(gates),
-        "gates": [g.as_report() for g in gates],
-        "waivers": ctx.settings.active_waivers,
-    }
+        dependencies=dependencies,
+        invocation_id=ctx.run_id,
+        started=ctx.started_at.isoformat(),
+        finished=datetime.now(UTC).isoformat(),
+        builder_version={d: _version(d) for d in (PROJECT, "prefect", "mlflow", "scikit-learn")},
+        byproducts=[
+            slsa.resource(name, sha256_bytes(body), mediaType=media[name])
+            for name, body in byproducts.items()
+        ],
+    )
 
 
 def serving_policy(gates: list[GateResult]) -> dict[str, Any]:
@@ -118,24 +187,83 @@ def check_model_digest(model: TrainedModel) -> GateResult:
     )
 
 
-def check_provenance(
-    ctx: RunContext, envelope: dict[str, Any], payload: dict[str, Any]
-) -> GateResult:
-    """The statement verifies with the public key on disk and says what we signed."""
+def check_provenance(ctx: RunContext, signed: SignedProvenance, model: TrainedModel) -> GateResult:
+    """The release directory verifies as a consumer will check it: the provenance
+    with the public key on disk, its subject is the trained model, every gate
+    passed, the SBOM is valid CycloneDX, and the OpenSSF signature covers every file."""
     public_key = load_public_key(ctx.settings.keys_dir)
-    verified = verify(envelope, public_key=public_key, payload_type=PROVENANCE_TYPE)
-    gates_ok = all(g["passed"] for g in payload["gates"])
+    verified = verify(signed.envelope, public_key=public_key, payload_type=IN_TOTO_TYPE)
+    gates = slsa.internal(signed.payload)["gates"]
+    gates_ok = bool(gates) and all(g["passed"] for g in gates)
+    subject_ok = slsa.subject_digests(verified).get(MODEL_FILE) == model.sha256
+    try:
+        validate_sbom((signed.directory / SBOM_FILE).read_bytes())
+        sbom_ok = True
+    except ValueError:
+        sbom_ok = False
+    try:
+        modelsig.verify_directory(signed.directory, {"active": public_key})
+        sig_ok = True
+    except modelsig.ModelSignatureError:
+        sig_ok = False
+    metrics = {
+        "signature_valid": verified == signed.payload,
+        "subject_is_model": subject_ok,
+        "gates_recorded": len(gates),
+        "all_gates_passed": gates_ok,
+        "sbom_valid": sbom_ok,
+        "model_signature_valid": sig_ok,
+    }
+    ok = all(v for k, v in metrics.items() if k != "gates_recorded")
     return check(
         "sign.provenance",
-        ok=verified == payload and gates_ok,
-        metrics={
-            "signature_valid": verified == payload,
-            "gates_recorded": len(payload["gates"]),
-            "all_gates_passed": gates_ok,
-        },
-        threshold={"signature_valid": True, "all_gates_passed": True},
-        detail="" if gates_ok else "a failed gate must never be signed",
+        ok=ok,
+        metrics=metrics,
+        threshold={k: True for k in metrics if k != "gates_recorded"},
+        detail="provenance, SBOM and model signature verify"
+        if ok
+        else "a failed gate must never be signed"
+        if not gates_ok
+        else "the signed release directory does not verify: treat the state directory "
+        "as compromised",
     )
+
+
+def write_release(
+    ctx: RunContext,
+    *,
+    dataset: Dataset,
+    model: TrainedModel,
+    suite_sha256: str,
+    gates: list[GateResult],
+) -> SignedProvenance:
+    """Write and sign ``<run>/release/`` (see the module docstring); the model file
+    is read once and checked against the trained digest before it is copied."""
+    out = ctx.run_dir / "release"
+    shutil.rmtree(out, ignore_errors=True)  # a retried stage never signs stale files
+    out.mkdir(parents=True, mode=0o700)
+    body = model.skops_path.read_bytes()
+    if sha256_bytes(body) != model.sha256:
+        raise slsa.ProvenanceError("the model file changed after training")
+    write_atomic(out / MODEL_FILE, body)
+    byproducts = {
+        SBOM_FILE: cyclonedx_sbom(LOCK_FILE, root_name=PROJECT, root_version=_version(PROJECT)),
+        REPORT_FILE: gate_report(ctx, model, gates),
+    }
+    for name, data in byproducts.items():
+        write_atomic(out / name, data)
+    payload = build_provenance(
+        ctx,
+        dataset=dataset,
+        model=model,
+        suite_sha256=suite_sha256,
+        gates=gates,
+        byproducts=byproducts,
+    )
+    envelope = Signer.local(ctx.settings.keys_dir).sign(payload, payload_type=IN_TOTO_TYPE)
+    write_atomic(out / PROVENANCE_FILE, canonical_json(envelope))
+    modelsig.sign_directory(out, ctx.settings.keys_dir)  # last: it covers every file
+    return SignedProvenance(payload=payload, envelope=envelope, directory=out)
 
 
 def sign(
@@ -146,7 +274,7 @@ def sign(
     suite_sha256: str,
     gates: list[GateResult],
 ) -> tuple[SignedProvenance, list[GateResult]]:
-    """Sign the provenance manifest of a model that passed every gate.
+    """Sign the release of a model that passed every gate.
 
     Args:
         ctx: The run's settings and identity.
@@ -156,23 +284,37 @@ def sign(
         gates: Every gate result of the earlier stages (all passed).
 
     Returns:
-        The signed provenance, and this stage's gate results.
+        The signed release directory and provenance, and this stage's gate results.
 
     Raises:
         GateFailed: the model file changed, the environment drifted from the lock, or
-            the statement does not verify.
+            the release does not verify.
     """
     stage = StageGates(ctx)
     stage.enforce(
         run_check("sign.model_digest", check_model_digest, model),
-        run_check(DEPENDENCIES, check_dependencies, LOCK_FILE),
+        run_check(DEPENDENCIES, check_dependencies, LOCK_FILE, DEV_LOCK_FILE),
     )
-    payload = build_provenance(
-        ctx, dataset=dataset, model=model, suite_sha256=suite_sha256, gates=gates + stage.results
-    )
-    envelope = Signer.local(ctx.settings.keys_dir).sign(payload, payload_type=PROVENANCE_TYPE)
-    stage.enforce(run_check("sign.provenance", check_provenance, ctx, envelope, payload))
-    return SignedProvenance(payload=payload, envelope=envelope), stage.results
+    try:
+        signed = write_release(
+            ctx,
+            dataset=dataset,
+            model=model,
+            suite_sha256=suite_sha256,
+            gates=gates + stage.results,
+        )
+    except (PipelineError, OSError, ValueError) as exc:  # fails closed at this stage's gate
+        stage.enforce(
+            failed(
+                "sign.provenance",
+                metrics={"error": type(exc).__name__},
+                threshold={"signed": True},
+                detail=f"the release could not be signed: {str(exc)[:300]}",
+            )
+        )
+        raise  # not reached: enforce raised
+    stage.enforce(run_check("sign.provenance", check_provenance, ctx, signed, model))
+    return signed, stage.results
 
 
 # The Prefect task is the pure function itself, with the options every stage needs.

@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tasks.checks.poisoning import (
     PARAMS,
@@ -55,7 +53,15 @@ from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, read_capped, sha256_bytes, write_atomic
 from tasks.common.gates import GateResult, check, failed
 from tasks.sources.content import sniff_format
-from tasks.trust.signing import SignatureError, Signer, key_id, load_public_key, verify
+from tasks.trust.signing import (
+    PublicKey,
+    SignatureError,
+    Signer,
+    key_id,
+    load_public_key,
+    load_public_pem,
+    verify,
+)
 from tasks.trust.signing import trusted_keys as pipeline_keys
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
@@ -243,22 +249,23 @@ def build_and_sign_profile(
     return write_profile(profile, out, signer=signer)
 
 
-def load_signer_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(
-        read_capped(path, max_bytes=64 * 1024, follow_symlinks=True)
-    )
-    if not isinstance(key, Ed25519PublicKey):
-        raise ProfileError(f"profile signer {path.name} is not an Ed25519 public key")
-    return key
+def load_signer_key(path: Path) -> PublicKey:
+    """A profile signer's PEM public key (ECDSA P-256 or Ed25519)."""
+    try:
+        return load_public_pem(read_capped(path, max_bytes=64 * 1024, follow_symlinks=True), "")
+    except SignatureError:
+        raise ProfileError(
+            f"profile signer {path.name} is neither an ECDSA P-256 nor an Ed25519 public key"
+        ) from None
 
 
-def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, Ed25519PublicKey]:
+def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, PublicKey]:
     """The pipeline's own public key (if it has one yet) and the configured signers.
 
     Raises:
-        ProfileError: a configured signer file is missing or not an Ed25519 PEM key.
+        ProfileError: a configured signer file is missing or not a P-256 or Ed25519 PEM key.
     """
-    keys: dict[str, Ed25519PublicKey] = {}
+    keys: dict[str, PublicKey] = {}
     if (keys_dir / "signing.pub").is_file():
         for kid, key in pipeline_keys(keys_dir).items():
             keys["pipeline" if key == load_public_key(keys_dir) else f"pipeline-{kid[:16]}"] = key
@@ -273,7 +280,7 @@ def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, Ed25519Pu
 
 
 def verify_profile(
-    raw: bytes, sig_raw: bytes, keys: Mapping[str, Ed25519PublicKey]
+    raw: bytes, sig_raw: bytes, keys: Mapping[str, PublicKey]
 ) -> tuple[dict[str, Any], str]:
     """Return (profile, signer name) if a trusted key signed exactly this profile.
 
@@ -326,7 +333,7 @@ def check_profile_integrity(
     raw: bytes | None,
     sig_raw: bytes | None,
     *,
-    keys: Mapping[str, Ed25519PublicKey] | None,
+    keys: Mapping[str, PublicKey] | None,
     expected_sha256: str | None,
     key_error: str = "",
     inputs: tuple[Iterable[str], Iterable[str]] | None = None,

@@ -216,14 +216,14 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "sign.dependencies",
         "supply chain: a tampered environment",
-        "installed packages vs `requirements.lock` pins",
-        "0 drifted",
+        "installed packages vs the runtime and dev lock pins",
+        "0 drifted, 0 unlisted",
         "tasks.sign:check_dependencies",
     ),
     Gate(
         "sign.provenance",
         "unsigned or forged provenance",
-        "DSSE signature, all gates passed",
+        "SLSA provenance (DSSE), SBOM schema, OpenSSF model signature, all gates passed",
         "valid",
         "tasks.sign:check_provenance",
     ),

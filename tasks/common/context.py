@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -34,6 +35,7 @@ def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, 
 class RunContext:
     settings: Settings
     run_id: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def audit(self) -> AuditLog:

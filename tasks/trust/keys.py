@@ -1,6 +1,7 @@
 """The pipeline's keys: created once, never silently replaced, rotated on request.
 
-Locally the signing key (Ed25519), the master key that wraps every release's data key
+Locally the signing key (ECDSA P-256, PKCS#8 PEM: the curve OpenSSF model signing and
+DSSE verifiers accept), the master key that wraps every release's data key
 (AES-256) and the pseudonymisation key (HMAC) are files under ``<state>/keys/``, 0600,
 created with O_EXCL; in production the master key is KMS. Like ssh, a key file that
 group or others can read is refused.
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, sha256_bytes, write_atomic, write_json, write_new
@@ -36,12 +38,15 @@ from tasks.common.files import PUBLIC, sha256_bytes, write_atomic, write_json, w
 Kind = Literal["signing", "master", "pii"]
 ROTATABLE: tuple[Kind, ...] = ("signing", "master")
 FILES: dict[Kind, str] = {
-    "signing": "signing.ed25519",
+    "signing": "signing.p256.pem",
     "master": "master.aes256",
     "pii": "pii-hmac.key",
 }
 PUBLIC_KEY = "signing.pub"
 KEYRING = "keyring.json"
+# Before model signing, the signing key was Ed25519 (32 raw bytes). Such a key is never
+# used to sign again; `keys rotate signing` retires it (it still verifies what it signed).
+LEGACY_SIGNING = "signing.ed25519"
 
 
 class KeyFileError(PipelineError, RuntimeError):
@@ -61,12 +66,30 @@ def read_secret(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def public_key_id(public: Any) -> str:
+    """A signing public key's id, the ``keyid`` of every DSSE signature: sha256 of the
+    raw key for Ed25519 (earlier keys), of the DER SubjectPublicKeyInfo for P-256."""
+    if isinstance(public, Ed25519PublicKey):
+        der = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return sha256_bytes(der)
+
+
+def load_signing_key(raw: bytes) -> Any:
+    """The private key in a signing key file: P-256 PEM, or a legacy raw Ed25519 key."""
+    if len(raw) == 32:
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    key = serialization.load_pem_private_key(raw, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise KeyFileError("the signing key is not an ECDSA P-256 key")
+    return key
+
+
 def signing_key_id(private_raw: bytes) -> str:
-    """sha256 of the raw Ed25519 public key: the ``keyid`` of every DSSE signature."""
-    public = Ed25519PrivateKey.from_private_bytes(private_raw).public_key()
-    return sha256_bytes(
-        public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
+    return public_key_id(load_signing_key(private_raw).public_key())
 
 
 def master_key_id(key: bytes) -> str:
@@ -82,9 +105,9 @@ def _key_id(kind: Kind, raw: bytes) -> str:
 
 def _generate(kind: Kind) -> bytes:
     if kind == "signing":
-        return Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
+        return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     return secrets.token_bytes(32)
@@ -92,7 +115,7 @@ def _generate(kind: Kind) -> bytes:
 
 def _public_pem(private_raw: bytes) -> bytes:
     return (
-        Ed25519PrivateKey.from_private_bytes(private_raw)
+        load_signing_key(private_raw)
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -126,7 +149,7 @@ def load_keyring(keys_dir: Path) -> dict[str, Any]:
 
 def has_keys(keys_dir: Path) -> bool:
     """Any sign that keys were set up here: the keyring record or any key file."""
-    names = [KEYRING, PUBLIC_KEY, *FILES.values(), "retired"]
+    names = [KEYRING, PUBLIC_KEY, LEGACY_SIGNING, *FILES.values(), "retired"]
     return any((keys_dir / n).exists() for n in names)
 
 
@@ -159,6 +182,12 @@ def require(keys_dir: Path) -> dict[str, Any]:
     ring = load_keyring(keys_dir)
     for kind, name in FILES.items():
         path = keys_dir / name
+        if kind == "signing" and not path.exists() and (keys_dir / LEGACY_SIGNING).exists():
+            raise KeyFileError(
+                f"the signing key under {keys_dir} is Ed25519, from an earlier version; run "
+                "`secure-pipeline keys rotate signing` to move to a P-256 key (what it signed "
+                "still verifies)"
+            )
         if not path.exists():
             raise KeyFileError(
                 f"the {kind} key {ring[kind]['active'][:24]} is missing ({path}): restore it "
@@ -209,6 +238,9 @@ def rotate(keys_dir: Path, kind: Kind) -> tuple[str, str]:
     """
     if kind not in ROTATABLE:
         raise KeyFileError(f"the {kind} key cannot be rotated (pseudonyms would change)")
+    legacy = keys_dir / LEGACY_SIGNING
+    if kind == "signing" and legacy.exists() and not (keys_dir / FILES[kind]).exists():
+        os.replace(legacy, keys_dir / FILES[kind])  # checked below as the recorded key
     ring = require(keys_dir)
     old, active = ring[kind]["active"], keys_dir / FILES[kind]
     keep = retired_path(keys_dir, kind, old)

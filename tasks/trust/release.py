@@ -1,33 +1,48 @@
 """The layout of a release in the bucket, and how to verify one.
 
-A release of model NAME version V lives under ``<prefix>/NAME/V/``:
+A release of model NAME version V lives under ``<prefix>/NAME/V/``, one object per
+file of the signed release directory (`tasks.sign`), the model encrypted:
 
     model.skops.enc        the skops file, envelope-encrypted (context bound to
                            name, version and digest), stored with SSE
-    provenance.dsse.json   the signed provenance manifest
+    model.sig              OpenSSF model signature of the directory
+    provenance.dsse.json   SLSA provenance v1 (DSSE)
+    sbom.cdx.json          CycloneDX SBOM of the training environment
+    report.json            the gate results the release was signed on
     release.dsse.json      written last: signed pointer to the exact object
                            versions above; a release without it is incomplete
 
 Every object is written with If-None-Match, so a release is never overwritten;
 `verify_release` also refuses an artifact whose current version is not the
-released one (an overwrite attempt leaves a newer version behind).
+released one (an overwrite attempt leaves a newer version behind). After every
+digest and signature of ours, it rebuilds the release directory and checks the
+OpenSSF signature over it, exactly as a consumer's ``model_signing verify`` does.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes
 from tasks.common.s3 import get_bytes
+from tasks.trust import modelsig
+from tasks.trust import provenance as slsa
 from tasks.trust.envelope import EnvelopeError, decrypt
 from tasks.trust.modelio import load_model_bytes
-from tasks.trust.signing import PROVENANCE_TYPE, RELEASE_TYPE, SignatureError, verify
+from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, verify
 
+SCHEMA = "secure-pipeline/release/v2"
+MODEL = "model.skops"
 ARTIFACT = "model.skops.enc"
 PROVENANCE = "provenance.dsse.json"
+SBOM = "sbom.cdx.json"
+REPORT = "report.json"
+SIGNATURE = modelsig.SIGNATURE
+PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT)  # stored as they are (with SSE)
 RELEASE = "release.dsse.json"
 
 
@@ -64,12 +79,17 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 class VerifiedRelease:
     uri: str
     release: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # the SLSA statement
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """What the provenance records about the model (name, version, files, params)."""
+        return dict(slsa.internal(self.provenance).get("model", {})) if self.provenance else {}
 
 
 def describe_absent(client: Any, *, bucket: str, key: str, version_id: str | None = None) -> str:
@@ -142,11 +162,15 @@ def verify_release(
     public_key: Any,
     key_provider: Any,
     max_bytes: int,
+    workdir: Path,
     expected: dict[str, str] | None = None,
 ) -> VerifiedRelease:
     """Fetch, check signatures and digests, decrypt and safely load a release.
 
     Args:
+        public_key: The pipeline's public keys by id (`signing.trusted_keys`).
+        workdir: An empty directory: the release directory is rebuilt here (the model
+            decrypted) for the OpenSSF signature check; `fetch` keeps it.
         expected: The model name and version the caller reached this release by (a
             registry alias, a tag): the signed release must be that model's own.
 
@@ -172,9 +196,18 @@ def verify_release(
         rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
         step("release.signature", True, "signed by the pipeline's key")
         result.release = rel
+        step(
+            "release.schema",
+            rel.get("schema") == SCHEMA,
+            f"a {SCHEMA} release"
+            if rel.get("schema") == SCHEMA
+            else f"release schema {rel.get('schema')!r} was made by an earlier version of the "
+            "pipeline (no SLSA provenance, no OpenSSF signature): retrain to re-release it",
+        )
         base = release_key.rsplit("/", 1)[0]
-        art, prov = rel["artifact"], rel["provenance"]
-        own = art["key"] == f"{base}/{ARTIFACT}" and prov["key"] == f"{base}/{PROVENANCE}"
+        art, files = rel["artifact"], rel["files"]
+        own = art["key"] == f"{base}/{ARTIFACT}" and sorted(files) == sorted(PLAIN_FILES)
+        own = own and all(files[n]["key"] == f"{base}/{n}" for n in PLAIN_FILES)
         step("release.layout", own, "the release points at objects of its own prefix")
         if expected is not None:
             signed = {k: str(rel["model"][k]) for k in ("name", "version")}
@@ -188,24 +221,37 @@ def verify_release(
                 "another release (an edited tag or alias)",
             )
 
-        prov_raw = get_bytes(
-            client, bucket=bucket, key=prov["key"], version_id=prov["version_id"], max_bytes=1 << 22
+        plain: dict[str, bytes] = {}
+        for name in PLAIN_FILES:
+            body = get_bytes(
+                client,
+                bucket=bucket,
+                key=files[name]["key"],
+                version_id=files[name]["version_id"],
+                max_bytes=1 << 24,
+            )
+            if sha256_bytes(body) != files[name]["sha256"]:
+                step("release.files", False, f"{name} does not match its digest in the release")
+            plain[name] = body
+        step("release.files", True, f"{', '.join(PLAIN_FILES)} match the release's digests")
+        statement = slsa.check_statement(
+            verify(json.loads(plain[PROVENANCE]), public_key=public_key, payload_type=IN_TOTO_TYPE)
         )
+        result.provenance = statement
+        step("provenance.signature", True, "SLSA provenance v1 signed by the pipeline's key")
+        model = result.model
+        subject = slsa.subject_digests(statement).get(MODEL)
         step(
-            "provenance.digest",
-            sha256_bytes(prov_raw) == prov["sha256"],
-            "provenance object matches the digest in the release",
+            "provenance.subject",
+            subject == rel["model"]["sha256"] == model.get("sha256")
+            and model.get("version") == rel["model"]["version"],
+            "the provenance's subject is the released model",
         )
-        provenance = verify(
-            json.loads(prov_raw), public_key=public_key, payload_type=PROVENANCE_TYPE
-        )
-        result.provenance = provenance
-        model = provenance["model"]
+        made = slsa.byproduct_digests(statement)
         step(
-            "provenance.signature",
-            model["sha256"] == rel["model"]["sha256"]
-            and model["version"] == rel["model"]["version"],
-            "signed provenance names the released model",
+            "provenance.byproducts",
+            all(made.get(n) == sha256_bytes(plain[n]) for n in (SBOM, REPORT)),
+            "the SBOM and the gate report are the ones the provenance names",
         )
 
         try:
@@ -249,12 +295,16 @@ def verify_release(
         step(
             "model.load",
             True,
-            "digest matches the signed manifest; loaded with the pinned type allow-list",
+            "digest matches the signed provenance; loaded with the pinned type allow-list",
         )
+        for name, body in {MODEL: plaintext, **plain}.items():
+            (workdir / name).write_bytes(body)
+        kid = modelsig.verify_directory(workdir, public_key)
+        step("model.signature", True, f"OpenSSF model signature (model.sig) by key {kid[:16]}")
     except ReleaseError:
         pass
     except Exception as exc:  # noqa: BLE001 - anything unexpected is a failed verification
-        known = (SignatureError, EnvelopeError)
+        known = (SignatureError, EnvelopeError, slsa.ProvenanceError, modelsig.ModelSignatureError)
         detail = str(exc) if isinstance(exc, known) else f"{type(exc).__name__} while verifying"
         result.checks.append(("release.integrity", False, detail))
     return result

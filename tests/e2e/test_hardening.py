@@ -112,7 +112,7 @@ def test_missing_keys_refuse_the_run_and_rotation_keeps_old_releases_verifiable(
     audit = (cold.state_dir / "audit" / "audit.jsonl").read_text()
     assert '"keys.created"' in audit and ring["signing"]["active"] in audit
 
-    for name in ("master.aes256", "signing.ed25519"):
+    for name in ("master.aes256", "signing.p256.pem"):
         saved = (keys / name).read_bytes()
         (keys / name).unlink()
         code, _, err = cold.train(tmp_path)

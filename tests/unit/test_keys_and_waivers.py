@@ -31,9 +31,9 @@ def test_keys_are_created_once_and_a_missing_one_is_never_regenerated(tmp_path: 
 def test_a_swapped_key_file_is_not_the_recorded_one(tmp_path: Path) -> None:
     kd = tmp_path / "keys"
     keys.create(kd)
-    (kd / "signing.ed25519").unlink()
-    (kd / "signing.ed25519").write_bytes(b"\1" * 32)
-    (kd / "signing.ed25519").chmod(0o600)
+    (kd / keys.FILES["signing"]).unlink()
+    (kd / keys.FILES["signing"]).write_bytes(b"\1" * 32)
+    (kd / keys.FILES["signing"]).chmod(0o600)
     with pytest.raises(keys.KeyFileError, match="not the signing key"):
         signing.Signer.local(kd)
 
@@ -100,3 +100,39 @@ def test_a_weakening_in_the_config_file_is_refused_too(tmp_path: Path) -> None:
         load_settings(config)
     config.write_text(text)
     assert load_settings(config).screen.max_duplicate_rate == 0.02  # the copy itself is valid
+
+
+def test_a_legacy_ed25519_signing_key_is_rotated_to_p256_and_still_verifies(
+    tmp_path: Path,
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    kd = tmp_path / "keys"
+    keys.create(kd)
+    old = Ed25519PrivateKey.generate()  # the layout of a state directory of an earlier version
+    raw = old.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    (kd / keys.FILES["signing"]).unlink()
+    (kd / keys.LEGACY_SIGNING).write_bytes(raw)
+    (kd / keys.LEGACY_SIGNING).chmod(0o600)
+    (kd / keys.PUBLIC_KEY).write_bytes(
+        old.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    ring = keys.load_keyring(kd)
+    ring["signing"]["active"] = keys.signing_key_id(raw)
+    (kd / keys.KEYRING).write_text(__import__("json").dumps(ring))
+    statement = signing.Signer(old).sign({"x": 1}, payload_type="t")
+    with pytest.raises(keys.KeyFileError, match="keys rotate signing"):
+        signing.Signer.local(kd)
+    retired, active = keys.rotate(kd, "signing")
+    assert retired == ring["signing"]["active"] and not (kd / keys.LEGACY_SIGNING).exists()
+    new = signing.Signer.local(kd)
+    assert new.key_id == active and new.public_key.curve.name == "secp256r1"  # type: ignore[union-attr]
+    trusted = signing.trusted_keys(kd)
+    assert signing.verify(statement, public_key=trusted, payload_type="t") == {"x": 1}
+    fresh = new.sign({"y": 2}, payload_type="t")
+    assert signing.verify(fresh, public_key=trusted, payload_type="t") == {"y": 2}
