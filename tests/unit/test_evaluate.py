@@ -317,3 +317,31 @@ def test_quality_metrics_on_codes_equal_the_metrics_on_labels(classes):
         else:
             auc = None
         assert result.metrics["roc_auc"] == (pytest.approx(auc) if auc is not None else None)
+
+
+def test_quality_on_a_large_test_set_samples_unless_the_sample_could_tip_the_verdict():
+    """Beyond QUALITY_ROWS test rows the metrics come from a seeded sample, whose 99.9%
+    interval holds the whole set's accuracy; a floor inside that interval makes the
+    gate score every row, so the verdict is always the whole test set's."""
+    from sklearn.dummy import DummyClassifier
+
+    import tasks.evaluate as ev
+
+    n = 3 * ev.QUALITY_ROWS
+    rng = np.random.default_rng(5)
+    labels = np.array(["a", "b", "c"])
+    y = pd.Series(labels[rng.integers(0, 3, n)])
+    pred = np.where(rng.random(n) < 0.9, y.to_numpy(), labels[rng.integers(0, 3, n)])
+    x = pd.DataFrame({"f": np.zeros(n)})
+    model = DummyClassifier().fit(x, y)
+    whole = float(np.mean(pred == y.to_numpy()))
+
+    far = check_quality(pipeline=model, x=x, y=y, min_accuracy=0.75, pred=pred)
+    m = far.metrics
+    assert far.passed and m["accuracy_rows"] == ev.QUALITY_ROWS and m["rows"] == n
+    assert abs(m["accuracy"] - whole) <= m["accuracy_ci999"] and m["accuracy_ci999"] < 0.01
+
+    for floor in (whole - 0.001, whole + 0.001):  # inside the interval: every row decides
+        near = check_quality(pipeline=model, x=x, y=y, min_accuracy=floor, pred=pred)
+        assert near.metrics["accuracy_rows"] == n and near.metrics["accuracy"] == whole
+        assert near.passed == (whole >= floor)
