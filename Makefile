@@ -26,8 +26,23 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite (unit, integration, end to end)
+test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's chromium headless (no playwright, no selenium).
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: browser
+browser: ## Make sure Debian's chromium is installed (apt-get as root; tests need it)
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium for the browser tests (apt-get, once)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+			>/dev/null && test -x $(CHROMIUM); \
+	else \
+		echo "$(CHROMIUM) missing: run 'sudo apt-get install chromium' (or 'sudo make browser')" >&2; \
+		exit 1; \
+	fi
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (incl. security rules) and mypy

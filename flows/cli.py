@@ -30,6 +30,15 @@ from tasks.localstack import stack
 from tasks.trust.keys import KeyFileError, has_keys, require
 
 EXIT_OK, EXIT_BLOCKED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
+RUN_EXIT_CODES = """exit codes:
+  0        deployed: every gate passed, the release verified, the champion moved
+  1        blocked by a gate (the line names it, what was measured and the threshold)
+  2        bad usage or configuration (a missing key included)
+  3        crashed (the line says the cause; the previous champion stays)
+  130/143  interrupted by SIGINT/SIGTERM (recorded; the services it started stopped)
+
+Each stage prints one line as it finishes (gates passed, seconds), a long one says
+every 10 s that it still runs; then the verdict line. --quiet prints only the verdict."""
 
 
 def _say(message: str) -> None:
@@ -57,9 +66,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(
         settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
     )
+    from prefect import tags
     from prefect.exceptions import TerminationSignal
 
-    from flows.training import secure_training
+    from flows.training import run_tags, secure_training
+    from tasks.common import progress
 
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
     report_path = report_path.expanduser().resolve()
@@ -67,8 +78,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     console_log = settings.state_dir / "logs" / "last-run.log"
     console_log.parent.mkdir(parents=True, exist_ok=True)
 
+    progress.attach(None if args.quiet else sys.stderr)  # before stderr goes to the log
+
     def attempt() -> None:
         with contextlib.ExitStack() as stack_:
+            stack_.enter_context(tags(*run_tags(settings)))
             if not args.verbose:
                 # Libraries print progress to stderr (MLflow, GX); keep it in a file so
                 # the terminal gets one line. Prefect's UI holds the full run logs.
@@ -302,10 +316,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if api is None:
         raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")
     environment.configure(settings, prefect_api_url=api)
-    from flows.training import secure_training
+    from flows.training import CONFIG_DIRS, run_tags, secure_training
 
+    config = Path(str(settings.config_file)).resolve()
+    # The deployment's runs may take their config from this directory (and data/).
+    os.environ[CONFIG_DIRS] = os.pathsep.join(
+        p for p in (os.environ.get(CONFIG_DIRS, ""), str(config.parent)) if p
+    )
     secure_training.serve(
-        name="nightly", cron=args.cron, parameters={"config": str(settings.config_file)}
+        name="nightly",
+        cron=args.cron,
+        parameters={"config": str(config)},
+        tags=run_tags(settings),
     )
     return EXIT_OK
 
@@ -413,10 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="pipeline config (TOML); default: the bundled one")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", parents=[common], help="one secure training run")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="one secure training run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_EXIT_CODES,
+    )
     run.add_argument("--data", help="dataset path overriding the configured source")
     run.add_argument("--report", help="write the JSON run report here")
     run.add_argument("--verbose", action="store_true", help="show Prefect's console logs")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (for scripts)"
+    )
     run.set_defaults(func=cmd_run)
 
     verify = sub.add_parser("verify", parents=[common], help="verify a deployed model")

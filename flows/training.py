@@ -6,7 +6,10 @@ The flow loads the settings once and hands them to every stage in a `RunContext`
 it opens the S3 endpoint once (the embedded store is started for the length of the
 run if nothing keeps it up) and hands its client to the stages that need it. A
 stage that finds a problem raises GateFailed; the flow then stops, writes a report
-naming the gate, and ends Failed so the Prefect UI shows it. The previous champion
+naming the gate, and ends in a Failed-type state named ``Blocked`` (its message names
+the gate, the measured value and the threshold; no traceback), while a crash ends
+``Failed`` with its cause. Every gate is a line in the run's log, and the run's
+artifacts are the gate table, the report and a link to its MLflow run. The previous champion
 stays deployed: nothing is published before every gate has passed and the deployed
 copy has been verified.
 """
@@ -14,31 +17,35 @@ copy has been verified.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, runtime
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
+from prefect.states import Failed, State
 
+from tasks.common import progress
 from tasks.common.anchors import bucket_has_history
 from tasks.common.context import Dataset, RunContext
 from tasks.common.errors import explain, signal_number
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
 from tasks.common.s3 import s3_client
-from tasks.common.settings import ConfigError, Settings, load_settings
-from tasks.common.tracking import ModelRegistry
+from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
+from tasks.common.tracking import ModelRegistry, record_outcome, run_url
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
 from tasks.ingest import ingest_task
 from tasks.localstack.stack import anchor_endpoint, s3_service
 from tasks.screen import pii_task, screen_task
-from tasks.sign import sign_task
+from tasks.sign import SignedProvenance, sign_task
 from tasks.train import TrainedModel, train_task
 from tasks.trust.keys import ensure_keys, key_ids
 from tasks.validate import ValidationOutput, validate_task
@@ -46,9 +53,7 @@ from tasks.validate import ValidationOutput, validate_task
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-
-class RunNotDeployed(RuntimeError):
-    """Marks the flow run Failed in Prefect; the report says why."""
+CONFIG_DIRS = "SECURE_PIPELINE_CONFIG_DIRS"
 
 
 @flow(name="secure-training", log_prints=False)
@@ -57,7 +62,7 @@ def secure_training(
     data: str | None = None,
     report_path: str | None = None,
     data_root: str | None = None,
-) -> dict[str, object]:
+) -> dict[str, object] | State[Any]:
     """Train, attack, sign and deploy one model, failing closed at every gate.
 
     Args:
@@ -68,17 +73,74 @@ def secure_training(
         data_root: Confine `data` to this directory instead of ``dataset.data_root``.
             Set by the CLI for a path the operator typed at the shell; a deployment
             run refuses it, so whoever can trigger a run cannot widen the root.
+
+    On a deployment run (the Run form, a schedule, an automation) `config` must be a
+    ``.toml`` inside `config_dirs` and `report_path` is refused.
     """
-    settings = load_settings(config)
-    if data_root is not None:
+    try:
         if runtime.deployment.id is not None:
-            raise ConfigError("data_root cannot be set on a deployment run")
-        settings = settings.confined_to(Path(data_root))
+            config = _deployment_config(config, report_path, data_root)
+        settings = load_settings(config)
+        if data_root is not None:
+            settings = settings.confined_to(Path(data_root))
+    except ConfigError as exc:  # a refused parameter or config: said, never a traceback
+        return Failed(message=f"refused: {exc}")
     return run_pipeline(settings, data=data, report_path=report_path)
 
 
+@contextlib.contextmanager
+def _stage(report: RunReport, name: str, current: list[str]) -> Iterator[None]:
+    """Time stage `name` into the report, say on the terminal that a long one still
+    runs, and remember it as the running stage (the one a block or crash names)."""
+    current[:] = [name]
+    with report.stage(name), progress.running(name):
+        yield
+
+
+def config_dirs() -> list[Path]:
+    """Where a deployment run may take its config from: the project's ``data/`` and
+    the directories in ``SECURE_PIPELINE_CONFIG_DIRS`` (``serve`` sets its config's)."""
+    extra = os.environ.get(CONFIG_DIRS, "")
+    return [PROJECT_ROOT / "data", *(Path(p) for p in extra.split(os.pathsep) if p)]
+
+
+def _deployment_config(
+    config: str | None, report_path: str | None, data_root: str | None
+) -> str | None:
+    """A deployment run's parameters, confined: whoever can trigger a run chooses
+    neither an output path nor a config outside the allow-listed directories.
+
+    Raises:
+        ConfigError: a parameter that only the operator at the shell may set.
+    """
+    if data_root is not None or report_path is not None:
+        raise ConfigError(
+            "data_root and report_path cannot be set on a deployment run (the report is in "
+            "the state directory and the run's artifacts)"
+        )
+    if config is None:
+        return None
+    resolved = Path(config).expanduser().resolve()
+    allowed = [d.expanduser().resolve() for d in config_dirs()]
+    if resolved.suffix != ".toml" or not any(resolved.is_relative_to(d) for d in allowed):
+        raise ConfigError(
+            f"config {config} is not a .toml file in an allowed directory "
+            f"({', '.join(str(d) for d in allowed)}; add one with {CONFIG_DIRS})"
+        )
+    return str(resolved)
+
+
+def run_tags(settings: Settings) -> list[str]:
+    """The flow run's tags in Prefect: which data, model and estimator it trains."""
+    return [
+        f"dataset:{settings.dataset.name}",
+        f"model:{settings.model.name}",
+        f"estimator:{settings.model.estimator}",
+    ]
+
+
 def _validate_and_screen(
-    ctx: RunContext, dataset: Dataset, report: RunReport
+    ctx: RunContext, dataset: Dataset, report: RunReport, current: list[str]
 ) -> tuple[ValidationOutput, Dataset, list[GateResult]]:
     """Validation and the poisoning screens side by side: the screens on a worker
     thread, validation here (where a signal interrupts it at once). Both only read the
@@ -96,17 +158,20 @@ def _validate_and_screen(
         lambda _: report.stages.__setitem__("screen", round(time.perf_counter() - started, 3))
     )
     try:
-        with report.stage("validate"):
+        with _stage(report, "validate", current):
             validated, gates = validate_task(ctx, dataset)  # GateFailed: the run stops here
+        progress.finished("validate", gates, report.stages["validate"])
+        current[:] = ["screen"]
     finally:
         wait([screening])
     screened, more = screening.result()
+    progress.finished("screen", more, report.stages.get("screen"))
     return validated, screened, gates + more
 
 
 def run_pipeline(
     settings: Settings, *, data: str | None = None, report_path: str | None = None
-) -> dict[str, object]:
+) -> dict[str, object] | State[Any]:
     """The flow's body: every stage in order, inside a Prefect flow run."""
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
     report = RunReport(flow_run_id=ctx.run_id, waivers=settings.active_waivers)
@@ -119,7 +184,10 @@ def run_pipeline(
         waivers=settings.active_waivers,
     )
     gates: list[GateResult] = []
+    current: list[str] = ["start"]  # the stage running now (named by a block)
     model: TrainedModel | None = None
+    signed: SignedProvenance | None = None
+    mlflow_run: str | None = None
     interrupted: BaseException | None = None
     client: S3Client | None = None
     anchor_client: S3Client | None = None
@@ -134,21 +202,23 @@ def run_pipeline(
             )
             if created:  # the first run of a new state directory
                 ctx.audit.append("keys.created", run_id=ctx.run_id, keys=key_ids(keyring))
-            with report.stage("ingest"):
+            with _stage(report, "ingest", current):
                 dataset, g = ingest_task(ctx, source=data, s3=client)
             gates += g
+            progress.finished("ingest", g, report.stages["ingest"])
             report.dataset = {
                 "uri": dataset.uri,
                 "sha256": dataset.sha256,
                 "rows": dataset.rows,
                 "integrity": dataset.integrity,
             }
-            with report.stage("pii"):  # before anything copies a personal value
+            with _stage(report, "pii", current):  # before anything copies a personal value
                 dataset, g = pii_task(ctx, dataset)
             gates += g
-            validated, screened, g = _validate_and_screen(ctx, dataset, report)
+            progress.finished("pii", g, report.stages["pii"])
+            validated, screened, g = _validate_and_screen(ctx, dataset, report, current)
             gates += g
-            with report.stage("train"):
+            with _stage(report, "train", current):
                 model, g = train_task(
                     ctx,
                     screened,
@@ -162,10 +232,12 @@ def run_pipeline(
                 "mlflow_run_id": model.mlflow_run_id,
                 "sha256": model.sha256,
             }
-            with report.stage("evaluate"):
+            progress.finished("train", g, report.stages["train"])
+            with _stage(report, "evaluate", current):
                 _, g = evaluate_task(ctx, model)
             gates += g
-            with report.stage("sign"):
+            progress.finished("evaluate", g, report.stages["evaluate"])
+            with _stage(report, "sign", current):
                 signed, g = sign_task(
                     ctx,
                     dataset=screened,
@@ -174,13 +246,16 @@ def run_pipeline(
                     gates=gates,
                 )
             gates += g
-            with report.stage("deploy"):
+            progress.finished("sign", g, report.stages["sign"])
+            with _stage(report, "deploy", current):
                 report.deployment, g = deploy_task(ctx, client, model=model, signed=signed)
             gates += g
+            progress.finished("deploy", g, report.stages["deploy"])
             report.status = "deployed"
         except GateFailed as exc:
             gates += exc.results
             report.status, report.blocked_by = "blocked", exc.gate.name
+            progress.finished(current[0], exc.results, report.stages.get(current[0]))
         except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
             report.status, report.error = "failed", explain(exc)
         except (KeyboardInterrupt, TerminationSignal) as exc:  # SIGINT or SIGTERM
@@ -197,13 +272,37 @@ def run_pipeline(
             "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
         report.audit_anchor = anchor_audit_task(ctx, anchor_client)
+        mlflow_run = record_outcome(
+            settings,
+            report,
+            flow_run_id=ctx.run_id,
+            model_run_id=model.mlflow_run_id if model is not None else None,
+            model_version=model.version if model is not None else None,
+            release_dir=signed.directory if signed is not None else None,
+        )
     if report_path:
         report.write(Path(report_path))
+    _artifacts(settings, report, mlflow_run)
+    if interrupted is not None:
+        raise interrupted  # the signal still ends the command (after the record is written)
+    if report.status == "blocked":  # a verdict, not a crash: no traceback, its own name
+        return Failed(name="Blocked", message=report.reason)
+    if report.status != "deployed":
+        return Failed(message=report.reason)
+    return report.model_dump()
+
+
+def _artifacts(settings: Settings, report: RunReport, mlflow_run: str | None) -> None:
+    """The run's Prefect artifacts: the gate table (short digests, thresholds in
+    view), the markdown summary, and a link to the MLflow run."""
+    create_table_artifact(
+        key="secure-training-gates", table=report.gate_rows(), description=report.reason
+    )
     create_markdown_artifact(
         key="secure-training-report", markdown=report.markdown(), description=report.reason
     )
-    if interrupted is not None:
-        raise interrupted  # the signal still ends the command (after the record is written)
-    if report.status != "deployed":
-        raise RunNotDeployed(report.reason)
-    return report.model_dump()
+    url = run_url(settings, mlflow_run) if mlflow_run else None
+    if url:
+        create_link_artifact(
+            key="mlflow-run", link=url, link_text="MLflow run", description="gates, report, model"
+        )

@@ -36,7 +36,14 @@ from tasks.common.errors import PipelineError
 from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.settings import DatasetConfig, ModelConfig
-from tasks.common.tracking import ModelRegistry, configure_mlflow, mlflow_client, redact_uri
+from tasks.common.tracking import (
+    ModelRegistry,
+    configure_mlflow,
+    mlflow_client,
+    mlflow_run_name,
+    mlflow_run_tags,
+    redact_uri,
+)
 from tasks.models import (
     fit_pipeline,
     model_params,
@@ -49,6 +56,9 @@ log = logging.getLogger(__name__)
 
 ROUNDTRIP = "train.artifact_roundtrip"
 TRAIN_SCORE_ROWS = 50_000
+EXAMPLE_ROWS = 5
+# The input example's rows: these quantiles of each numeric input, column by column.
+EXAMPLE_QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,88 @@ def _skops_dump_through_modelio() -> Iterator[None]:
         )
 
 
+def input_example(x_train: pd.DataFrame, columns: DatasetConfig) -> pd.DataFrame:
+    """`EXAMPLE_ROWS` rows for the logged model's input example, holding no one's record.
+
+    The columns are the model's inputs, in order and with their dtypes (never the
+    target, a PII or an ignored column). No row is copied from the data: the rows are
+    built column by column, row i holding the `EXAMPLE_QUANTILES`[i] quantile of a
+    numeric input (the nearest observed value, so integers stay integers) and the i-th
+    most frequent value of a categorical one (cycling when there are fewer), so no
+    row is one person's record, and no rare value (an outlier, a rare category) shows.
+
+    Raises:
+        PipelineError: an input column is the target or marked PII or ignored (the
+            inputs come from `DatasetConfig.inputs`, so this is a bug, not data).
+    """
+    barred = sorted({columns.target, *columns.pii, *columns.ignored} & set(x_train.columns))
+    if barred:
+        raise PipelineError(f"model inputs include target, PII or ignored columns: {barred}")
+    out = {}
+    for name in x_train.columns:
+        col = x_train[name]
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        if numeric and name not in columns.categorical:
+            values = list(col.quantile(list(EXAMPLE_QUANTILES), interpolation="nearest"))
+        else:
+            counts = col.dropna().value_counts(sort=False)
+            # Most frequent first; ties in a fixed order (by text) so it is reproducible.
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            common = [v for v, _ in ranked] or [None]
+            values = [common[i % len(common)] for i in range(EXAMPLE_ROWS)]
+        out[name] = pd.Series(values[:EXAMPLE_ROWS], dtype=col.dtype)
+    return pd.DataFrame(out, columns=x_train.columns)
+
+
+_CHECK_SWAP = threading.Lock()
+
+
+@contextmanager
+def _no_mlflow_serving_check() -> Iterator[None]:
+    """While open, MLflow does not load the model it logs to try the input example.
+
+    Given an input example, ``log_model`` loads the saved model back with MLflow's own
+    loader (``mlflow.pyfunc.load_model``: ``skops.io.load`` with the type list from the
+    model's MLmodel file) and predicts on the example, unless the variable
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` stops it (then it only warns). The
+    sklearn flavor passes no ``validate_serving_input`` option, so MLflow's one helper
+    for it, ``mlflow.models.utils._validate_serving_input``, is a no-op for the call:
+    MLflow's loader stays out of the trust path whatever the environment says, and
+    gate ``train.artifact_roundtrip`` proves more (the logged file, loaded through
+    modelio, predicts exactly like the trained pipeline).
+
+    Raises:
+        PipelineError: that helper is gone or was not called exactly once (another
+            MLflow version validates differently): check it before logging models.
+    """
+    import mlflow.models.utils as model_utils
+
+    if not callable(getattr(model_utils, "_validate_serving_input", None)):
+        raise PipelineError(
+            "mlflow.models.utils._validate_serving_input is gone: check how this MLflow "
+            "version validates input examples (tasks/train.py _no_mlflow_serving_check)"
+        )
+    calls = 0
+
+    def skip(model_uri: str, serving_input: Any) -> None:
+        nonlocal calls
+        calls += 1
+
+    with _CHECK_SWAP:
+        original = model_utils._validate_serving_input
+        model_utils._validate_serving_input = skip
+        try:
+            yield
+        finally:
+            model_utils._validate_serving_input = original
+    if calls != 1:
+        raise PipelineError(
+            f"MLflow validated the input example {calls} times through its helper (expected "
+            "once): it may load the model another way; check tasks/train.py "
+            "_no_mlflow_serving_check against this MLflow version"
+        )
+
+
 def _log_to_mlflow(
     ctx: RunContext,
     dataset: Dataset,
@@ -195,17 +287,17 @@ def _log_to_mlflow(
     import mlflow
     import mlflow.sklearn
     from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
-    from tasks.common.mlflow_dataset import TrainingDataset
+    from tasks.common.mlflow_dataset import TrainingDataset, frame_schema
 
     s = ctx.settings
     experiment_id = configure_mlflow(s)
     uri = redact_uri(dataset.uri)
     with mlflow.start_run(
         experiment_id=experiment_id,
-        run_name=f"train-{ctx.run_id}",
-        tags={"prefect_flow_run_id": ctx.run_id},
+        run_name=mlflow_run_name(s),
+        tags=mlflow_run_tags(s, ctx.run_id),
     ) as run:
         mlflow.log_params(params)
         mlflow.log_params(
@@ -242,14 +334,19 @@ def _log_to_mlflow(
                 context="training",
                 tags={"sha256": dataset.sha256},
             )
-            head = x_train.head(5)
-            signature = infer_signature(head, pipeline.predict(head))
+            # Input types from the training rows, and a column optional if any of them
+            # misses it; outputs from the example (which holds no training record).
+            example = input_example(x_train, s.dataset)
+            signature = ModelSignature(
+                inputs=frame_schema(x_train),
+                outputs=infer_signature(example, pipeline.predict(example)).outputs,
+            )
         # Evidence of the data stages (GX result, Data Docs) rides along with the model
         # that the data produced.
         for name, directory in sorted(evidence.items()):
             if directory.is_dir():
                 mlflow.log_artifacts(str(directory), artifact_path=f"evidence/{name}")
-        with _skops_dump_through_modelio():
+        with _skops_dump_through_modelio(), _no_mlflow_serving_check():
             info = mlflow.sklearn.log_model(
                 pipeline,
                 name="model",
@@ -259,6 +356,7 @@ def _log_to_mlflow(
                 # and uses the pinned one (modelio).
                 skops_trusted_types=list(TRUSTED_TYPES),
                 signature=signature,
+                input_example=example,
             )
     version = ModelRegistry.for_settings(s).register(model_id=info.model_id, run_id=run.info.run_id)
     # `artifact_path` is the logged model's own artifact location: downloading it yields

@@ -5,8 +5,11 @@ bounds, a dropped column check) is the quiet way for an insider to let bad data
 through. The suite is parsed from the very bytes that were hashed.
 
 Evidence, whether the data passes or not, goes to
-``<state>/runs/<run_id>/validation/``: the GX result JSON and GX Data Docs (HTML),
-both scrubbed so that no cell value is stored (see `tasks.checks.expectations`).
+``<state>/runs/<run_id>/validation/``: the GX result JSON, a self-contained HTML page
+of it (``validation.html``: inline CSS, no script, no external URL, readable offline;
+see `tasks.checks.validation_page`) and GX's own Data Docs (whose pages load CSS and
+JavaScript from CDNs, so they are blank offline), all scrubbed so that no cell value
+is stored (see `tasks.checks.expectations`). Links point to ``validation.html``.
 A suite is derived from trusted data with `tasks.checks.suite_builder`.
 """
 
@@ -23,15 +26,18 @@ import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.checks.expectations import run_suite
+from tasks.checks.validation_page import render_validation_page
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
-from tasks.common.files import read_capped, sha256_bytes, write_json
+from tasks.common.files import read_capped, sha256_bytes, write_atomic, write_json
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
+from tasks.common.report import cell
 from tasks.common.settings import DatasetConfig
 
 log = logging.getLogger(__name__)
 _SUITE_MAX_BYTES = 16 * 1024 * 1024
 _MAX_LISTED = 15  # failing expectations named in the detail
 RESULT_FILE, DOCS_DIR = "validation_result.json", "data_docs"
+PAGE_FILE = "validation.html"  # the self-contained page of the result: what links point to
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,12 @@ class ValidationOutput:
     dataset: Dataset
     suite_sha256: str
     result_path: Path  # the GX validation result (JSON)
-    evidence_dir: Path  # result JSON + data_docs/ (HTML); the lead logs it to MLflow
+    evidence_dir: Path  # result JSON, validation.html, data_docs/; the lead logs it to MLflow
+
+    @property
+    def page_path(self) -> Path:
+        """The self-contained HTML page of the result (readable offline)."""
+        return self.evidence_dir / PAGE_FILE
 
 
 def evidence_dir(ctx: RunContext) -> Path:
@@ -182,7 +193,7 @@ def check_expectations(
         ""
         if ok
         else f"failing: {', '.join(listed)}{more}; fix the data or its export (see "
-        f"{RESULT_FILE} and the Data Docs)"
+        f"{PAGE_FILE} and {RESULT_FILE})"
         if n_failed
         else f"only {evaluated} of {expected} expectations evaluated; failing closed"
     )
@@ -192,8 +203,8 @@ def check_expectations(
 def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[GateResult]]:
     """Check the suite's pin, then validate the dataset against it.
 
-    The evidence (``validation_result.json`` and ``data_docs/``) is written to
-    `evidence_dir` whether or not the data passes, so a blocked run keeps it.
+    The evidence (``validation_result.json``, ``validation.html`` and ``data_docs/``) is
+    written to `evidence_dir` whether or not the data passes, so a blocked run keeps it.
 
     Args:
         ctx: The run's context.
@@ -234,7 +245,9 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate
         error = type(exc).__name__
     result_path = out_dir / RESULT_FILE
-    write_json(result_path, result if result is not None else {"success": False, "error": error})
+    saved = result if result is not None else {"success": False, "error": error}
+    write_json(result_path, saved)
+    write_page(out_dir / PAGE_FILE, saved, dataset=dataset, run_id=ctx.run_id, expected=expected)
     gate = run_check(
         "validate.expectations", check_expectations, result, expected=expected, error=error
     )
@@ -246,13 +259,31 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     )
 
 
+def write_page(
+    path: Path, result: dict[str, Any], *, dataset: Dataset, run_id: str, expected: int
+) -> None:
+    """Write `PAGE_FILE` from the result JSON; a failure is logged, never raised (the
+    verdict does not depend on the HTML), and leaves no stale page behind."""
+    try:
+        page = render_validation_page(
+            json.loads(json.dumps(result, default=str)),  # exactly what RESULT_FILE holds
+            dataset=f"{dataset.uri} (sha256 {dataset.sha256[:16]}…, {dataset.rows} rows)",
+            run_id=run_id,
+            expected=expected if expected >= 0 else None,
+        )
+        write_atomic(path, page)
+    except Exception as exc:  # noqa: BLE001 - evidence, not a gate
+        log.warning("%s not written (%s); the JSON result is kept", PAGE_FILE, type(exc).__name__)
+        path.unlink(missing_ok=True)
+
+
 def summary_markdown(results: list[GateResult], out_dir: Path) -> str:
     """The "validation-summary" artifact: verdicts, counts, failing expectations, evidence."""
     lines = ["# Validation", "", "| gate | verdict | measured | threshold |", "|---|---|---|---|"]
     for r in results:
         lines.append(
             f"| {r.name} | {'passed' if r.passed else '**BLOCKED**'} | "
-            f"{json.dumps(r.metrics)} | {json.dumps(r.threshold)} |"
+            f"{cell(r.metrics)} | {cell(r.threshold)} |"
         )
     try:
         saved = json.loads(read_capped(out_dir / RESULT_FILE, max_bytes=_SUITE_MAX_BYTES))
@@ -263,12 +294,16 @@ def summary_markdown(results: list[GateResult], out_dir: Path) -> str:
     lines += [f"- `{f}`" for f in failing[:50]] + (
         [f"- and {len(failing) - 50} more"] if len(failing) > 50 else []
     )
-    index = out_dir / DOCS_DIR / "index.html"
+    page, docs = out_dir / PAGE_FILE, out_dir / DOCS_DIR
     lines += [
         "",
-        f"Data Docs: `{index}`" if index.is_file() else "Data Docs: not built",
+        f"Data Docs: `{page}` (self-contained, readable offline)"
+        if page.is_file()
+        else "Data Docs: not built",
         f"Result JSON: `{out_dir / RESULT_FILE}`",
     ]
+    if docs.is_dir():
+        lines.append(f"GX's own Data Docs site (needs internet for its CSS/JS): `{docs}/`")
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ audit trail (`RunContext`), the gate collector that audits and fails closed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,17 +13,36 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import pandas as pd
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from tasks.common.audit import AuditLog
 from tasks.common.catalog import BY_NAME
 from tasks.common.gates import GateFailed, GateResult
+from tasks.common.report import short
 from tasks.common.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+class _BlockIsNotACrash(logging.Filter):
+    """A stage that blocks raises `GateFailed` out of its Prefect task, and Prefect logs
+    every failed task with a traceback. A block is a verdict, not a fault: its record
+    becomes one WARNING line naming the gate (the gate lines above it say the rest)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, GateFailed):
+            record.msg, record.args = f"stage blocked by gate {exc.gate.name}", ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_BlockIsNotACrash())
 
 
 def stage_task(name: str, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
@@ -49,6 +69,21 @@ class RunContext:
         return self.settings.state_dir / "runs" / self.run_id
 
 
+def gate_line(result: GateResult) -> str:
+    """The gate as one line of the run's log: gate, verdict, measured, threshold."""
+    line = f"gate {result.name}: {'PASS' if result.passed else 'BLOCK'}; {result.explain()}"
+    return short(line, 600)  # digests cut to 12 characters (the report has them whole)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """Prefect's run logger inside a flow or task run (its lines show in the UI),
+    else this module's logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
 @dataclass
 class StageGates:
     """Collects one stage's gate results, audits each, and fails closed.
@@ -70,8 +105,9 @@ class StageGates:
             raise ValueError(
                 f"undeclared gate(s) {undeclared}: add them to tasks/common/catalog.py"
             )
-        audit = self.ctx.audit
+        audit, logger = self.ctx.audit, _run_logger()
         for r in new:
+            logger.log(logging.INFO if r.passed else logging.WARNING, "%s", gate_line(r))
             audit.append(
                 "gate",
                 run_id=self.ctx.run_id,

@@ -4,6 +4,7 @@ Prefect markdown artifact. Other tooling parses it; keep its keys stable."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,6 +71,20 @@ class RunReport(BaseModel):
     def write(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.model_dump(), indent=2, default=str) + "\n")
 
+    def gate_rows(self) -> list[dict[str, str]]:
+        """The gate table as rows that read at a normal width: digests shortened to 12
+        characters, long values cut (the full values are in the JSON report)."""
+        return [
+            {
+                "gate": g["name"],
+                "result": "pass" if g["passed"] else "BLOCK",
+                "measured": cell(g["metrics"]),
+                "threshold": cell(g["threshold"]),
+                "detail": short(g["detail"], 160),
+            }
+            for g in self.gates
+        ]
+
     def markdown(self) -> str:
         lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]
         for w in self.waivers:
@@ -81,16 +96,17 @@ class RunReport(BaseModel):
             lines.append("")
         if self.dataset:
             lines += [
-                f"Dataset `{self.dataset.get('uri')}`, sha256 `{self.dataset.get('sha256')}`,"
+                f"Dataset `{self.dataset.get('uri')}`, sha256 "
+                f"`{short(str(self.dataset.get('sha256')), 12)}`,"
                 f" {self.dataset.get('rows')} rows",
                 "",
             ]
         lines += ["| gate | result | measured | threshold | detail |", "|---|---|---|---|---|"]
-        for g in self.gates:
-            verdict = "pass" if g["passed"] else "**BLOCK**"
+        for row in self.gate_rows():
+            verdict = "pass" if row["result"] == "pass" else "**BLOCK**"
             lines.append(
-                f"| `{g['name']}` | {verdict} | {_cell(g['metrics'])} | "
-                f"{_cell(g['threshold'])} | {g['detail'].replace('|', '/')} |"
+                f"| `{row['gate']}` | {verdict} | {row['measured']} | {row['threshold']} | "
+                f"{row['detail'].replace('|', '/')} |"
             )
         if self.model:
             lines += [
@@ -103,7 +119,20 @@ class RunReport(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def _cell(values: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+_HEX = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{20,}\b")
+
+
+def short(text: str, limit: int) -> str:
+    """Long hex digests cut to 12 characters, then the text to `limit` characters."""
+    text = _HEX.sub(r"\1…", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cell(values: dict[str, Any]) -> str:
+    """A table cell of ``k=v`` pairs that reads at a normal width (digests cut)."""
+    return short(
+        ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        ),
+        120,
     ).replace("|", "/")

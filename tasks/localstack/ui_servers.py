@@ -52,6 +52,8 @@ def start(settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], str]:
         ]
     env = {**os.environ, **service_env(settings)}
     env.pop("PREFECT_API_URL", None)
+    if name == "prefect":  # the UI in the browser calls this API (else it asks :4200)
+        env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
     child = spawn(argv, env=env, log_path=log_file(settings, name), cwd=settings.state_dir)
     return child, f"http://127.0.0.1:{port}"
 

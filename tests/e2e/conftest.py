@@ -50,7 +50,7 @@ class Pipeline:
 
     def train(self, tmp: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
         report = tmp / f"report-{len(list(tmp.glob('report-*')))}.json"
-        proc = self.run("run", "--report", str(report), *extra)
+        proc = self.run("run", "--quiet", "--report", str(report), *extra)
         data = json.loads(report.read_text()) if report.exists() else {}
         return proc.returncode, data, proc.stderr
 

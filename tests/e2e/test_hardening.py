@@ -205,7 +205,11 @@ def test_a_waiver_is_shown_everywhere(hard: Pipeline, tmp_path: Path) -> None:
     }
     path = tmp_path / "r.json"
     out = subprocess.run(
-        [CLI, "run", "--report", str(path)], env=waived, capture_output=True, text=True, timeout=600
+        [CLI, "run", "--quiet", "--report", str(path)],
+        env=waived,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     assert "[WAIVED: evaluate.quality]" in one_line(out.stderr)
@@ -245,7 +249,10 @@ def test_a_huge_cell_is_refused_at_ingestion_in_bounded_time(
 def test_sigterm_stops_a_run_within_seconds_and_records_it(cold: Pipeline, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = subprocess.Popen(
-        [CLI, "run", "--report", str(report)], env=cold.env, stderr=subprocess.PIPE, text=True
+        [CLI, "run", "--quiet", "--report", str(report)],
+        env=cold.env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lock = cold.state_dir / "seaweedfs.lock"
     deadline = time.monotonic() + 120
@@ -280,7 +287,7 @@ def test_a_cold_first_run_beside_four_busy_loops_deploys(cold: Pipeline, tmp_pat
 def test_four_concurrent_runs_share_one_state_dir(cold: Pipeline, tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
-            [CLI, "run", "--report", str(tmp_path / f"r{i}.json")],
+            [CLI, "run", "--quiet", "--report", str(tmp_path / f"r{i}.json")],
             env=cold.env,
             stderr=subprocess.PIPE,
             text=True,
@@ -305,7 +312,11 @@ def test_an_unreachable_store_is_a_failure_that_says_so(cold: Pipeline, tmp_path
     }
     report = tmp_path / "r.json"
     out = subprocess.run(
-        [CLI, "run", "--report", str(report)], env=env, capture_output=True, text=True, timeout=600
+        [CLI, "run", "--quiet", "--report", str(report)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     line = one_line(out.stderr)
     assert out.returncode == 3 and "did not answer" in line and "not measured" in line, line

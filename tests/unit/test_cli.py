@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import EXIT_OK, EXIT_USAGE, main
+from tasks.common.settings import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +49,48 @@ def test_unknown_command_is_usage() -> None:
     with pytest.raises(SystemExit) as info:
         main(["deploy-everything"])
     assert info.value.code == EXIT_USAGE
+
+
+def test_deployment_parameters_are_confined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can trigger a deployment run picks neither an output path nor a config
+    outside the allow-listed directories (data/ and SECURE_PIPELINE_CONFIG_DIRS)."""
+    from flows.training import CONFIG_DIRS, _deployment_config
+    from tasks.common.settings import PROJECT_ROOT
+
+    bundled = PROJECT_ROOT / "data" / "breast_cancer.toml"
+    assert _deployment_config(str(bundled), None, None) == str(bundled)
+    assert _deployment_config(None, None, None) is None
+    outside = tmp_path / "team.toml"
+    outside.write_text(bundled.read_text())
+    for config, report, root in [
+        (str(outside), None, None),  # not allow-listed
+        (str(bundled), str(tmp_path / "r.json"), None),  # a free output path
+        (str(bundled), None, str(tmp_path)),  # a wider data root
+        (str(PROJECT_ROOT / "data" / "breast_cancer.csv"), None, None),  # not a config
+        (str(PROJECT_ROOT / "data" / ".." / ".." / "etc" / "x.toml"), None, None),
+    ]:
+        with pytest.raises(ConfigError):
+            _deployment_config(config, report, root)
+    monkeypatch.setenv(CONFIG_DIRS, str(tmp_path))  # `serve` allow-lists its config's dir
+    assert _deployment_config(str(outside), None, None) == str(outside.resolve())
+
+
+def test_run_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "blocked by a gate" in out and "--quiet" in out
+
+
+def test_the_blocked_automation_is_valid_prefect_and_expects_the_blocked_state() -> None:
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    from tasks.common.settings import PROJECT_ROOT
+
+    data = yaml.safe_load((PROJECT_ROOT / "infra/prefect/automations.yaml").read_text())
+    (automation,) = [AutomationCore.model_validate(a) for a in data["automations"]]
+    assert automation.trigger.expect == {"prefect.flow-run.Blocked"}  # type: ignore[union-attr]
+    assert automation.actions[0].type == "send-notification"

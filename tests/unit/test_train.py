@@ -21,7 +21,15 @@ from tests.conftest import bundled_dataset
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
 SUITE_SHA = "ab" * 32
-MODEL_FILES = {"MLmodel", "conda.yaml", "model.skops", "python_env.yaml", "requirements.txt"}
+MODEL_FILES = {
+    "MLmodel",
+    "conda.yaml",
+    "model.skops",
+    "python_env.yaml",
+    "requirements.txt",
+    "input_example.json",
+    "serving_input_example.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +82,9 @@ def test_registered_version_has_params_and_tags(trained):
     assert version.tags["gate_status"] == "candidate"
     assert version.tags["model_sha256"] == model.sha256
     run = client.get_run(model.mlflow_run_id)
-    assert "test-run" in run.info.run_name
+    assert run.info.run_name.startswith("breast_cancer-breast-cancer-classifier-")
     assert run.info.experiment_id == configure_mlflow(ctx.settings)
-    assert run.data.tags["prefect_flow_run_id"] == "test-run"
+    assert run.data.tags["prefect.flow_run_id"] == "test-run"
     assert run.data.tags["model_sha256"] == model.sha256
     params = run.data.params
     assert {k: params[k] for k in ("C", "max_iter", "seed", "test_fraction", "estimator")} == {

@@ -8,6 +8,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from flows.cli import main
 from tasks.checks.suite_builder import derive_suite
+from tasks.checks.validation_page import render_validation_page
 from tasks.common.context import RunContext
 from tasks.common.gates import GateFailed, GateResult
 from tasks.validate import (
@@ -67,6 +69,8 @@ def test_bundled_data_passes(ctx: RunContext, bundled: pd.DataFrame) -> None:
     saved = json.loads(out.result_path.read_text())
     assert saved["success"] is True and all(o["success"] is True for o in saved["results"])
     assert (out.evidence_dir / "data_docs" / "index.html").is_file()
+    assert out.page_path == out.evidence_dir / "validation.html"
+    assert 'class="verdict pass">PASSED<' in out.page_path.read_text()
     pages = list((out.evidence_dir / "data_docs" / "validations").rglob("*.html"))
     assert len(pages) == 1 and "sha256-0000" in pages[0].name
     size = sum(p.stat().st_size for p in (out.evidence_dir / "data_docs").rglob("*"))
@@ -247,6 +251,7 @@ def test_broken_data_blocked(
     for expected in expected_failures:
         assert any(f.startswith(expected) for f in failures), (expected, failures)
     assert (evidence(ctx) / "data_docs" / "index.html").is_file()  # evidence when blocked too
+    assert ">FAILED<" in (evidence(ctx) / "validation.html").read_text()
 
 
 @pytest.mark.parametrize(
@@ -297,9 +302,10 @@ def test_no_cell_values_in_gate_result_file_or_data_docs(
     assert SECRET not in g.model_dump_json()
     files = [
         evidence(ctx) / "validation_result.json",
+        evidence(ctx) / "validation.html",
         *(evidence(ctx) / "data_docs").rglob("*.html"),
     ]
-    assert len(files) >= 3
+    assert len(files) >= 4
     for path in files:
         assert SECRET not in path.read_text(), path
 
@@ -309,7 +315,12 @@ def test_data_docs_render_a_blocked_run_without_errors(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         blocked(ctx, _unknown_label(_strings(bundled)))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    warned = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name != "tasks.common.context"  # gate verdicts
+    ]
+    assert not warned, caplog.text  # neither GX's renderer nor ours warned
     page = next((evidence(ctx) / "data_docs" / "validations").rglob("*.html")).read_text()
     assert "Unsuccessful Expectations" in page and ctx.run_id in page
 
@@ -387,6 +398,73 @@ def test_check_expectations_counts_and_fails_closed() -> None:
     assert not odd.passed  # only a real True passes
 
 
+# --- the self-contained validation page --------------------------------------------------------
+
+
+def _outcome(kind: str, ok: bool, result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    config = {"type": kind, "kwargs": {"batch_id": "b", **kwargs}}
+    return {"success": ok, "expectation_config": config, "result": result}
+
+
+def test_validation_page_escapes_and_caps_what_it_shows() -> None:
+    values = [f"<b>{i}</b>" + "x" * 60 for i in range(8)]
+    result = {
+        "success": False,
+        "suite_name": "s<script>alert(1)</script>",
+        "statistics": {"evaluated_expectations": 3},
+        "results": [
+            _outcome("expect_table_row_count_to_be_between", True, {"observed_value": 569}),
+            _outcome(
+                "expect_column_values_to_be_in_set",
+                False,
+                {"unexpected_count": 8, "element_count": 9, "partial_unexpected_list": values},
+                column='a"b',
+                value_set=list(range(100)),
+            ),
+            _outcome("expect_column_to_exist", True, {}, column="https://example.com/x"),
+        ],
+    }
+    page = render_validation_page(result, dataset="<data>", run_id="r1", expected=3)
+    assert "<script" not in page and 'src="' not in page and 'href="' not in page
+    assert "default-src 'none'" in page  # the browser may load nothing
+    assert "s&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;data&gt;" in page
+    assert "a&quot;b" in page and "8 unexpected of 9" in page
+    shown = [v for v in values if html_escape(v[:39]) in page]
+    assert len(shown) == 5 and html_escape(values[0][:40]) not in page  # 5 values, 40 chars
+    assert "(+3 more)" in page and "(+92 more)" in page  # long lists cut
+    assert page.index('id="exp-2"') < page.index('id="exp-1"')  # failures first
+    assert 'class="verdict fail">FAILED<' in page
+
+
+def test_validation_page_fails_closed_on_missing_or_short_results() -> None:
+    assert "validation did not run (ValueError)" in render_validation_page(
+        {"success": False, "error": "ValueError"}
+    )
+    assert ">FAILED<" in render_validation_page(None)
+    one = {"success": True, "results": [_outcome("expect_x", True, {})]}
+    assert ">PASSED<" in render_validation_page(one, expected=1)
+    short = render_validation_page(one, expected=2)
+    assert ">FAILED<" in short and "only 1 of 2 expectations evaluated" in short
+
+
+def test_page_failure_does_not_change_the_verdict(
+    ctx: RunContext,
+    bundled: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(*_: Any, **__: Any) -> str:
+        raise ValueError("renderer bug")
+
+    monkeypatch.setattr("tasks.validate.render_validation_page", broken)
+    with caplog.at_level(logging.WARNING):
+        _, results = validate(ctx, as_dataset(bundled))
+    assert all(r.passed for r in results)
+    assert not (evidence(ctx) / "validation.html").exists()
+    assert "validation.html not written (ValueError)" in caplog.text
+    assert "Data Docs: not built" in summary_markdown(results, evidence(ctx))
+
+
 # --- the Prefect summary artifact -------------------------------------------------------------
 
 
@@ -399,7 +477,8 @@ def test_summary_markdown_lists_counts_failures_and_docs(
     assert "validate.expectations | **BLOCKED**" in text
     assert "Failing expectations: 2" in text
     assert "`expect_column_values_to_be_in_set(target)`" in text
-    assert f"Data Docs: `{evidence(ctx) / 'data_docs' / 'index.html'}`" in text
+    assert f"Data Docs: `{evidence(ctx) / 'validation.html'}`" in text  # the offline page
+    assert "index.html" not in text  # never GX's CDN-dependent index
 
 
 def test_task_publishes_validation_summary_artifact(
@@ -429,7 +508,7 @@ def test_task_publishes_validation_summary_artifact(
     assert len(artifacts) == 1 and artifacts[0].type == "markdown"
     body = str(artifacts[0].data)
     assert "**BLOCKED**" in body and "expect_column_values_to_be_in_set(target)" in body
-    assert str(evidence(ctx) / "data_docs" / "index.html") in body
+    assert str(evidence(ctx) / "validation.html") in body
 
 
 def test_decimal_scan_skipped_only_where_no_decimal_can_be(tmp_path: Path) -> None:
