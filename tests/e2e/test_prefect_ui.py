@@ -131,3 +131,28 @@ def test_the_uis_show_a_blocked_run_and_its_gates_in_a_browser(
     assert url is not None and "workflowType=machine_learning" in url
     wait_for_text(url, run.info.run_name, timeout=120)
     screenshot(url, artifact_path("mlflow-blocked-run.png"), virtual_time_budget_ms=15000)
+
+
+def test_a_deployed_run_holds_every_gate_in_mlflow(kept_up: Pipeline, tmp_path: Path) -> None:
+    code, report, err = kept_up.train(tmp_path)
+    assert code == 0, err
+    from tasks.common.tracking import mlflow_client
+
+    client = mlflow_client(kept_up.settings())
+    run = client.get_run(report["model"]["mlflow_run_id"])
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["status"] == "deployed" and "blocked_by" not in tags
+    assert {f"gate.{g['name']}" for g in report["gates"]} <= set(tags)
+    for gate in report["gates"]:
+        numeric = [
+            k
+            for k, v in gate["metrics"].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        assert all(f"{gate['name']}.{k}" in metrics for k in numeric), gate["name"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"run_report.json", "release"} <= artifacts
+    released = {a.path for a in client.list_artifacts(run.info.run_id, "release")}
+    assert {"release/provenance.dsse.json", "release/sbom.cdx.json"} <= released
+    version = client.get_model_version(report["model"]["name"], report["model"]["version"])
+    assert version.description.startswith("Deployed:")
