@@ -1,0 +1,132 @@
+"""What the trusted reference says about each input value: label counts by value.
+
+A screen or probe that only knows the reference's overall statistics cannot tell a
+real effect (large diamonds are mostly one cut) from a trigger (a value a poisoner
+tied to one label). The reference profile therefore keeps, for every model input,
+how many trusted rows of each class held each value:
+
+    "conditional": {
+        "classes": [label key, ...],                     # the column order of every count row
+        "numeric": {column: {"edges": [e0, ..., eB],     # equal-count bins of the reference
+                             "counts": [[n per class] per bin],
+                             "missing": [n per class]}},
+        "categorical": {column: {"counts": {category key: [n per class]},
+                                 "missing": [n per class]}},
+    }
+
+Counts, not shares, so that every comparison can be calibrated for sample size (a
+3-row bin says little; a 3000-row bin says a lot). Bins are equal-count (``BINS``
+of them, fewer when the column has fewer distinct values); values are never stored,
+only bin edges (reference quantiles) and category keys, as the rest of the profile.
+Labels and categories are keyed as everywhere else (`label_key`: 1 and 1.0 are one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.checks.poisoning import category_keys, feature_values, label_keys
+
+BINS = 20  # equal-count bins per numeric input: 5% of the reference rows each
+
+
+def _class_index(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    return pd.Categorical(label_keys(labels), categories=classes).codes.astype(np.int64)
+
+
+def _count(groups: np.ndarray, cls: np.ndarray, n_groups: int, n_classes: int) -> np.ndarray:
+    """(group, class) count matrix; rows with a negative group or class are left out."""
+    ok = (groups >= 0) & (cls >= 0)
+    flat = groups[ok] * n_classes + cls[ok]
+    return np.bincount(flat, minlength=n_groups * n_classes).reshape(n_groups, n_classes)
+
+
+def bin_edges(values: np.ndarray, bins: int = BINS) -> list[float]:
+    """Equal-count bin edges of the finite `values` (reference values, distinct).
+
+    A column with at most `bins` distinct values (a year, a count) gets one bin per
+    value: the edges are the smallest and largest value and the midpoints between.
+    """
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return []
+    distinct = np.unique(finite)
+    if len(distinct) <= bins:
+        mids = (distinct[:-1] + distinct[1:]) / 2
+        edges = (
+            np.concatenate([distinct[:1], mids, distinct[-1:]]) if len(distinct) > 1 else distinct
+        )
+    else:
+        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="lower"))
+    return [float(e) for e in edges]
+
+
+def bin_index(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin of each value (0 .. len(edges) - 2; a value beyond the reference range falls
+    in the outermost bin: see `outside`), -1 for a missing value. A column whose
+    reference held one value has a single bin."""
+    e = np.asarray(edges, dtype=np.float64)
+    idx = np.searchsorted(e[1:-1], values, side="right") if len(e) > 2 else np.zeros(len(values))
+    idx = np.asarray(idx, dtype=np.int64)
+    idx[~np.isfinite(values)] = -1
+    return idx
+
+
+def outside(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
+    """True where a finite value lies beyond the reference's smallest or largest value."""
+    e = np.asarray(edges, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & ((values < e[0]) | (values > e[-1]))
+
+
+def build_conditional(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    numeric: Iterable[str],
+    categorical: Iterable[str],
+    bins: int = BINS,
+) -> dict[str, Any]:
+    """The ``conditional`` section of a reference profile (see the module docstring)."""
+    labels = frame[target]
+    counts = label_keys(labels).value_counts()
+    classes = sorted(str(k) for k in counts.index)
+    cls = _class_index(labels, classes)
+    k = len(classes)
+    out: dict[str, Any] = {"classes": classes, "numeric": {}, "categorical": {}}
+    for col in numeric:
+        values = feature_values(frame, col)
+        edges = bin_edges(values, bins)
+        n_bins = max(len(edges) - 1, 1)
+        idx = bin_index(edges, values) if edges else np.full(len(values), -1)
+        out["numeric"][col] = {
+            "edges": edges,
+            "counts": _count(idx, cls, n_bins, k).tolist() if edges else [],
+            "missing": _count(np.where(idx < 0, 0, -1), cls, 1, k)[0].tolist(),
+        }
+    for col in categorical:
+        keys = category_keys(frame[col])
+        cats = sorted(str(c) for c in keys.dropna().unique())
+        codes = pd.Categorical(keys, categories=cats).codes.astype(np.int64)
+        table = _count(codes, cls, len(cats), k)
+        out["categorical"][col] = {
+            "counts": {c: table[i].tolist() for i, c in enumerate(cats)},
+            "missing": _count(np.where(codes < 0, 0, -1), cls, 1, k)[0].tolist(),
+        }
+    return out
+
+
+def class_totals(conditional: Mapping[str, Any]) -> np.ndarray:
+    """Reference rows per class (in ``conditional["classes"]`` order)."""
+    for section in ("numeric", "categorical"):
+        for st in conditional[section].values():
+            rows = st["counts"].values() if section == "categorical" else st["counts"]
+            total = np.asarray(st["missing"], dtype=np.float64)
+            for r in rows:
+                total = total + np.asarray(r, dtype=np.float64)
+            return total
+    return np.zeros(len(conditional["classes"]))
