@@ -22,15 +22,12 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
     from tasks.trust.envelope import key_provider
     from tasks.trust.signing import trusted_keys
 
-    uri, expected, registry = model_ref, None, None
+    uri, expected = model_ref, None
     if uri.startswith("models:/"):  # the registry only says where to look: all is checked
         from tasks.common.tracking import ModelRegistry
 
         name, version, uri = ModelRegistry.resolve(settings, model_ref)
-        expected, registry = (
-            {"name": name, "version": version},
-            ModelRegistry.for_settings(settings),
-        )
+        expected = {"name": name, "version": version}
     try:
         bucket, key = release.parse_s3_uri(uri)
     except release.ReleaseError as exc:
@@ -46,7 +43,12 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
             workdir=workdir,
             expected=expected,
         )
-    if registry is not None and expected is not None and result.ok:
+    if expected is not None and result.ok:
+        from tasks.common.tracking import ModelRegistry, mlflow_client
+
+        # The model the reference names, which verify_release has just checked is the
+        # signed release's own: never the config's model (verify needs no --config).
+        registry = ModelRegistry(mlflow_client(settings), expected["name"])
         result.checks.append(
             registry.check_files(expected["version"], signed=result.model["files"])
         )
