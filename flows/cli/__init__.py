@@ -18,7 +18,7 @@ import sys
 
 from flows.cli.admin import cmd_keys, cmd_local
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, EXIT_USAGE, mute, say
-from flows.cli.onboard import cmd_init, cmd_profile, cmd_suite
+from flows.cli.onboard import cmd_init, cmd_profile, cmd_refresh, cmd_suite
 from flows.cli.release import cmd_audit, cmd_fetch, cmd_verify
 from flows.cli.run import RUN_EXIT_CODES, cmd_run, cmd_serve
 from tasks.common.errors import Interrupted, explain, signal_number
@@ -110,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--out", required=True, help="suite path (JSON)")
     suite.add_argument("--notes", help="notes stored in the suite")
     suite.set_defaults(func=cmd_suite)
+
+    refresh = sub.add_parser(
+        "refresh",
+        parents=[common],
+        help="after editing column roles: re-derive the suite and signed profile, re-pin",
+    )
+    refresh.add_argument(
+        "--data", help="the trusted CSV or Parquet file (default: the config's dataset.source)"
+    )
+    refresh.set_defaults(func=cmd_refresh)
 
     keys_cmd = sub.add_parser(
         "keys", parents=[common], help="the pipeline's signing and master keys"

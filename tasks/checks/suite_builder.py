@@ -152,7 +152,12 @@ def _not_null(column: str, series: pd.Series, *, policy: str, min_rows: int) -> 
 
 
 def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> list[dict[str, Any]]:
-    s = series.astype("float64")  # text raises ValueError: declare the column categorical
+    try:
+        s = series.astype("float64")
+    except (TypeError, ValueError):  # pandas' message quotes a cell: say what, not which
+        raise ValueError(
+            f"numeric column {column!r} holds text: declare it categorical or ignored"
+        ) from None
     lo, hi, mean, sd = float(s.min()), float(s.max()), float(s.mean()), float(s.std())
     q = [float(v) for v in s.quantile([0.25, 0.5, 0.75])]
     iqr = q[2] - q[0]
