@@ -109,3 +109,24 @@ def test_repin_replaces_only_the_pin_lines() -> None:
     )
     with pytest.raises(InitError, match=re.escape('2 `suite_sha256 = "..."` lines')):
         repin(out + f'suite_sha256 = "{a}"\n', suite_sha256=a, profile_sha256=b)
+
+
+def test_suite_and_profile_print_their_pins_like_refresh(onboarded, tmp_path: Path) -> None:
+    config, table, state = onboarded
+    for command, key in (("suite", "suite_sha256"), ("profile", "reference_profile_sha256")):
+        out_file = tmp_path / f"made.{command}.json"
+        made = cli(
+            command, str(table), "--config", str(config), "--out", str(out_file), state=state
+        )
+        assert made.returncode == 0, made.stderr
+        assert made.stdout == f'{key} = "{sha(out_file)}"\n'  # ready to paste
+    missing = cli(
+        "suite",
+        str(tmp_path / "nope.csv"),
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "x.json"),
+        state=state,
+    )
+    assert missing.returncode == 2 and missing.stdout == ""
