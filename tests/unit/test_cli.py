@@ -148,4 +148,3 @@ def test_command_with_a_closed_output_keeps_its_exit_code(tmp_path: Path, closed
     assert (tmp_path / "state" / "keys" / "signing.pub").exists()
     shown = (proc.stderr if closed == "stdout" else proc.stdout) or b""
     assert b"Traceback" not in shown and b"BrokenPipe" not in shown
-
