@@ -193,7 +193,3 @@ def _dispatch(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - one readable line, never a traceback
         say(f"error: {explain(exc)}")
         return EXIT_CRASH
-
-
-if __name__ == "__main__":
-    sys.exit(main())
