@@ -86,6 +86,8 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.onboarding import InitError
     from tasks.refresh import refresh_dataset
 
+    if not args.config:  # never the bundled config by default: refresh rewrites it
+        raise ConfigError("refresh rewrites the config it re-pins: name it with --config FILE")
     try:
         done = refresh_dataset(
             settings,

@@ -130,3 +130,13 @@ def test_suite_and_profile_print_their_pins_like_refresh(onboarded, tmp_path: Pa
         state=state,
     )
     assert missing.returncode == 2 and missing.stdout == ""
+
+
+def test_refresh_needs_a_named_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.cli import EXIT_USAGE, main
+
+    monkeypatch.setenv("SECURE_PIPELINE_STATE_DIR", str(tmp_path / "state"))
+    assert main(["refresh"]) == EXIT_USAGE  # the bundled config is never rewritten
+    assert "--config FILE" in capsys.readouterr().err
