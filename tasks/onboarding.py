@@ -12,8 +12,11 @@ only ever uses what the config declares. Inference rules (`infer_columns`):
 * numbers are numeric inputs, except an integer column with a distinct value per row
   (an id: ignored) and an integer column of few codes named like a code
   (``*_code``, ``*_type``, ...: categorical);
-* text and booleans with few distinct values are categorical; text with many (free
-  text, ids, timestamps) is ignored;
+* text is read for what it holds (`tasks.checks.column_kinds`): dates and timestamps
+  (90% or more of the values parse as dates), free text (a median of 3 words or more,
+  half the values distinct) and ids (a distinct value in every row) are ignored, with
+  the measured reason in the config; other text and booleans with few distinct values
+  are categorical, text with many is ignored;
 * a column that is entirely missing is ignored;
 * an input with missing values is imputed (median for numbers, most frequent category
   for text); one without any refuses them (a gap later blocks the run).
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.checks.column_kinds import date_reason, id_reason, text_reason
 from tasks.checks.pii import check_pii, scan
 from tasks.checks.profile import build_profile, read_table, write_profile
 from tasks.checks.suite_builder import derive_suite, write_suite
@@ -59,38 +63,61 @@ class Columns:
 
 
 def infer_columns(frame: pd.DataFrame, *, target: str, pii: dict[str, str]) -> Columns:
-    """Roles and missing policies for every column but the target and the PII."""
+    """Roles and missing policies for every column but the target and the PII.
+
+    Args:
+        frame: The trusted table.
+        target: The label column (no role).
+        pii: Declared personal-data columns (no role: dropped or pseudonymised).
+
+    Returns:
+        The roles, with the reason for every ignored column (what was measured,
+        never a value of the table).
+    """
     out = Columns()
     rows = len(frame)
     for col in (str(c) for c in frame.columns):
         if col == target or col in pii:
             continue
         s = frame[col]
-        distinct = int(s.nunique(dropna=True))
         if s.isna().all():
             out.ignored[col] = "entirely missing"
             continue
-        if pd.api.types.is_bool_dtype(s):
-            kind = "categorical"
-        elif pd.api.types.is_numeric_dtype(s):
-            whole = pd.api.types.is_integer_dtype(s) or bool(
-                (s.dropna() == s.dropna().round()).all()
-            )
-            if whole and distinct == rows and rows > 1:
-                out.ignored[col] = "a distinct integer per row: looks like an id"
-                continue
-            kind = (
-                "categorical" if whole and distinct <= 20 and CODE_NAME.search(col) else "numeric"
-            )
-        elif distinct <= min(MAX_CATEGORIES, max(rows // 2, 2)):
-            kind = "categorical"
-        else:
-            out.ignored[col] = f"text with {distinct} distinct values: free text or ids"
+        kind, why = _role(col, s, rows)
+        if kind == "ignored":
+            out.ignored[col] = why
             continue
         (out.numeric if kind == "numeric" else out.categorical).append(col)
         if s.isna().any():
             out.missing[col] = "median" if kind == "numeric" else "most_frequent"
     return out
+
+
+def _role(col: str, s: pd.Series, rows: int) -> tuple[str, str]:
+    """("numeric" | "categorical" | "ignored", why) for one column with values."""
+    if pd.api.types.is_bool_dtype(s):
+        return "categorical", ""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return "ignored", "a date/time column (by its type)"
+    distinct = int(s.nunique(dropna=True))
+    if pd.api.types.is_numeric_dtype(s):
+        why = id_reason(s) if distinct == rows else None
+        if why:
+            return "ignored", why
+        whole = pd.api.types.is_integer_dtype(s) or bool((s.dropna() == s.dropna().round()).all())
+        # Integer codes stay categories when named like codes; other numbers are measures.
+        code = whole and distinct <= 20 and CODE_NAME.search(col)
+        return ("categorical" if code else "numeric"), ""
+    # Text: by content first (dates, prose, ids), then by how many values it has.
+    why = date_reason(s) or text_reason(s) or id_reason(s)
+    if why:
+        return "ignored", why
+    if distinct <= min(MAX_CATEGORIES, max(rows // 2, 2)):
+        return "categorical", ""
+    share = distinct / max(int(s.notna().sum()), 1)
+    return "ignored", (
+        f"text with {distinct} distinct values ({share:.0%} of rows): too many for categories"
+    )
 
 
 def _toml_list(values: list[str]) -> str:

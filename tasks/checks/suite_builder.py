@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,43 @@ CATEGORY_MOSTLY = 0.98  # share of non-missing values that must be known categor
 MISSING_MARGIN = 0.05  # least allowance above the observed missing rate (imputed inputs)
 INT_TYPES = ["int64", "int32"]
 FLOAT_TYPES = ["float64", "float32"]
+# Relative slack for floating point: GX and pandas may sum a column in another order,
+# so a mean or a standard deviation can differ in its last bits between the two.
+FLOAT_GUARD = 2.0**-40
+ROUND_DIGITS = 2  # bounds keep this many digits below the leading digit of the margin
+FLOAT_DIGITS = 16  # finer than this, relative to the value, a float has no digits
 
 
-def _sig(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}") if math.isfinite(value) and value != 0 else float(value)
+def outward(lo: float, hi: float, *, margin: float, magnitude: float = 0.0) -> list[float]:
+    """[lo, hi] widened by the floating-point guard and rounded outward (floor the lower,
+    ceil the upper) at a precision set by `margin`, the band's spread, never by the
+    values' magnitude: a year 2007-2009 keeps digits beyond 2008, so the band around its
+    mean 2008.02 stays around it.
+
+    Args:
+        lo, hi: The band before rounding (lo <= hi).
+        margin: How far the band reaches beyond the observed value (a share of the
+            column's spread, standard error or range); 0 for an exact band.
+        magnitude: The size of the values the bound is measured on (the mean, for a
+            standard deviation), when it exceeds the bounds' own.
+
+    Returns:
+        ``[low, high]`` with ``low <= lo`` and ``high >= hi``, both floats.
+    """
+    size = max(abs(lo), abs(hi), abs(magnitude))
+    guard = FLOAT_GUARD * size
+    lo, hi = lo - guard, hi + guard
+    step = margin if margin > 0 else hi - lo
+    if not (math.isfinite(step) and step > 0 and math.isfinite(size)):
+        return [float(lo), float(hi)]  # an exact band (a constant zero), or not a number
+    exponent = math.floor(math.log10(step)) - ROUND_DIGITS
+    exponent = max(exponent, math.floor(math.log10(size)) - FLOAT_DIGITS)
+    quantum = Decimal(1).scaleb(exponent)
+    # Decimal(x) is x exactly; rounding it toward -inf (+inf) and back to the nearest
+    # float cannot cross x again, which is a float itself.
+    low = float(Decimal(lo).quantize(quantum, rounding=ROUND_FLOOR))
+    high = float(Decimal(hi).quantize(quantum, rounding=ROUND_CEILING))
+    return [low, high]
 
 
 def _native(value: Any) -> Any:
@@ -42,13 +76,27 @@ def _value_set(series: pd.Series) -> list[Any]:
     return sorted(values, key=lambda v: (type(v).__name__, v))
 
 
-def _value_range(lo: float, hi: float) -> tuple[float, float]:
+def _value_range(lo: float, hi: float) -> list[float]:
     """[min - |min|/2, max + |max|/2], a scale-free band for a one-signed quantity; a
     range that crosses zero is widened by half its width instead (|min|/2 near zero
     means nothing)."""
     if lo < 0 < hi:
-        return _sig(lo - (hi - lo) / 2, 6), _sig(hi + (hi - lo) / 2, 6)
-    return _sig(lo - abs(lo) / 2, 6), _sig(hi + abs(hi) / 2, 6)
+        half = (hi - lo) / 2
+        return outward(lo - half, hi + half, margin=half)
+    low = outward(lo - abs(lo) / 2, lo, margin=abs(lo) / 2)[0]
+    high = outward(hi, hi + abs(hi) / 2, margin=abs(hi) / 2)[1]
+    return [low, high]
+
+
+def _between(column: str, bounds: list[float]) -> dict[str, Any]:
+    return {"column": column, "min_value": bounds[0], "max_value": bounds[1]}
+
+
+def _stdev_band(sd: float, mean: float) -> list[float]:
+    """[sd/3, 3 sd], rounded outward; the floating-point guard is the mean's, since a
+    constant column's deviation is rounding noise on its mean."""
+    low, high = outward(sd / 3, sd * 3, margin=sd / 3, magnitude=mean)
+    return [max(low, 0.0), high]
 
 
 def _type_check(column: str, series: pd.Series, *, may_be_missing: bool) -> dict[str, Any]:
@@ -104,29 +152,29 @@ def _not_null(column: str, series: pd.Series, *, policy: str, min_rows: int) -> 
 
 
 def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> list[dict[str, Any]]:
-    s = series.astype("float64")  # text raises ValueError: declare the column categorical
+    try:
+        s = series.astype("float64")
+    except (TypeError, ValueError):  # pandas' message quotes a cell: say what, not which
+        raise ValueError(
+            f"numeric column {column!r} holds text: declare it categorical or ignored"
+        ) from None
     lo, hi, mean, sd = float(s.min()), float(s.max()), float(s.mean()), float(s.std())
     q = [float(v) for v in s.quantile([0.25, 0.5, 0.75])]
     iqr = q[2] - q[0]
-    low, high = _value_range(lo, hi)
+    bounds = _value_range(lo, hi)
+    if not math.isfinite(sd):  # one row: no spread to measure
+        sd = 0.0
     return [
         _type_check(column, series, may_be_missing=policy != "refuse"),
         _not_null(column, series, policy=policy, min_rows=min_rows),
-        {
-            "type": "expect_column_values_to_be_between",
-            "kwargs": {"column": column, "min_value": low, "max_value": high},
-        },
+        {"type": "expect_column_values_to_be_between", "kwargs": _between(column, bounds)},
         {
             "type": "expect_column_mean_to_be_between",
-            "kwargs": {
-                "column": column,
-                "min_value": _sig(mean - sd / 2),
-                "max_value": _sig(mean + sd / 2),
-            },
+            "kwargs": _between(column, outward(mean - sd / 2, mean + sd / 2, margin=sd / 2)),
         },
         {
             "type": "expect_column_stdev_to_be_between",
-            "kwargs": {"column": column, "min_value": _sig(sd / 3), "max_value": _sig(sd * 3)},
+            "kwargs": _between(column, _stdev_band(sd, mean)),
         },
         {
             "type": "expect_column_quantile_values_to_be_between",
@@ -134,7 +182,7 @@ def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> l
                 "column": column,
                 "quantile_ranges": {
                     "quantiles": [0.25, 0.5, 0.75],
-                    "value_ranges": [[_sig(v - iqr), _sig(v + iqr)] for v in q],
+                    "value_ranges": [outward(v - iqr, v + iqr, margin=iqr) for v in q],
                 },
             },
         },
@@ -182,7 +230,9 @@ def derive_suite(
     missing values are allowed), missing values, values in [min - |min|/2,
     max + |max|/2] (half the range beyond each end if it crosses zero), mean within
     +-0.5 sd (5 standard errors at `min_rows`), sd in [sd/3, 3 sd], quartiles within
-    +-1 IQR; missing values are skipped by each.
+    +-1 IQR; missing values are skipped by each. Every bound is rounded outward (the
+    lower one down, the upper one up) at a hundredth of its margin (`outward`), so it
+    holds the observed value however large the column's magnitude is.
     Per categorical input: type, missing values, values in the observed categories
     for at least 98% of the non-missing rows (a few new categories pass, a surge
     fails). Missing values: none for a "refuse" input; for an imputed one at most the

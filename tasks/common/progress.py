@@ -4,8 +4,10 @@ a line every `TICK` seconds, so a 1M-row run never looks stuck.
 
 The CLI attaches its terminal (`attach`) before it redirects the libraries' own
 console output to a log file; `--quiet` attaches nothing, and nothing is printed
-(the flow run under a Prefect worker has no terminal either). Every line goes to
-Prefect's run log too, through the gate lines of `StageGates`.
+(the flow run under a Prefect worker has no terminal either). A terminal that stops
+accepting lines (its pipe closed) is dropped: an output error is never a gate's or the
+run's failure. Every line goes to Prefect's run log too, through the gate lines of
+`StageGates`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,17 @@ def attach(stream: TextIO | None) -> None:
 
 
 def _say(text: str) -> None:
+    global _out
     with _lock:
-        if _out is not None:
+        if _out is None:
+            return
+        try:
             _out.write(text + "\n")
             _out.flush()
+        except (OSError, ValueError):
+            # The terminal went away (a closed pipe, `| head -1`; a closed file): the
+            # run's work never depends on its terminal, so stop writing, not the run.
+            _out = None
 
 
 def stage_line(name: str, results: Sequence[GateResult], seconds: float | None) -> str:

@@ -58,3 +58,13 @@ def test_init_then_run_deploys_each_estimator(
         "verify", "--config", str(config), f"models:/customers-classifier/{version}"
     )
     assert verified.returncode == 0, verified.stderr
+    # No --config: the reference names the model, MLflow's copy is looked up by that name
+    # (not the default config's model), and the fetched release is the signed one.
+    alone = pipe.run("verify", "models:/customers-classifier@champion")
+    assert alone.returncode == 0, alone.stderr
+    assert "ok   mlflow.artifact: MLflow's copy holds exactly the signed files" in alone.stderr
+    fetched = pipe.run(
+        "fetch", "models:/customers-classifier@champion", "--out", str(tmp_path / "r")
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "r" / "model.skops").is_file()

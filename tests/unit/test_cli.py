@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from flows.cli import EXIT_OK, EXIT_USAGE, main
 from tasks.common.settings import ConfigError
+
+CLI = str(Path(sys.executable).parent / "secure-pipeline")
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +100,51 @@ def test_the_blocked_automation_is_valid_prefect_and_expects_the_blocked_state()
     (automation,) = [AutomationCore.model_validate(a) for a in data["automations"]]
     assert automation.trigger.expect == {"prefect.flow-run.Blocked"}  # type: ignore[union-attr]
     assert automation.actions[0].type == "send-notification"
+
+
+# --- a closed output pipe (`| head -1`) is the reader's choice, never a failure -----------
+
+
+def _closed_pipe() -> int:
+    """The write end of a pipe whose reader has gone: a write gets EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    return write_end
+
+
+def test_stage_lines_stop_on_a_closed_pipe_and_the_stage_goes_on() -> None:
+    from tasks.common import progress
+    from tasks.common.gates import GateResult
+
+    gate = GateResult(name="ingest.size", passed=True, metrics={}, threshold={}, detail="")
+    with os.fdopen(_closed_pipe(), "w") as closed:
+        progress.attach(closed)
+        try:
+            progress.finished("ingest", [gate], 0.1)  # no BrokenPipeError reaches the stage
+            assert progress._out is None  # detached: later stages write nothing
+        finally:
+            progress.attach(None)
+            with contextlib.suppress(BrokenPipeError):
+                closed.close()
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_command_with_a_closed_output_keeps_its_exit_code(tmp_path: Path, closed: str) -> None:
+    """`keys init | true`: the keys are made, the exit code is 0, no traceback."""
+    env = {**os.environ, "SECURE_PIPELINE_STATE_DIR": str(tmp_path / "state")}
+    fd = _closed_pipe()
+    try:
+        proc = subprocess.run(
+            [CLI, "keys", "init"],
+            env=env,
+            stdout=fd if closed == "stdout" else subprocess.PIPE,
+            stderr=fd if closed == "stderr" else subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(fd)
+    assert proc.returncode == EXIT_OK
+    assert (tmp_path / "state" / "keys" / "signing.pub").exists()
+    shown = (proc.stderr if closed == "stdout" else proc.stdout) or b""
+    assert b"Traceback" not in shown and b"BrokenPipe" not in shown

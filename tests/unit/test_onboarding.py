@@ -84,6 +84,44 @@ def test_inference_rules() -> None:
     assert set(roles.ignored) == {"id", "note", "gone"} and roles.missing == {}
 
 
+def test_dates_free_text_and_ids_are_recognised_by_content() -> None:
+    """A date column with three values, a comment column, a string id: none is an input,
+    and the config says what was measured (no value of the table)."""
+    rng = np.random.default_rng(0)
+    words = np.array(["late", "good", "price", "again", "never", "item", "ok", "box"])
+    frame = pd.DataFrame(
+        {
+            "month": ["2013-04-01", "2013-05-01", "2013-06-01"] * 100,  # few values, yet dates
+            "seen_at": pd.date_range("2013-04-01", periods=300, freq="h").strftime(
+                "%Y-%m-%dT%H:%M:%S"
+            ),
+            "opened": pd.date_range("2013-04-01", periods=300).strftime("%d/%m/%Y"),
+            "comment": [" ".join(rng.choice(words, size=rng.integers(4, 12))) for _ in range(300)],
+            "sku": [f"SKU-{i:05d}" for i in range(300)],
+            "city": rng.choice(["New York", "Paris", "Rome"], 300),  # two words: a category
+            "store_type": rng.choice([1, 2, 3], 300),
+            "year": rng.choice([2007, 2008, 2009], 300),  # few integers: still a measure
+            "y": rng.choice(["a", "b"], 300),
+        }
+    )
+    roles = infer_columns(frame, target="y", pii={})
+    assert roles.categorical == ["city", "store_type"] and roles.numeric == ["year"]
+    why = roles.ignored
+    assert why["month"] == "parses as ISO dates in 100% of rows"
+    assert why["seen_at"] == "parses as ISO timestamps in 100% of rows"
+    assert why["opened"] == "parses as dates in 100% of rows"
+    assert why["comment"].startswith("free text: median ") and "words, " in why["comment"]
+    assert why["sku"] == "a distinct value in each of 300 rows: looks like an id"
+    assert not any("SKU" in r or "2013" in r or "late" in r for r in why.values())
+
+
+def test_text_that_is_mostly_not_dates_stays_a_category() -> None:
+    """Below 90% of values parsing as dates, a column is not a date column."""
+    values = ["2013-04-01"] * 20 + ["unknown", "pending", "n/a"] * 60  # 10% dates
+    roles = infer_columns(pd.DataFrame({"when": values, "y": [0, 1] * 100}), target="y", pii={})
+    assert roles.categorical == ["when"] and roles.ignored == {}
+
+
 def _flip_within_one_class(f: pd.DataFrame) -> pd.DataFrame:
     low = f.index[f["segment"] == "low"]
     f.loc[low[: int(0.10 * len(f))], "segment"] = "medium"

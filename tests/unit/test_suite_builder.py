@@ -150,3 +150,54 @@ name = "m"
     made = json.loads((tmp_path / "c.json").read_text())
     assert made["meta"] == {"notes": "derived from customers.csv"}
     assert made["expectations"] == suite["expectations"]  # the same roles, the same suite
+
+
+# --- bounds hold the table they were derived from, at any magnitude ---------------------
+
+
+def large_and_narrow(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Columns whose magnitude dwarfs their spread: 4 significant digits cannot hold
+    them (a year's mean 2008.02 rounded to [2008.0, 2008.0] failed its own table)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "year": rng.choice([2007, 2008, 2009], size=rows, p=[0.24, 0.50, 0.26]),
+            "price": rng.integers(123_400, 123_480, size=rows),
+            "huge": 1e12 + rng.normal(0.0, 1e-3, size=rows),
+            "flat": np.full(rows, 0.1),  # no spread at all: only float noise in its mean
+            "label": rng.integers(0, 2, size=rows),
+        }
+    )
+
+
+def test_bounds_contain_what_they_were_derived_from() -> None:
+    frame = large_and_narrow()
+    suite = derive_suite(frame, name="t", target="label", notes="")
+    for col in ("year", "price", "huge", "flat"):
+        s, kw = frame[col].astype("float64"), by_column(suite, col)
+        checks = {
+            "expect_column_values_to_be_between": (s.min(), s.max()),
+            "expect_column_mean_to_be_between": (s.mean(), s.mean()),
+            "expect_column_stdev_to_be_between": (s.std(), s.std()),
+        }
+        for kind, (lo, hi) in checks.items():
+            assert kw[kind]["min_value"] <= lo <= hi <= kw[kind]["max_value"], (col, kind)
+        ranges = kw["expect_column_quantile_values_to_be_between"]["quantile_ranges"]
+        for q, (low, high) in zip(ranges["quantiles"], ranges["value_ranges"], strict=True):
+            assert low <= s.quantile(q) <= high, (col, q)
+    year = by_column(suite, "year")["expect_column_mean_to_be_between"]
+    assert year["min_value"] < 2008.0 < frame["year"].mean() < year["max_value"]
+    assert year["max_value"] - year["min_value"] < 1  # spread-sized, not magnitude-sized
+
+
+def test_large_narrow_table_passes_its_suite_and_a_shift_fails() -> None:
+    frame = large_and_narrow()
+    suite = derive_suite(frame, name="t", target="label", notes="")
+    assert failures(frame, suite) == set()  # GX's own metrics, on the table it came from
+    assert failures(large_and_narrow(seed=1), suite) == set()  # a fresh draw too
+    shifted = frame.assign(year=frame["year"] + 1, price=frame["price"] + 200)
+    assert failures(shifted, suite) == {
+        ("expect_column_mean_to_be_between", "year"),
+        ("expect_column_mean_to_be_between", "price"),
+        ("expect_column_quantile_values_to_be_between", "price"),  # year: within 1 IQR
+    }

@@ -1,0 +1,156 @@
+"""`secure-pipeline verify`, `fetch` and `audit verify`: check what was released and
+the audit chain, against the bucket."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from flows.cli.common import EXIT_BLOCKED, EXIT_OK, emit, say, write_report
+from tasks.common import environment
+from tasks.common.errors import explain
+from tasks.common.settings import ConfigError, Settings
+from tasks.localstack import stack
+
+
+def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
+    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`)."""
+    environment.configure(settings)
+    from tasks.common.s3 import s3_client
+    from tasks.trust import release
+    from tasks.trust.envelope import key_provider
+    from tasks.trust.signing import trusted_keys
+
+    uri, expected = model_ref, None
+    if uri.startswith("models:/"):  # the registry only says where to look: all is checked
+        from tasks.common.tracking import ModelRegistry
+
+        name, version, uri = ModelRegistry.resolve(settings, model_ref)
+        expected = {"name": name, "version": version}
+    try:
+        bucket, key = release.parse_s3_uri(uri)
+    except release.ReleaseError as exc:
+        raise ConfigError(str(exc)) from None
+    with stack.s3_service(settings) as endpoint:
+        result = release.verify_release(
+            s3_client(endpoint),
+            bucket=bucket,
+            release_key=key,
+            public_key=trusted_keys(settings.keys_dir),
+            key_provider=key_provider(settings, purpose="decrypt"),
+            max_bytes=settings.dataset.max_bytes,
+            workdir=workdir,
+            expected=expected,
+        )
+    if expected is not None and result.ok:
+        from tasks.common.tracking import ModelRegistry, mlflow_client
+
+        # The model the reference names, which verify_release has just checked is the
+        # signed release's own: never the config's model (verify needs no --config).
+        registry = ModelRegistry(mlflow_client(settings), expected["name"])
+        result.checks.append(
+            registry.check_files(expected["version"], signed=result.model["files"])
+        )
+    return result
+
+
+def _print_verification(result: Any) -> None:
+    """Every check, then what the provenance says: the waivers and the gates."""
+    from tasks.trust import provenance
+
+    for name, ok, detail in result.checks:
+        say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    recorded = provenance.internal(result.provenance) if result.provenance else {}
+    for w in recorded.get("waivers", []):
+        say(f"WAIVED {w['gate']}: {w['setting']} = {w['value']} (safe {w['safe']}): {w['reason']}")
+    gates = recorded.get("gates", [])
+    if gates:
+        passed = sum(bool(g["passed"]) for g in gates)
+        say(f"gates in the signed provenance: {passed}/{len(gates)} passed")
+    if not recorded.get("waivers") and gates:
+        say("waivers in the signed provenance: none")
+
+
+def _verification_report(result: Any) -> dict[str, Any]:
+    return {
+        "uri": result.uri,
+        "verified": result.ok,
+        "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
+        "model": result.release.get("model"),
+        "provenance": result.provenance or None,
+    }
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="verify-") as workdir:
+        result = _verified(settings, args.model_ref, Path(workdir))
+    _print_verification(result)
+    write_report(args.report, _verification_report(result))
+    say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
+    return EXIT_OK if result.ok else EXIT_BLOCKED
+
+
+def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify, decrypt and write the release directory to --out (nothing on failure)."""
+    import shutil
+    import tempfile
+
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty directory: choose a new one")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        result = _verified(settings, args.model_ref, staging)
+        _print_verification(result)
+        if not result.ok:
+            say(f"NOT verified: {result.uri}; nothing written to {out}")
+            return EXIT_BLOCKED
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    emit(str(out))
+    say(
+        f"fetched {result.uri} into {out}: "
+        f"{', '.join(sorted(p.name for p in out.iterdir()))}; check it without this project: "
+        f"model_signing verify key {out} --signature {out}/model.sig --public_key "
+        f"{settings.keys_dir / 'signing.pub'}"
+    )
+    return EXIT_OK
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from tasks.common.audit import AuditLog
+
+    status = AuditLog(settings.audit_path).verify()
+    say(f"audit log {settings.audit_path}: {status.detail}; head {status.head[:16]}")
+    if not status.intact:
+        return EXIT_BLOCKED
+    # Always against the bucket: a deleted or emptied log is exactly what anchors catch.
+    environment.configure(settings)
+    from tasks.common.anchors import check_anchors
+    from tasks.common.s3 import s3_client
+    from tasks.trust.release import scan_releases
+
+    st = settings.storage
+    try:
+        with stack.s3_service(settings) as endpoint:
+            client = s3_client(endpoint)
+            anchored, detail = check_anchors(settings, client)
+            incomplete, deleted = scan_releases(client, bucket=st.bucket, prefix=st.prefix)
+    except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
+        anchored, detail, incomplete, deleted = False, f"cannot read them ({explain(exc)})", [], []
+    say(f"anchors in s3://{st.bucket}: {detail}")
+    if incomplete:
+        say(
+            f"incomplete releases (a deploy stopped before its release record; never "
+            f"released, nothing points at them): {', '.join(incomplete)}"
+        )
+    if deleted:
+        say(f"release objects hidden by delete markers: {', '.join(deleted)}")
+    return EXIT_OK if anchored and not deleted else EXIT_BLOCKED

@@ -1,0 +1,139 @@
+"""`secure-pipeline run` (one secure training run, its terminal lines and exit code)
+and `secure-pipeline serve` (the scheduled deployment)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, say
+from tasks.common import environment
+from tasks.common.environment import PREFECT_START_TIMEOUT
+from tasks.common.errors import signal_number
+from tasks.common.settings import ConfigError, Settings
+from tasks.localstack import stack
+from tasks.trust.keys import has_keys, require
+
+RUN_EXIT_CODES = """exit codes:
+  0        deployed: every gate passed, the release verified, the champion moved
+  1        blocked by a gate (the line names it, what was measured and the threshold)
+  2        bad usage or configuration (a missing key included)
+  3        crashed (the line says the cause; the previous champion stays)
+  130/143  interrupted by SIGINT/SIGTERM (recorded; the services it started stopped)
+
+Each stage prints one line as it finishes (gates passed, seconds), a long one says
+every 10 s that it still runs; then the verdict line. --quiet prints only the verdict."""
+
+
+def _data_arg(value: str | None) -> str | None:
+    if value is None or "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())  # the flow may run from another cwd
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    if has_keys(settings.keys_dir):
+        require(settings.keys_dir)  # a key gone missing refuses the run before it starts
+    data = _data_arg(args.data)
+    # A path typed at the shell is the operator's choice: confine ingestion to its
+    # directory. Deployment parameters stay confined to dataset.data_root.
+    data_root = str(Path(data).parent) if data and "://" not in data else None
+    environment.configure(
+        settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
+    )
+    from prefect import tags
+    from prefect.exceptions import TerminationSignal
+
+    from flows.training import run_tags, secure_training
+    from tasks.common import progress
+
+    report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
+    report_path = report_path.expanduser().resolve()
+    report_path.unlink(missing_ok=True)
+    console_log = settings.state_dir / "logs" / "last-run.log"
+    console_log.parent.mkdir(parents=True, exist_ok=True)
+
+    progress.attach(None if args.quiet else sys.stderr)  # before stderr goes to the log
+
+    def attempt() -> None:
+        with contextlib.ExitStack() as stack_:
+            stack_.enter_context(tags(*run_tags(settings)))
+            if not args.verbose:
+                # Libraries print progress to stderr (MLflow, GX); keep it in a file so
+                # the terminal gets one line. Prefect's UI holds the full run logs.
+                sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
+                stack_.enter_context(contextlib.redirect_stderr(sink))
+            secure_training(
+                config=str(settings.config_file),
+                data=data,
+                report_path=str(report_path),
+                data_root=data_root,
+                return_state=True,
+            )
+
+    signum: int | None = None
+    try:
+        try:
+            attempt()
+        except RuntimeError as exc:
+            if not _prefect_start_timeout(exc):
+                raise
+            say("the temporary Prefect API was slow to start (a busy machine?); retrying once")
+            attempt()
+    except RuntimeError as exc:
+        if not _prefect_start_timeout(exc):
+            raise
+        say(
+            "failed: the temporary Prefect API did not start in "
+            f"{os.environ.get(PREFECT_START_TIMEOUT)} s, twice: wait for the machine to be "
+            f"less busy, raise {PREFECT_START_TIMEOUT}, or keep a server up with "
+            "`secure-pipeline local up`"
+        )
+        return EXIT_CRASH
+    except (KeyboardInterrupt, TerminationSignal) as exc:  # Prefect wraps SIGTERM in the run
+        signum = signal_number(exc)
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        if signum is not None:
+            say(f"interrupted ({signal.Signals(signum).name}) before the run started")
+            return 128 + signum
+        say(f"failed: the run ended without a report; see {console_log} or rerun with --verbose")
+        return EXIT_CRASH
+    from tasks.common.report import RunReport
+
+    say(RunReport(**report).reason)
+    if signum is not None:
+        return 128 + signum
+    return {"deployed": EXIT_OK, "blocked": EXIT_BLOCKED}.get(report["status"], EXIT_CRASH)
+
+
+def _prefect_start_timeout(exc: BaseException) -> bool:
+    return "attempting to connect to ephemeral Prefect API" in str(exc)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    api = stack.prefect_api_url(settings)
+    if api is None:
+        raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")
+    environment.configure(settings, prefect_api_url=api)
+    from flows.training import CONFIG_DIRS, run_tags, secure_training
+
+    config = Path(str(settings.config_file)).resolve()
+    # The deployment's runs may take their config from this directory (and data/).
+    os.environ[CONFIG_DIRS] = os.pathsep.join(
+        p for p in (os.environ.get(CONFIG_DIRS, ""), str(config.parent)) if p
+    )
+    secure_training.serve(
+        name="nightly",
+        cron=args.cron,
+        parameters={"config": str(config)},
+        tags=run_tags(settings),
+    )
+    return EXIT_OK
