@@ -552,7 +552,11 @@ def check_adversarial(
     else:
         detail = (
             f"accuracy drop {clean - robust:.3f} under attack is within "
-            f"{config.max_robust_drop}" + ("" if champion.status != "loaded" else
-            "; no robustness regression against the champion")
+            f"{config.max_robust_drop}"
+            + (
+                ""
+                if champion.status != "loaded"
+                else "; no robustness regression against the champion"
+            )
         )
     return check(ADVERSARIAL, metrics=metrics, threshold=threshold, ok=ok, detail=detail)

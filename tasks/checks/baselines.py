@@ -161,6 +161,7 @@ def measure(
         evaluate: The `EvaluateConfig` whose attack is measured.
     """
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     from tasks.checks.adversarial import attack_rows, check_adversarial
     from tasks.common.settings import ModelConfig
@@ -195,11 +196,12 @@ def measure(
             )
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
             for i, (tr, te) in enumerate(splitter.split(x, y)):
-                with warnings.catch_warnings():
+                # One thread: OpenMP on a busy machine measured minutes for seconds' work.
+                with warnings.catch_warnings(), threadpool_limits(1):
                     warnings.simplefilter("ignore")
                     pipe = build_pipeline(config, dataset, list(x.columns))
                     pipe.fit(x.iloc[tr], y.iloc[tr])
-                pred = np.asarray(pipe.predict(x.iloc[te]))
+                    pred = np.asarray(pipe.predict(x.iloc[te]))
                 a = float(np.mean(pred == y.iloc[te].to_numpy()))
                 base = trivial_baselines(y.iloc[tr], y.iloc[te])
                 acc.append(a)
@@ -237,7 +239,14 @@ def measure(
         except Exception as exc:  # noqa: BLE001 - one estimator that fails is reported
             out.append(
                 Measured(
-                    name, len(x), table_rows, k, Spread(0, 0), 0.0, 0.0, Spread(0, 0),
+                    name,
+                    len(x),
+                    table_rows,
+                    k,
+                    Spread(0, 0),
+                    0.0,
+                    0.0,
+                    Spread(0, 0),
                     error=f"{type(exc).__name__}: {exc}"[:200],
                 )
             )

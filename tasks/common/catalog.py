@@ -167,19 +167,22 @@ GATES: tuple[Gate, ...] = (
     ),
     Gate(
         "evaluate.quality",
-        "useless or sabotaged model",
-        "test accuracy",
-        "0.90",
+        "useless, sabotaged or regressed model",
+        "skill over the better trivial baseline (majority class, label-share guessing) on the "
+        "same test rows, (acc - base) / (1 - base); paired accuracy difference vs the verified "
+        "champion on the same rows",
+        "skill 0.2; regression 0.02 beyond the paired interval",
         "tasks.evaluate:check_quality",
-        "evaluate.min_accuracy",
+        "evaluate.min_skill",
     ),
     Gate(
         "evaluate.adversarial",
         "evasion attacks",
-        "robust accuracy under FGM (linear) or Square (trees), L-inf eps 0.1 std of numeric inputs",
-        "0.80",
+        "accuracy drop (clean minus robust, same rows) under FGM (linear) or Square (trees), "
+        "L-inf eps 0.1 std of numeric inputs; paired robust accuracy vs the champion",
+        "0.30",
         "tasks.evaluate:check_adversarial",
-        "evaluate.min_robust_accuracy",
+        "evaluate.max_robust_drop",
     ),
     Gate(
         "evaluate.membership_inference",
