@@ -202,9 +202,9 @@ def _measured_sections(measured: list[Measured] | None) -> str:
         "",
         f"# Measured by init on this table ({first.folds}-fold stratified CV, seed 42, "
         f"{first.rows} of {first.table_rows} rows): per estimator, mean ± sd over the folds.",
-        "# The settings below are mean - 3 sd (skill) and mean + 3 sd (drop), the sd at",
-        "# least the binomial one of a run's test rows, clipped to the safe ranges: clean",
-        "# resamples of this table pass them at least 99% of the time.",
+        "# The settings below are mean - t sd (skill) and mean + t sd (drop), t the one-sided",
+        "# 99% Student quantile for the folds, the sd at least the binomial one of a run's",
+        "# test rows, clipped to the safe ranges: clean resamples pass them 99% of the time.",
     ]
     for m in measured:
         out += ["", f"# measured by init: {m.comment()}"]
