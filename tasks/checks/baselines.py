@@ -65,6 +65,8 @@ def spread_factor(folds: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(PASS_RATE, max(folds - 1, 1)))
+
+
 MIN_DROP_SETTING = 0.05  # a chosen max_robust_drop is never tighter than this
 
 
