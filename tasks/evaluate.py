@@ -27,6 +27,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
+from tasks.checks.baselines import paired_difference, skill, trivial_baselines
+from tasks.checks.champion import NO_CHAMPION, Champion, load_champion
 from tasks.checks.privacy import MEMBERSHIP, check_membership_inference
 from tasks.checks.probes import (
     BACKDOOR,
@@ -135,41 +137,67 @@ def check_quality(
     pipeline: Pipeline,
     x: pd.DataFrame,
     y: pd.Series,
-    min_accuracy: float,
+    min_skill: float = 0.2,
+    max_regression: float = 0.02,
+    min_accuracy: float | None = None,
+    y_train: pd.Series | None = None,
     pred: np.ndarray | None = None,
     proba: np.ndarray | None = None,
+    champion: Champion | None = None,
 ) -> GateResult:
-    """Test accuracy must reach `min_accuracy`; f1 (binary: of the last class in
-    ``classes_``; else macro) and ROC AUC are reported too. Labels of any type.
+    """Quality relative to baselines on the same test rows; labels of any type.
 
-    `pred` and `proba` are the pipeline's predictions on `x` when already made (the
-    train stage makes them once); the metrics run on integer class codes (on string
-    labels, 7x faster than on the labels themselves; the same values). Up to
+    Rules (all must hold):
+
+    - skill over the better trivial baseline (the majority class of `y_train`, or
+      guessing with its label shares; `tasks.checks.baselines`) reaches `min_skill`;
+    - accuracy is no worse than the champion's on the same rows beyond
+      `max_regression` (paired interval for the number of rows compared); none, or a
+      champion with other inputs or classes: skipped, recorded with its reason; a
+      champion that could not be verified: the gate fails closed;
+    - when set, accuracy reaches the fixed floor `min_accuracy` (default: off).
+
+    f1 (binary: of the last class in ``classes_``; else macro) and ROC AUC are
+    reported. `pred` and `proba` are the pipeline's predictions on `x` when already
+    made (the train stage makes them once); the metrics run on integer class codes (on
+    string labels, 7x faster than on the labels themselves; the same values). Up to
     `QUALITY_ROWS` test rows every row is scored; beyond, a seeded sample of that many
-    (``accuracy_rows``, with ``accuracy_ci999``), unless its interval reaches the floor:
-    then every row is scored again and decides."""
+    (``accuracy_rows``, with ``accuracy_ci999``), unless its interval reaches a
+    threshold: then every row is scored again and decides. The champion predicts the
+    sampled rows only (its paired interval is that sample's), so its cost is flat."""
     pred = pipeline.predict(x) if pred is None else pred
     if proba is None and hasattr(pipeline, "predict_proba"):
         proba = np.asarray(pipeline.predict_proba(x))
+    champion = champion or NO_CHAMPION
     classes = list(pipeline.classes_)
     total = len(y)
     rows = np.arange(total)
     if total > QUALITY_ROWS:
         rows = np.sort(np.random.default_rng(0).choice(total, size=QUALITY_ROWS, replace=False))
+    sample = rows
+    base = trivial_baselines(y if y_train is None else y_train, y)
     truth, guess = _class_codes(classes, y.iloc[rows], np.asarray(pred)[rows])
     accuracy = float(np.mean(truth == guess)) if len(rows) else 0.0
     ci = _accuracy_ci(accuracy, len(rows), total) if len(rows) < total else 0.0
-    if len(rows) < total and abs(accuracy - min_accuracy) <= ci:  # the sample could tip it
+    near = abs(skill(accuracy, base["baseline"]) - min_skill) * (1 - base["baseline"]) <= ci
+    if min_accuracy is not None:
+        near = near or abs(accuracy - min_accuracy) <= ci
+    if len(rows) < total and near:  # the sample could tip it
         rows = np.arange(total)
         truth, guess = _class_codes(classes, y, pred)
         accuracy, ci = float(np.mean(truth == guess)), 0.0
+    measured_skill = skill(accuracy, base["baseline"])
     metrics: dict[str, Any] = {
         "accuracy": accuracy,
         "accuracy_rows": len(rows),
         "accuracy_ci999": round(ci, 5),
+        "majority_accuracy": base["majority"],
+        "stratified_accuracy": base["stratified"],
+        "skill": measured_skill,
         "f1": _f1(truth, guess, binary=len(classes) == 2),
         "roc_auc": None,
         "rows": total,
+        "champion": champion.label,
     }
     if proba is not None:  # reported, not gated: on the sample (AUC_ROWS rows at most)
         known = np.where(truth < len(classes), truth, -1)
@@ -178,17 +206,60 @@ def check_quality(
             auc_rows = np.sort(np.random.default_rng(0).choice(len(known), AUC_ROWS, replace=False))
         metrics["roc_auc"] = _roc_auc(known[auc_rows], proba[rows][auc_rows], len(classes))
         metrics["roc_auc_rows"] = len(auc_rows)
-    ok = metrics["accuracy"] >= min_accuracy
-    return check(
-        QUALITY,
-        metrics=metrics,
-        threshold={"min_accuracy": min_accuracy},
-        ok=ok,
-        detail="test accuracy meets the floor"
-        if ok
-        else "test accuracy is below the floor: improve the data or the model, or "
-        "lower evaluate.min_accuracy only with a documented reason",
+    threshold: dict[str, Any] = {"min_skill": min_skill, "max_regression": max_regression}
+    if min_accuracy is not None:
+        threshold["min_accuracy"] = min_accuracy
+    problems: list[str] = []
+    if measured_skill < min_skill:
+        problems.append(
+            f"skill {measured_skill:.3f} over the trivial baseline ({base['baseline']:.3f}: "
+            f"majority class {base['majority']:.3f}, label-share guessing "
+            f"{base['stratified']:.3f}; accuracy {accuracy:.3f}) is below evaluate.min_skill"
+            f" = {min_skill}: the model barely beats guessing; check the labels and the "
+            "inputs (a flipped or shuffled target), or review min_skill against the value "
+            "`init` measured (in the config)"
+        )
+    if min_accuracy is not None and accuracy < min_accuracy:
+        problems.append(
+            f"test accuracy {accuracy:.3f} is below the fixed floor evaluate.min_accuracy = "
+            f"{min_accuracy}: improve the data or the model, or remove the floor and rely on "
+            "min_skill"
+        )
+    if champion.status == "unverified":
+        problems.append(
+            f"the champion cannot be compared: {champion.reason}; failing closed: run "
+            "`secure-pipeline verify models:/NAME@champion` and repair or re-release it"
+        )
+    elif champion.status == "none":
+        metrics["champion_reason"] = champion.reason
+    elif champion.pipeline is not None and len(sample):
+        xs, ys = x.iloc[sample], y.iloc[sample]
+        mine = np.asarray(pred)[sample] == ys.to_numpy()
+        theirs = np.asarray(champion.pipeline.predict(xs)) == ys.to_numpy()
+        diff, half = paired_difference(mine, theirs)
+        champ_acc = float(np.mean(theirs))
+        metrics |= {
+            "champion_accuracy": champ_acc,
+            "accuracy_vs_champion": diff,
+            "accuracy_vs_champion_ci": round(half, 5),
+            "champion_rows": len(sample),
+        }
+        if diff + half < -max_regression:
+            problems.append(
+                f"accuracy {float(np.mean(mine)):.3f} is below the champion's "
+                f"({champion.label}) {champ_acc:.3f} on the same {len(sample)} test rows by "
+                f"{-diff:.3f} (interval ±{half:.3f}), beyond evaluate.max_regression = "
+                f"{max_regression}: find what changed (data, labels, parameters) before it "
+                "replaces the champion"
+            )
+    ok = not problems
+    detail = (
+        "; ".join(problems)
+        if problems
+        else f"skill {measured_skill:.3f} over the trivial baseline meets {min_skill}"
+        + ("; no regression against the champion" if champion.status == "loaded" else "")
     )
+    return check(QUALITY, metrics=metrics, threshold=threshold, ok=ok, detail=detail)
 
 
 def _record(ctx: RunContext, model: TrainedModel, results: list[GateResult]) -> None:
@@ -221,13 +292,17 @@ def evaluate_checks(
     seed: int,
     test_pred: np.ndarray | None = None,
     test_proba: np.ndarray | None = None,
+    champion: Champion | None = None,
 ) -> list[GateResult]:
     """The five gates' results, in catalog order (no MLflow, nothing enforced).
 
     Each check is looked up in this module when called (tests replace them here) and
     runs through `run_check`, so one that raises is a failed gate, never a pass.
     `test_pred` / `test_proba`: the pipeline's predictions on `x_test`, if made.
+    `cfg` is the effective config of `estimator` (`EvaluateConfig.for_estimator` is
+    applied here too); `champion`: the current champion (None: no comparison).
     """
+    cfg = cfg.for_estimator(estimator)
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
     quality = run_check(
         QUALITY,
@@ -235,9 +310,13 @@ def evaluate_checks(
         pipeline=pipeline,
         x=x_test,
         y=y_test,
+        min_skill=cfg.min_skill,
+        max_regression=cfg.max_regression,
         min_accuracy=cfg.min_accuracy,
+        y_train=y_train,
         pred=test_pred,
         proba=test_proba,
+        champion=champion,
     )
     adversarial = run_check(
         ADVERSARIAL,
@@ -249,6 +328,7 @@ def evaluate_checks(
         y=y_att,
         config=cfg,
         seed=seed,
+        champion=champion,
     )
     membership = run_check(
         MEMBERSHIP,
@@ -286,12 +366,16 @@ def evaluate_checks(
     return [quality, adversarial, membership, backdoor, extraction]
 
 
-def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], list[GateResult]]:
+def evaluate(
+    ctx: RunContext, model: TrainedModel, s3: Any = None
+) -> tuple[dict[str, float], list[GateResult]]:
     """Run the five evaluate gates on the trained model; record them in MLflow.
 
     Args:
         ctx: Run settings, identity and audit trail.
         model: The trained, registered model.
+        s3: The run's S3 client, to fetch the champion's release (None: the configured
+            endpoint is opened if there is a champion).
 
     Returns:
         The numeric metrics of every gate (keys without the gate prefix; on a name two
@@ -301,10 +385,12 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
         GateFailed: a gate failed; the version is tagged ``gate_status=blocked``.
     """
     gates = StageGates(ctx)
+    estimator = str(model.params.get("estimator", ctx.settings.model.estimator))
+    champion = load_champion(ctx.settings, s3, candidate=model.pipeline)
     results = evaluate_checks(
         ctx.settings.evaluate,
         pipeline=model.pipeline,
-        estimator=str(model.params.get("estimator", ctx.settings.model.estimator)),
+        estimator=estimator,
         x_train=model.x_train,
         y_train=model.y_train,
         x_test=model.x_test,
@@ -312,6 +398,7 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
         seed=ctx.settings.model.seed,
         test_pred=model.test_pred,
         test_proba=model.test_proba,
+        champion=champion,
     )
     _record(ctx, model, results)
     gates.enforce(*results)  # logs each gate's line to the run log

@@ -70,6 +70,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from tasks.checks.baselines import paired_difference
+from tasks.checks.champion import NO_CHAMPION, Champion
 from tasks.common.gates import GateResult, check, failed
 from tasks.common.settings import EvaluateConfig
 from tasks.models import GRADIENT_MODELS, NumericLayout, numeric_layout
@@ -416,45 +418,57 @@ def check_adversarial(
     y: pd.Series,
     config: EvaluateConfig,
     seed: int,
+    champion: Champion | None = None,
 ) -> GateResult:
-    """Accuracy of `pipeline` on rows `x` under the configured evasion attack must
-    reach ``config.min_robust_accuracy``.
+    """Robustness of `pipeline` on rows `x` under the configured evasion attack.
+
+    Rules (all must hold): the *drop* (clean accuracy on the attacked rows minus robust
+    accuracy on them) is at most ``config.max_robust_drop``; the robust accuracy is no
+    worse than the champion's on the same rows under the same attack beyond
+    ``config.max_regression`` (paired interval, `tasks.checks.baselines`); and, when
+    set, it reaches the fixed floor ``config.min_robust_accuracy``. A champion that
+    could not be verified fails the gate (closed); none, or one with other inputs or
+    classes, skips the comparison (``champion`` = ``none`` in the metrics, with why).
 
     Args:
         pipeline: A fitted pipeline of `tasks.models.build_pipeline`.
         estimator: Its estimator name (``model.estimator``): decides what "auto" runs.
         x_train: The training inputs (their range bounds the attack).
         x: The attacked rows (`attack_rows`), with labels `y` (any label type).
-        config: The ``[evaluate]`` settings (attack, eps, floor, iterations).
+        config: The ``[evaluate]`` settings (attack, eps, limits, iterations).
         seed: Seeds the black-box attack's random search.
+        champion: The current champion (`tasks.checks.champion.load_champion`).
 
     Metrics: attack, eps_std, samples, clean_accuracy, robust_accuracy,
-    accuracy_drop, max_perturbation_std.
+    accuracy_drop, max_perturbation_std, champion (and, when compared,
+    champion_robust_accuracy, robust_vs_champion, robust_vs_champion_ci).
     """
     eps = config.attack_eps
-    threshold = {"min_robust_accuracy": config.min_robust_accuracy}
+    champion = champion or NO_CHAMPION
+    threshold: dict[str, Any] = {
+        "max_robust_drop": config.max_robust_drop,
+        "max_regression": config.max_regression,
+    }
+    if config.min_robust_accuracy is not None:
+        threshold["min_robust_accuracy"] = config.min_robust_accuracy
     metrics: dict[str, Any] = {
         "attack": choose_attack(config, estimator),
         "eps_std": eps,
         "samples": len(x),
+        "champion": champion.label,
     }
+    attack_kw = {"x_train": x_train, "x": x, "y": y, "config": config, "seed": seed}
     try:
-        adv = adversarial_examples(
-            pipeline=pipeline,
-            estimator=estimator,
-            x_train=x_train,
-            x=x,
-            y=y,
-            config=config,
-            seed=seed,
-        )
+        adv = adversarial_examples(pipeline=pipeline, estimator=estimator, **attack_kw)
     except NoAttack as exc:
         return failed(
             ADVERSARIAL, metrics=metrics, threshold=threshold, detail=f"{exc}; failing closed"
         )
     truth = y.to_numpy()
-    clean = float(np.mean(np.asarray(pipeline.predict(x)) == truth)) if len(x) else 0.0
-    robust = float(np.mean(np.asarray(pipeline.predict(adv.x_adv)) == truth)) if len(x) else 0.0
+    clean_ok = np.asarray(pipeline.predict(x)) == truth
+    robust_ok = np.asarray(pipeline.predict(adv.x_adv)) == truth
+    clean = float(np.mean(clean_ok)) if len(x) else 0.0
+    robust = float(np.mean(robust_ok)) if len(x) else 0.0
     # Re-measured on what the pipeline itself sees of the adversarial rows.
     layout = numeric_layout(pipeline)
     pos = layout.positions
@@ -485,15 +499,64 @@ def check_adversarial(
             detail="the attack does not model this pipeline (prediction mismatch, budget "
             "exceeded or a category changed); failing closed",
         )
-    ok = robust >= config.min_robust_accuracy
-    if not len(pos):
+    problems: list[str] = []
+    if champion.status == "unverified":
+        problems.append(
+            f"the champion cannot be compared: {champion.reason}; failing closed: run "
+            f"`secure-pipeline verify models:/NAME@champion` and repair or re-release it"
+        )
+    elif champion.status == "none":
+        metrics["champion_reason"] = champion.reason
+    elif champion.pipeline is not None and len(x):
+        try:
+            theirs = adversarial_examples(
+                pipeline=champion.pipeline, estimator=champion.estimator or estimator, **attack_kw
+            )
+        except NoAttack as exc:
+            problems.append(f"the champion cannot be attacked the same way ({exc}); failing closed")
+        else:
+            champ_ok = np.asarray(champion.pipeline.predict(theirs.x_adv)) == truth
+            diff, half = paired_difference(robust_ok, champ_ok)
+            metrics |= {
+                "champion_robust_accuracy": float(np.mean(champ_ok)),
+                "robust_vs_champion": diff,
+                "robust_vs_champion_ci": round(half, 5),
+            }
+            if diff + half < -config.max_regression:
+                problems.append(
+                    f"robust accuracy {robust:.3f} is below the champion's ({champion.label}) "
+                    f"{float(np.mean(champ_ok)):.3f} on the same {len(x)} attacked rows by "
+                    f"{-diff:.3f} (interval ±{half:.3f}), beyond evaluate.max_regression = "
+                    f"{config.max_regression}: find what made the new model more fragile "
+                    "(data, parameters) before it replaces the champion"
+                )
+    if clean - robust > config.max_robust_drop:
+        problems.append(
+            f"a {adv.attack} attack of {eps} std per numeric input drops accuracy on "
+            f"{len(x)} test rows from {clean:.3f} to {robust:.3f} (drop {clean - robust:.3f} > "
+            f"evaluate.max_robust_drop = {config.max_robust_drop}): train with more "
+            "regularisation or adversarial examples, or review max_robust_drop (its value "
+            "measured by `init` is in the config) / attack_eps"
+        )
+    if config.min_robust_accuracy is not None and robust < config.min_robust_accuracy:
+        problems.append(
+            f"robust accuracy {robust:.3f} is below the fixed floor evaluate.min_robust_accuracy"
+            f" = {config.min_robust_accuracy}: make the model more robust, or remove the floor "
+            "and rely on max_robust_drop"
+        )
+    ok = not problems
+    if problems:
+        detail = "; ".join(problems)
+    elif not len(pos):
         detail = "no numeric input to perturb: robust accuracy is the clean accuracy"
-    elif ok:
-        detail = "robust accuracy meets the floor"
     else:
         detail = (
-            f"a {adv.attack} attack of {eps} std per numeric input drops accuracy to "
-            "below the floor: train with more regularisation or adversarial examples, "
-            "or review evaluate.min_robust_accuracy / attack_eps"
+            f"accuracy drop {clean - robust:.3f} under attack is within "
+            f"{config.max_robust_drop}"
+            + (
+                ""
+                if champion.status != "loaded"
+                else "; no robustness regression against the champion"
+            )
         )
     return check(ADVERSARIAL, metrics=metrics, threshold=threshold, ok=ok, detail=detail)

@@ -167,19 +167,22 @@ GATES: tuple[Gate, ...] = (
     ),
     Gate(
         "evaluate.quality",
-        "useless or sabotaged model",
-        "test accuracy",
-        "0.90",
+        "useless, sabotaged or regressed model",
+        "skill over the better trivial baseline (majority class, label-share guessing) on the "
+        "same test rows, (acc - base) / (1 - base); paired accuracy difference vs the verified "
+        "champion on the same rows",
+        "skill 0.2; regression 0.02 beyond the paired interval",
         "tasks.evaluate:check_quality",
-        "evaluate.min_accuracy",
+        "evaluate.min_skill",
     ),
     Gate(
         "evaluate.adversarial",
         "evasion attacks",
-        "robust accuracy under FGM (linear) or Square (trees), L-inf eps 0.1 std of numeric inputs",
-        "0.80",
+        "accuracy drop (clean minus robust, same rows) under FGM (linear) or Square (trees), "
+        "L-inf eps 0.1 std of numeric inputs; paired robust accuracy vs the champion",
+        "0.30",
         "tasks.evaluate:check_adversarial",
-        "evaluate.min_robust_accuracy",
+        "evaluate.max_robust_drop",
     ),
     Gate(
         "evaluate.membership_inference",
@@ -263,7 +266,9 @@ class SafeRange:
     at_least: float | None = None
     at_most: float | None = None
 
-    def allows(self, value: float) -> bool:
+    def allows(self, value: float | None) -> bool:
+        if value is None:  # an optional fixed floor left unset: off, the relative rule holds
+            return True
         return (self.at_least is None or value >= self.at_least) and (
             self.at_most is None or value <= self.at_most
         )
@@ -277,6 +282,10 @@ class SafeRange:
 # named waiver with a reason (``[waivers]``, gate -> reason), shown in the run summary,
 # the report, the signed provenance and the audit log. FORK: tighten, never loosen.
 SAFE_RANGES: tuple[SafeRange, ...] = (
+    SafeRange("evaluate.min_skill", "evaluate.quality", at_least=0.1),
+    SafeRange("evaluate.max_regression", "evaluate.quality", at_most=0.05),
+    SafeRange("evaluate.max_robust_drop", "evaluate.adversarial", at_most=0.5),
+    # The optional fixed floors, when set (unset is off: the relative rules above hold).
     SafeRange("evaluate.min_accuracy", "evaluate.quality", at_least=0.75),
     SafeRange("evaluate.min_robust_accuracy", "evaluate.adversarial", at_least=0.5),
     SafeRange("evaluate.attack_eps", "evaluate.adversarial", at_least=0.05),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -176,13 +176,25 @@ class ModelConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    min_accuracy: float = Field(default=0.90, ge=0, le=1)
+    # Quality (evaluate.quality), relative: skill over the better trivial baseline on the
+    # same test rows, (accuracy - baseline) / (1 - baseline) (tasks/checks/baselines.py),
+    # and no regression against the champion beyond `max_regression` (accuracy points,
+    # on top of a paired interval for the number of test rows; the same rule holds for
+    # robust accuracy on the same attacked rows).
+    min_skill: float = Field(default=0.2, ge=-1, le=1)
+    max_regression: float = Field(default=0.02, ge=0, le=1)
+    # Fixed floors, optional: unset (the default) is off; when set they hold beside the
+    # relative rules (an absolute accuracy means nothing across tables).
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
     # Evasion attack on the numeric inputs (categorical ones held fixed): "auto" is FGM
     # for models with loss gradients (linear) and ART's Square attack (black box, from
     # predicted probabilities) for the rest (trees, boosting).
     attack: Literal["auto", "fgm", "pgd", "square"] = "auto"
     attack_eps: float = Field(default=0.1, gt=0, lt=0.5)  # L-inf, std of each numeric input
-    min_robust_accuracy: float = Field(default=0.80, ge=0, le=1)
+    # Robustness (evaluate.adversarial), relative: clean accuracy on the attacked rows
+    # minus robust accuracy on them may be at most this.
+    max_robust_drop: float = Field(default=0.3, ge=0, le=1)
+    min_robust_accuracy: float | None = Field(default=None, ge=0, le=1)  # optional floor
     attack_samples: int = Field(default=200, gt=0)  # test rows attacked (cost is flat)
     attack_iterations: int = Field(default=100, gt=0)  # queries per row (square), steps (pgd)
     # Membership-inference advantage (TPR - FPR of ART's black-box attack), measured on
@@ -197,6 +209,49 @@ class EvaluateConfig(_Section):
     # queries with the model. Reported; a threshold blocks above it (None: report only).
     extraction_queries: int = Field(default=1000, gt=0)
     max_extraction_fidelity: float | None = Field(default=None, ge=0, le=1)
+    # Settings of one estimator only, from sub-tables: [evaluate.random_forest]
+    # min_skill = 0.6 overrides the flat value when model.estimator is random_forest
+    # (as [model.params.<estimator>] does for parameters). `init` writes one per
+    # estimator from what it measured.
+    per_estimator: dict[str, dict[str, float | int | str | None]] = Field(
+        default_factory=dict, exclude=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_estimator_tables(cls, data: Any) -> Any:
+        """Sub-tables named like an estimator become `per_estimator` entries."""
+        if not isinstance(data, dict):
+            return data
+        names = set(get_args(Estimator))
+        nested = {k: v for k, v in data.items() if isinstance(v, dict) and k in names}
+        if not nested:
+            return data
+        rest = {k: v for k, v in data.items() if k not in nested}
+        return {**rest, "per_estimator": {**rest.get("per_estimator", {}), **nested}}
+
+    @model_validator(mode="after")
+    def _estimator_tables_are_settings(self) -> EvaluateConfig:
+        names = set(get_args(Estimator))
+        for name, values in self.per_estimator.items():
+            if name not in names:
+                raise ValueError(f"evaluate.{name}: no such estimator")
+            for key in values:
+                if key not in EVALUATE_KEYS:
+                    raise ValueError(f"evaluate.{name}.{key}: no such evaluate setting")
+            self.for_estimator(name)  # the merged values must validate
+        return self
+
+    def for_estimator(self, name: str) -> EvaluateConfig:
+        """The effective settings for estimator `name`: its sub-table over the flat ones."""
+        own = self.per_estimator.get(name)
+        if not own:
+            return self
+        flat = self.model_dump(exclude={"per_estimator"})
+        return EvaluateConfig.model_validate({**flat, **own})
+
+
+EVALUATE_KEYS = frozenset(EvaluateConfig.model_fields) - {"per_estimator"}
 
 
 class StorageConfig(_Section):
@@ -282,10 +337,17 @@ class Settings(BaseSettings):
         out = []
         for r in SAFE_RANGES:
             section, key = r.setting.split(".")
-            value = getattr(getattr(self, section), key)
+            value = getattr(self.effective(section), key)
             if not r.allows(value):
                 out.append({"setting": r.setting, "value": value, "safe": r.bound, "gate": r.gate})
         return out
+
+    def effective(self, section: str) -> Any:
+        """A config section as the run uses it: ``evaluate`` with the selected
+        estimator's sub-table applied (`EvaluateConfig.for_estimator`)."""
+        if section == "evaluate":
+            return self.evaluate.for_estimator(self.model.estimator)
+        return getattr(self, section)
 
     @property
     def active_waivers(self) -> list[dict[str, Any]]:

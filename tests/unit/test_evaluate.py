@@ -73,8 +73,19 @@ def test_defaults_pass_and_are_recorded(trained):
     by_name = {r.name: r for r in results}
     assert by_name[ADVERSARIAL].metrics["attack"] == "fgm"  # "auto" on a linear model
     assert by_name[MEMBERSHIP].threshold == {"max_advantage": 0.25}
-    assert by_name[QUALITY].threshold == {"min_accuracy": 0.9}
-    assert by_name[ADVERSARIAL].threshold == {"min_robust_accuracy": 0.8}
+    # The bundled config keeps its fixed floors beside the relative rules.
+    assert by_name[QUALITY].threshold == {
+        "min_skill": 0.2,
+        "max_regression": 0.02,
+        "min_accuracy": 0.9,
+    }
+    assert by_name[ADVERSARIAL].threshold == {
+        "max_robust_drop": 0.3,
+        "max_regression": 0.02,
+        "min_robust_accuracy": 0.8,
+    }
+    assert by_name[QUALITY].metrics["champion"] == "none"  # no champion in this registry
+    assert by_name[QUALITY].metrics["skill"] > 0.8
     assert by_name[BACKDOOR].threshold == {"max_backdoor_flip": 0.3}
     assert by_name[EXTRACTION].threshold == {"max_fidelity": None}
     assert by_name[EXTRACTION].metrics["recommended_output"] == "labels"  # fidelity >= 0.9
@@ -99,7 +110,8 @@ def test_quality_floor_blocks(trained):
         evaluate(with_evaluate(ctx, min_accuracy=0.999), model)
     assert err.value.gate.name == QUALITY
     assert err.value.gate.metrics["accuracy"] < 0.999
-    assert err.value.gate.threshold == {"min_accuracy": 0.999}
+    assert err.value.gate.threshold["min_accuracy"] == 0.999
+    assert "below the fixed floor evaluate.min_accuracy = 0.999" in err.value.gate.detail
     assert [r.name for r in err.value.results] == GATES  # every gate ran and is reported
     tags = mlflow_client(ctx.settings).get_model_version(model.name, model.version).tags
     assert tags["gate_status"] == "blocked" and tags["blocked_by"] == QUALITY
@@ -112,8 +124,9 @@ def test_large_attack_blocks(trained):
         evaluate(with_evaluate(ctx, attack_eps=0.45), model)
     gate = err.value.gate
     assert gate.name == ADVERSARIAL
-    assert gate.metrics["robust_accuracy"] < 0.5  # measured 0.41
-    assert "below the floor" in gate.detail
+    assert gate.metrics["robust_accuracy"] < 0.5  # measured 0.40
+    assert "> evaluate.max_robust_drop = 0.3" in gate.detail  # the drop: 0.59
+    assert "below the fixed floor evaluate.min_robust_accuracy" in gate.detail
 
 
 @pytest.mark.integration

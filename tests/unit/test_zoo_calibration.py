@@ -12,9 +12,10 @@ honest runs.
 N defaults to 10 (about 40 s on 2 cores; 20 takes about 80 s, half of it the DP
 model's 50 000-row tables).
 
-Exceptions, both documented choices: the DP model (epsilon 5) has
-``evaluate.min_accuracy`` lowered to 0.75 (the README's advice), and it trains on
-50 000 rows instead of 1 500: diffprivlib's noise shrinks as 1 / (rows * epsilon).
+Exception, a documented choice: the DP model (epsilon 5) trains on 50 000 rows
+instead of 1 500: diffprivlib's noise shrinks as 1 / (rows * epsilon). (It needed
+``evaluate.min_accuracy`` lowered to 0.75 under the former fixed floors; the default
+relative rules, skill and accuracy drop, need no change.)
 Measured at epsilon 5: accuracy 0.69-0.74 at 1 500 rows (3 seeds; below even the
 lowered floor); over 20 resamples at 20 000 rows, accuracy 0.87-0.96 but robust
 accuracy down to 0.765 (one resample blocked at the default 0.80 floor); at 50 000
@@ -50,8 +51,8 @@ def _margins(results: list[Any], cfg: EvaluateConfig) -> dict[str, float]:
     value itself, as it has no threshold by default)."""
     m = {r.name: r.metrics for r in results}
     return {
-        "quality": m["evaluate.quality"]["accuracy"] - cfg.min_accuracy,
-        "adversarial": m["evaluate.adversarial"]["robust_accuracy"] - cfg.min_robust_accuracy,
+        "quality": m["evaluate.quality"]["skill"] - cfg.min_skill,
+        "adversarial": cfg.max_robust_drop - m["evaluate.adversarial"]["accuracy_drop"],
         "membership": cfg.max_membership_advantage
         - m["evaluate.membership_inference"]["advantage"],
         "backdoor": cfg.max_backdoor_flip - m["evaluate.backdoor_probe"]["score"],
@@ -64,7 +65,7 @@ def test_clean_resamples_pass_every_evaluate_gate(estimator: str) -> None:
     params = load_settings().model.params.get(estimator)
     assert isinstance(params, dict)
     dp = estimator == "dp_logistic_regression"
-    cfg = EvaluateConfig(min_accuracy=0.75) if dp else EvaluateConfig()
+    cfg = EvaluateConfig()  # relative rules: the DP model needs no lowered floor
     worst: dict[str, float] = {}
     blocked: list[str] = []
     for i in range(RESAMPLES):

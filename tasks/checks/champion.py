@@ -1,0 +1,193 @@
+"""The current champion, loaded only through the trust path, for the evaluate gates
+to compare a candidate with (``evaluate.quality``, ``evaluate.adversarial``).
+
+Where the champion is: `champion_ref`, the one place that knows (today the MLflow
+alias ``champion`` of the model's name and the ``deployment_uri`` tag it carries; a
+signed record in the bucket later). The registry is only a pointer: the release it
+names is verified exactly as ``secure-pipeline verify models:/NAME@champion`` does
+(`tasks.trust.release.verify_release`: the signed release record bound to that name
+and version, the SLSA provenance, the artifact's version, digest and encryption
+context, the OpenSSF signature) and the model is loaded from the verified plaintext
+with the pinned skops type allow-list (`tasks.trust.modelio.load_model_bytes`, digest
+checked again). Never MLflow's loader, never pickle.
+
+Outcomes (`Champion.status`):
+
+- ``none``: no champion yet (the alias is not set), or one the candidate cannot be
+  compared with (other inputs, input roles or classes: a new policy); the comparison
+  is skipped and recorded with its reason.
+- ``loaded``: verified and loaded; the gates compare on the same rows.
+- ``unverified``: the alias exists but its release cannot be found, verified or
+  loaded; both gates fail closed (the detail names the failed check).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sklearn.pipeline import Pipeline
+
+from tasks.common.tracking import CHAMPION, mlflow_client
+
+if TYPE_CHECKING:
+    from tasks.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Champion:
+    status: Literal["none", "loaded", "unverified"]
+    reason: str  # why none / unverified, or what was loaded
+    version: str | None = None
+    pipeline: Pipeline | None = None
+    estimator: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What the metrics record: the version compared with, or ``none``."""
+        return f"version {self.version}" if self.status == "loaded" else self.status
+
+
+NO_CHAMPION = Champion("none", "no champion was given")
+
+
+def champion_ref(settings: Settings) -> tuple[str, str, str] | None:
+    """(name, version, release URI) of the current champion, None without one.
+
+    The only lookup of where the champion lives (today: the MLflow alias).
+
+    Raises:
+        LookupError: the alias exists but names no deployment (never deployed, or an
+            edited registry): the caller fails closed.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(settings)
+    name = settings.model.name
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return None  # the name was never registered: no champion
+    version = (getattr(model, "aliases", None) or {}).get(CHAMPION)
+    if version is None:
+        return None
+    uri = client.get_model_version(name, str(version)).tags.get("deployment_uri")
+    if not uri:
+        raise LookupError(f"models:/{name}@{CHAMPION} (version {version}) names no deployment")
+    return name, str(version), str(uri)
+
+
+def comparable(champion: Pipeline, candidate: Pipeline) -> str | None:
+    """Why the two pipelines cannot be compared on the same rows (None: they can)."""
+    try:
+        mine, theirs = _inputs(candidate), _inputs(champion)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "the champion is not a pipeline of tasks/models.py"
+    if set(mine) != set(theirs):
+        added, gone = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+        return f"other inputs (new: {added[:5]}, gone: {gone[:5]})"
+    if mine != theirs:
+        moved = sorted(c for c in mine if mine[c] != theirs[c])
+        return f"other input roles ({', '.join(moved[:5])})"
+    if [str(c) for c in champion.classes_] != [str(c) for c in candidate.classes_]:
+        return "other classes"
+    return None
+
+
+def _inputs(pipeline: Pipeline) -> dict[str, str]:
+    """Input column -> its branch kind (``num`` / ``cat``) in the ``prep`` step."""
+    prep = pipeline.named_steps["prep"]
+    return {
+        str(c): name.split("_", 1)[0]
+        for name, _, cols in prep.transformers_
+        if name != "remainder"
+        for c in cols
+    }
+
+
+def _estimator_of(release_model: dict[str, Any], pipeline: Pipeline) -> str:
+    """The champion's estimator name: signed in its provenance (``params``)."""
+    signed = (release_model.get("params") or {}).get("estimator")
+    if isinstance(signed, str):
+        return signed
+    from tasks.models import GRADIENT_MODELS
+
+    linear = type(pipeline.named_steps["model"]).__name__ == "LogisticRegression"
+    return sorted(GRADIENT_MODELS)[0] if linear else "random_forest"  # decides the attack only
+
+
+def load_champion(settings: Settings, s3: Any, *, candidate: Pipeline) -> Champion:
+    """The current champion, verified and loaded, or why not (see the module).
+
+    Args:
+        s3: An S3 client of the run; None opens the configured endpoint if needed.
+        candidate: The pipeline it will be compared with (for `comparable`).
+    """
+    try:
+        ref = champion_ref(settings)
+    except Exception as exc:  # noqa: BLE001 - a registry that cannot say fails closed
+        return Champion("unverified", f"the champion cannot be looked up: {_why(exc)}")
+    if ref is None:
+        return Champion("none", "no champion yet")
+    name, version, uri = ref
+    try:
+        pipeline, model = _verified_model(settings, s3, name=name, version=version, uri=uri)
+    except Exception as exc:  # noqa: BLE001 - anything short of verified fails closed
+        return Champion("unverified", f"models:/{name}@{CHAMPION} {_why(exc)}", version)
+    reason = comparable(pipeline, candidate)
+    if reason is not None:
+        return Champion("none", f"version {version} is not comparable: {reason}", version)
+    return Champion(
+        "loaded", f"version {version}, verified", version, pipeline, _estimator_of(model, pipeline)
+    )
+
+
+def _why(exc: Exception) -> str:
+    from tasks.common.errors import PipelineError
+
+    return str(exc) if isinstance(exc, PipelineError | LookupError) else type(exc).__name__
+
+
+def _verified_model(
+    settings: Settings, s3: Any, *, name: str, version: str, uri: str
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Verify the release at `uri` as `verify` does, then load its model safely.
+
+    Raises:
+        ReleaseError: a check failed (its name and detail in the message).
+    """
+    import contextlib
+
+    from tasks.common.s3 import s3_client
+    from tasks.localstack.stack import s3_service
+    from tasks.trust import release
+    from tasks.trust.envelope import key_provider
+    from tasks.trust.modelio import load_model_bytes
+    from tasks.trust.signing import trusted_keys
+
+    bucket, key = release.parse_s3_uri(uri)
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="champ-") as tmp:
+        client = s3 if s3 is not None else s3_client(stack.enter_context(s3_service(settings)))
+        result = release.verify_release(
+            client,
+            bucket=bucket,
+            release_key=key,
+            public_key=trusted_keys(settings.keys_dir),
+            key_provider=key_provider(settings, purpose="decrypt"),
+            max_bytes=settings.dataset.max_bytes,
+            workdir=Path(tmp),
+            expected={"name": name, "version": version},
+        )
+        if not result.ok:
+            check, _, detail = next((c for c in result.checks if not c[1]), ("?", False, ""))
+            raise release.ReleaseError(f"does not verify ({check}: {detail})")
+        body = (Path(tmp) / release.MODEL).read_bytes()
+    pipeline = load_model_bytes(body, expected_sha256=result.model["sha256"])
+    if not isinstance(pipeline, Pipeline):
+        raise release.ReleaseError("the champion's model file holds no pipeline")
+    return pipeline, result.model
