@@ -221,6 +221,10 @@ def check_label_distribution(
         ],
         alpha=alpha,
     )
+    if len(ref) == 2 and not new:  # two classes: one comparison, counted once
+        adj = np.minimum(comp.p, 1.0)
+        comp = replace(comp, p_adjusted=adj, significant=adj <= alpha)
+        comp = replace(comp, flagged=comp.significant & comp.material)
     i = comp.worst()
     metrics: dict[str, Any] = {
         "max_shift": float(np.abs(comp.shift).max()) if comp.tests else 1.0,
