@@ -103,6 +103,15 @@ class Counts:
         c = self.cls
         return np.bincount(c[c >= 0], minlength=len(self.classes)).astype(np.float64)
 
+    @cached_property
+    def top_rows(self) -> np.ndarray | None:
+        """The rows (one random draw without replacement, shared by every column) the
+        repeated-value count runs on above ``TOP_VALUE_ROWS`` rows."""
+        if self.rows <= TOP_VALUE_ROWS:
+            return None
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(self.rows, TOP_VALUE_ROWS, replace=False))
+
     def numeric(self, col: str) -> dict[str, np.ndarray]:
         return self._cached(("num", col), lambda: self._numeric(col))
 
@@ -110,10 +119,7 @@ class Counts:
         edges = self.conditional["numeric"][col]["edges"]
         values = feature_values(self.frame, col)
         groups = numeric_groups(edges, values, self.cls, len(self.classes))
-        sample = values
-        if len(values) > TOP_VALUE_ROWS:
-            rng = np.random.default_rng(self.seed)
-            sample = values[rng.choice(len(values), TOP_VALUE_ROWS, replace=False)]
+        sample = values if self.top_rows is None else values[self.top_rows]
         groups["top"] = np.array([top_count(sample), np.isfinite(sample).sum()])
         return groups
 
