@@ -17,8 +17,9 @@ calibrated for the sizes of both the data and the reference:
   each class beyond the reference range (and their label mix against the outermost
   bin), rows per bin (a narrow band piles rows into one bin), and the most repeated
   value's rows (a single value stamped on many rows). Per categorical input: rows of
-  each (category, class), and rows of each class at an unseen category (and their
-  label mix against the reference's). One-sided; the excess must reach
+  each (category, class), and rows of each class at an unseen category (against the
+  reference's singleton categories of that class: the Good-Turing estimate of what a
+  clean sample holds at categories the reference never saw). One-sided; the excess must reach
   ``max_backdoor_score`` of all rows and ``min_relative_shift`` of the reference cell.
 
 Measured (benchmarks/screen_calibration.py; profile of the whole table, 200 draws each
@@ -383,7 +384,8 @@ def check_category_shares(
         x = np.bincount(codes[codes >= 0], minlength=len(cats))
         unseen = int(((codes < 0) & ~missing).sum())
         parts.append(compare_counts(x, n, [ref[c] for c in cats], n0, **kw))
-        parts.append(compare_counts(unseen, n, 0, n0, alternative="greater", **kw))
+        singletons = sum(1 for v in ref.values() if v == 1)  # Good-Turing: unseen mass
+        parts.append(compare_counts(unseen, n, singletons, n0, alternative="greater", **kw))
         names += [(col, f"category {c!r}") for c in cats] + [(col, "unseen categories")]
     comp = concat(parts, alpha=alpha)
     i = comp.worst()
@@ -490,7 +492,6 @@ def check_backdoor(
     n, k = counts.rows, len(counts.classes)
     n0 = float(profile["rows"])
     classes = counts.classes
-    ref_class = class_totals(cond)
     parts: list[Comparison] = []
     names: list[tuple[str, str, str]] = []
 
@@ -527,8 +528,10 @@ def check_backdoor(
         cells = [(col, f"category {c!r}", classes[j]) for c in cats for j in range(k)]
         add(g["counts"].ravel(), n, ref.ravel(), n0, np.ones(ref.size), cells)
         what = [(col, "unseen categories", c) for c in classes]
-        add(g["unseen"], n, np.zeros(k), n0, np.ones(k), what)
-        add(g["unseen"], g["unseen"].sum(), ref_class, ref_class.sum(), np.ones(k), what)
+        # Good-Turing: the reference's singleton categories estimate the rows a clean
+        # sample holds at categories the reference never saw (per class: its singletons)
+        singles = ref[ref.sum(1) == 1].sum(0) if len(ref) else np.zeros(k)
+        add(g["unseen"], n, singles, n0, np.ones(k), what)
     comp = concat(parts, alpha=alpha)
     excess = np.concatenate([(p.x - p.n * p.reference_share) / max(n, 1) for p in parts])
     i = comp.worst()
