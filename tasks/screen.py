@@ -5,10 +5,12 @@ PII-looking columns block; declared ones are dropped or pseudonymised before
 validation, reports or models see them. `screen` runs after validation: the
 profile's signature, and that it describes the configured inputs
 (``screen.profile_integrity``), then the poisoning screens, each against the
-verified profile (see `tasks.checks.poisoning`; numeric and categorical inputs, any
-label type): label_distribution, label_noise, duplicates, near_duplicates, outliers,
-backdoor. Every check fails closed, and all poisoning gates are reported together so
-one block shows them all.
+verified profile (numeric and categorical inputs, any label type): label_distribution,
+missingness, category_shares, duplicates and backdoor compare counts with the
+reference's, calibrated for both sample sizes (`tasks.checks.relative`); label_noise,
+near_duplicates and outliers compare neighbour and robust-z statistics
+(`tasks.checks.poisoning`). Every check fails closed, and all poisoning gates are
+reported together so one block shows them all.
 """
 
 from __future__ import annotations
@@ -24,14 +26,10 @@ import pandas as pd
 from tasks.checks.pii import apply_pii, check_pii, pii_key, scan
 from tasks.checks.poisoning import (
     NeighbourStats,
-    check_backdoor,
-    check_duplicates,
-    check_label_distribution,
     check_label_noise,
     check_near_duplicates,
     check_outliers,
     content_columns,
-    label_shares,
     neighbour_stats,
 )
 from tasks.checks.profile import (
@@ -40,6 +38,14 @@ from tasks.checks.profile import (
     check_profile_integrity,
     signature_path,
     trusted_keys,
+)
+from tasks.checks.relative import (
+    Counts,
+    check_backdoor,
+    check_category_shares,
+    check_duplicates,
+    check_label_distribution,
+    check_missingness,
 )
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped
@@ -65,7 +71,6 @@ def poisoning_gates(
     statistics are sampled; the screen passes a fresh random seed so the sampled
     rows cannot be predicted by whoever prepared the data.
     """
-    target = profile["target"]
     cache: dict[str, Any] = {}
 
     def content() -> pd.DataFrame:  # duplicates by content, not ids; KeyError fails closed
@@ -78,13 +83,29 @@ def poisoning_gates(
             cache["nb"] = neighbour_stats(content(), profile, seed=seed)
         return cache["nb"]
 
+    counts = Counts(frame, profile, seed=seed)  # shared by the relative screens
+    relative = {
+        "alpha": limits.alpha,
+        "min_relative": limits.min_relative_shift,
+        "floor": limits.min_share_shift,
+    }
     return [
         run_check(
             "screen.label_distribution",
             lambda: check_label_distribution(
-                label_shares(frame[target]),
-                profile["label_shares"],
-                max_shift=limits.max_label_shift,
+                counts, profile, max_shift=limits.max_label_shift, **relative
+            ),
+        ),
+        run_check(
+            "screen.missingness",
+            lambda: check_missingness(
+                counts, profile, max_shift=limits.max_missing_shift, **relative
+            ),
+        ),
+        run_check(
+            "screen.category_shares",
+            lambda: check_category_shares(
+                counts, profile, max_shift=limits.max_category_shift, **relative
             ),
         ),
         run_check(
@@ -93,7 +114,9 @@ def poisoning_gates(
         ),
         run_check(
             "screen.duplicates",
-            lambda: check_duplicates(content(), max_rate=limits.max_duplicate_rate),
+            lambda: check_duplicates(
+                content(), profile, max_rate=limits.max_duplicate_rate, alpha=limits.alpha
+            ),
         ),
         run_check(
             "screen.near_duplicates",
@@ -105,7 +128,13 @@ def poisoning_gates(
         ),
         run_check(
             "screen.backdoor",
-            lambda: check_backdoor(content(), profile, max_score=limits.max_backdoor_score),
+            lambda: check_backdoor(
+                counts,
+                profile,
+                max_score=limits.max_backdoor_score,
+                alpha=limits.alpha,
+                min_relative=limits.min_relative_shift,
+            ),
         ),
     ]
 

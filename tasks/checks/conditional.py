@@ -9,7 +9,9 @@ how many trusted rows of each class held each value:
         "classes": [label key, ...],                     # the column order of every count row
         "numeric": {column: {"edges": [e0, ..., eB],     # equal-count bins of the reference
                              "counts": [[n per class] per bin],
-                             "missing": [n per class]}},
+                             "missing": [n per class],
+                             "top_count": n}},                # rows holding the most
+                                                              # repeated value (no value)
         "categorical": {column: {"counts": {category key: [n per class]},
                                  "missing": [n per class]}},
     }
@@ -19,6 +21,10 @@ Counts, not shares, so that every comparison can be calibrated for sample size (
 of them, fewer when the column has fewer distinct values); values are never stored,
 only bin edges (reference quantiles) and category keys, as the rest of the profile.
 Labels and categories are keyed as everywhere else (`label_key`: 1 and 1.0 are one).
+
+`numeric_groups` and `categorical_groups` count new data the same way (rows beyond the
+reference range get their own low/high groups, unseen categories one group per column),
+so a screen compares like with like.
 """
 
 from __future__ import annotations
@@ -83,6 +89,53 @@ def outside(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.isfinite(values) & ((values < e[0]) | (values > e[-1]))
 
 
+def top_count(values: np.ndarray) -> int:
+    """Rows holding the column's most repeated finite value (0 for none)."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 0
+    return int(pd.Series(finite).value_counts(sort=False).max())
+
+
+def class_index(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    """Position of each row's label in `classes`; -1 for a class the reference lacks."""
+    return _class_index(labels, classes)
+
+
+def numeric_groups(
+    edges: list[float] | np.ndarray, values: np.ndarray, cls: np.ndarray, n_classes: int
+) -> dict[str, np.ndarray]:
+    """New data counted as the reference's bins: ``bins`` (bin x class, rows inside the
+    reference range), ``low`` / ``high`` (class counts beyond it), ``missing``."""
+    e = np.asarray(edges, dtype=np.float64)
+    n_bins = max(len(e) - 1, 1)
+    idx = bin_index(e, values) if len(e) else np.full(len(values), -1)
+    with np.errstate(invalid="ignore"):
+        low = np.isfinite(values) & (values < e[0]) if len(e) else np.zeros(len(values), bool)
+        high = np.isfinite(values) & (values > e[-1]) if len(e) else np.zeros(len(values), bool)
+    inside = np.where(low | high, -1, idx)
+    return {
+        "bins": _count(inside, cls, n_bins, n_classes),
+        "low": _count(np.where(low, 0, -1), cls, 1, n_classes)[0],
+        "high": _count(np.where(high, 0, -1), cls, 1, n_classes)[0],
+        "missing": _count(np.where(np.isfinite(values), -1, 0), cls, 1, n_classes)[0],
+    }
+
+
+def categorical_groups(
+    codes: np.ndarray, missing: np.ndarray, cls: np.ndarray, n_categories: int, n_classes: int
+) -> dict[str, np.ndarray]:
+    """New data counted as the reference's categories: ``counts`` (category x class; codes
+    index the reference's sorted category keys, -1: missing or unseen), ``unseen`` and
+    ``missing`` (class counts)."""
+    unseen = (codes < 0) & ~missing
+    return {
+        "counts": _count(codes, cls, n_categories, n_classes),
+        "unseen": _count(np.where(unseen, 0, -1), cls, 1, n_classes)[0],
+        "missing": _count(np.where(missing, 0, -1), cls, 1, n_classes)[0],
+    }
+
+
 def build_conditional(
     frame: pd.DataFrame,
     *,
@@ -107,6 +160,7 @@ def build_conditional(
             "edges": edges,
             "counts": _count(idx, cls, n_bins, k).tolist() if edges else [],
             "missing": _count(np.where(idx < 0, 0, -1), cls, 1, k)[0].tolist(),
+            "top_count": top_count(values),
         }
     for col in categorical:
         keys = category_keys(frame[col])

@@ -4,16 +4,15 @@ Each check compares one statistic of the data with the same statistic measured o
 the trusted reference (stored in its signed profile, see `tasks.checks.profile`), so
 that what is normal for this dataset is never flagged, only what moved:
 
-* label_distribution: class shares (label flipping moves them);
 * label_noise: share of rows whose label disagrees with most of their k nearest
   neighbours (flips that keep the class shares still land in the wrong place);
-* duplicates / near_duplicates: exact repeats (all content columns, text included),
-  and rows with a twin within a tiny distance (a flood of lightly jittered copies
-  evades exact deduplication);
+* near_duplicates: rows with a twin within a tiny distance (a flood of lightly
+  jittered copies evades exact deduplication; exact repeats: `duplicate_rate`);
 * outliers: per numeric feature, share of rows with a robust z-score above 3.5;
-* backdoor: rows beyond a numeric feature's extreme reference quantile, or holding a
-  category rare in the reference (or unseen there), that carry one label far more
-  often than the reference did (a trigger value tied to a label).
+
+The count-based screens (label_distribution, missingness, category_shares, duplicates,
+backdoor) are calibrated comparisons with the reference's counts: see
+`tasks.checks.relative`. This module keeps the statistics the profile stores for them.
 
 Neighbours are found in one encoded space: numeric inputs in reference std units
 (a missing value at the reference median), categorical inputs one-hot over the
@@ -21,7 +20,7 @@ reference's categories (a missing or unseen one is all zeros), scaled so that on
 changed category weighs like one std. A version 2 profile has numeric inputs only
 and is screened exactly as before. Metrics name features and counts, never values.
 
-About 480 lines: six screens that share the encoding, the neighbour statistics and
+Three screens that share the encoding, the neighbour statistics and
 the label keys, and the profile builder (tasks.checks.profile) uses the same
 statistics, so they stay together rather than being split across modules that
 import each other.
@@ -29,7 +28,7 @@ import each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +68,10 @@ def label_key(value: object) -> str:
 
 
 def label_keys(labels: pd.Series) -> pd.Series:
-    """Labels as profile keys (missing labels are their own class)."""
-    return labels.map(label_key, na_action="ignore").fillna(MISSING_LABEL).astype(str)
+    """Labels as profile keys (missing labels are their own class); each distinct value is
+    keyed once (a Python call per row cost 0.5 s at 1M rows)."""
+    mapping = {v: label_key(v) for v in labels.dropna().unique()}
+    return labels.map(mapping).fillna(MISSING_LABEL).astype(str)
 
 
 def label_shares(labels: pd.Series) -> dict[str, float]:
@@ -258,61 +259,6 @@ def neighbour_stats(
 # --- checks: each returns one named gate ---------------------------------------------------
 
 
-def check_label_distribution(
-    observed: dict[str, float], reference: dict[str, float], *, max_shift: float
-) -> GateResult:
-    """`screen.label_distribution`: max over classes of |share - reference share| <= max_shift.
-
-    A class absent from the reference counts as a full shift (1.0): a new label
-    value is never drift, it is a different dataset.
-    """
-    new = set(observed) - set(reference)
-    shifts = [abs(observed.get(k, 0.0) - reference[k]) for k in reference]
-    shift = 1.0 if new else max(shifts, default=1.0)
-    metrics = {
-        "max_shift": shift,
-        "classes": len(observed),
-        "reference_classes": len(reference),
-        "unknown_classes": len(new),
-    }
-    ok = shift <= max_shift
-    detail = (
-        ""
-        if ok
-        else f"{len(new)} label value(s) absent from the reference; check the label column"
-        if new
-        else "class shares moved from the reference: possible label flipping; "
-        "inspect recent label changes before training"
-    )
-    return check(
-        "screen.label_distribution",
-        metrics=metrics,
-        ok=ok,
-        detail=detail,
-        threshold={"max_label_shift": max_shift},
-    )
-
-
-def check_duplicates(frame: pd.DataFrame, *, max_rate: float) -> GateResult:
-    """`screen.duplicates`: share of exact duplicate rows <= max_rate."""
-    rate = duplicate_rate(frame)
-    ok = rate <= max_rate
-    return check(
-        "screen.duplicates",
-        ok=ok,
-        metrics={
-            "duplicate_rows": round(rate * len(frame)),
-            "rows": len(frame),
-            "duplicate_rate": rate,
-        },
-        threshold={"max_duplicate_rate": max_rate},
-        detail=""
-        if ok
-        else "too many repeated rows: possible duplicate flooding; "
-        "deduplicate the source or find where rows repeat",
-    )
-
-
 def _sampling(stats: NeighbourStats) -> dict[str, Any]:
     return {
         "sampled": stats.sampled,
@@ -401,85 +347,3 @@ def check_outliers(
         else f"feature {worst!r} has far more outliers than the "
         "reference: possible injected rows or a unit change",
     )
-
-
-def backdoor_groups(
-    frame: pd.DataFrame, profile: Mapping[str, Any]
-) -> Iterator[tuple[str, str, np.ndarray, Mapping[str, float]]]:
-    """(feature, tail, row mask, reference label shares) of every backdoor candidate:
-    each numeric feature's low and high tails, each category rare in the reference,
-    and per categorical column the categories the reference never saw."""
-    for col, st in profile["features"].items():
-        for tail, mask in tail_masks(feature_values(frame, col), st).items():
-            yield col, tail, mask, st["tails"][tail]
-    for col, st in profile.get("categorical", {}).items():
-        keys = category_keys(frame[col])
-        rare = sorted(st["tails"])
-        codes = pd.Categorical(keys, categories=rare).codes
-        for code in np.unique(codes[codes >= 0]):
-            yield col, RARE, codes == code, st["tails"][rare[code]]
-        yield col, UNSEEN, (keys.notna() & ~keys.isin(list(st["shares"]))).to_numpy(), {}
-
-
-def check_backdoor(
-    frame: pd.DataFrame, profile: Mapping[str, Any], *, max_score: float
-) -> GateResult:
-    """`screen.backdoor`: rows in a rare part of the reference that carry one label.
-
-    A rare part is beyond a numeric feature's extreme reference quantile, or a category
-    whose reference share is under ``rare_share`` (or one the reference never saw).
-    Score of (feature, part, label) = share of all rows that are in the part with that
-    label, minus the same share in the reference. A trigger value stamped on a few
-    percent of rows that all carry the attacker's label scores about that percentage;
-    rows that are merely extreme or rare score only their share of each label.
-    """
-    labels = label_keys(frame[profile["target"]])
-    n = len(frame)
-    best: dict[str, Any] = {"score": -1.0}
-    for col, tail, mask, ref in backdoor_groups(frame, profile):
-        in_tail = int(mask.sum())
-        for label, share in tail_label_shares(mask, labels).items():
-            score = share - ref.get(label, 0.0)
-            if score > best["score"]:
-                best = {
-                    "score": score,
-                    "feature": col,
-                    "tail": tail,
-                    "share": in_tail / n,
-                    "purity": share * n / in_tail,
-                    "reference_share": sum(ref.values()),
-                }
-    if best["score"] < 0:  # no row in any tail
-        best = {
-            "score": 0.0,
-            "feature": "",
-            "tail": "",
-            "share": 0.0,
-            "purity": 0.0,
-            "reference_share": 0.0,
-        }
-    ok = best["score"] <= max_score
-    return check(
-        "screen.backdoor",
-        ok=ok,
-        metrics=best,
-        threshold={
-            "max_backdoor_score": max_score,
-            "tail_quantiles": profile["params"]["tail_quantiles"],
-            **(
-                {"rare_category_share": profile["params"]["rare_share"]}
-                if profile.get("categorical")
-                else {}
-            ),
-        },
-        detail=""
-        if ok
-        else f"rows with {_part(best)} mostly share one label, far more than in "
-        "the reference: possible backdoor trigger; inspect those rows",
-    )
-
-
-def _part(best: Mapping[str, Any]) -> str:
-    if best["tail"] in (RARE, UNSEEN):
-        return f"a{'n' if best['tail'] == UNSEEN else ''} {best['tail']} in {best['feature']!r}"
-    return f"extreme {best['feature']!r} ({best['tail']} tail)"

@@ -8,10 +8,13 @@ by a data owner's key listed in ``dataset.profile_signers`` (signed offline; onl
 the public key is shipped). The file's parsed content must equal the signed
 payload. ``dataset.reference_profile_sha256`` is an optional extra pin.
 
-Version 3 (written now) describes numeric and categorical inputs; version 2 (numeric
-inputs only, e.g. the bundled profile signed offline by its data owner) is still
-verified and screened as it always was. A version 3 profile holds, besides the
-version 2 fields::
+Version 4 (written now) is version 3 plus ``"conditional"``: the reference's rows
+per class for each numeric bin and each category, missing cells per class, and each
+numeric input's most repeated value's row count (counts only: see
+`tasks.checks.conditional`). The relative screens compare with those counts
+(`tasks.checks.relative`); screen.missingness and screen.backdoor fail closed on an
+older profile, asking for it to be rebuilt. Versions 2 (numeric inputs only) and 3
+are still verified. A version 3 profile holds, besides the version 2 fields::
 
     "inputs": {"numeric": [...], "categorical": [...]}   # the model's inputs, in order
     "features": {numeric column: statistics}            # as version 2, NaN-safe
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.checks.conditional import build_conditional
 from tasks.checks.poisoning import (
     PARAMS,
     category_keys,
@@ -65,8 +69,8 @@ from tasks.trust.signing import (
 from tasks.trust.signing import trusted_keys as pipeline_keys
 
 PROFILE_TYPE = "application/vnd.secure-pipeline.profile+json"
-PROFILE_VERSION = 3  # what build_profile writes
-SUPPORTED_VERSIONS = (2, 3)  # what verification accepts (2: numeric inputs only)
+PROFILE_VERSION = 4  # what build_profile writes
+SUPPORTED_VERSIONS = (2, 3, 4)  # what verification accepts (2: numeric inputs only)
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 MAX_PROFILE_BYTES = 16 * 1024 * 1024
 
@@ -148,7 +152,7 @@ def build_profile(
     categorical: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The version 3 reference profile of a trusted dataset (deterministic up to 50k rows).
+    """The version 4 reference profile of a trusted dataset (deterministic up to 50k rows).
 
     Args:
         frame: The trusted data.
@@ -182,6 +186,7 @@ def build_profile(
         "categorical": {c: _categorical_stats(frame, c, labels, params) for c in cats},
         "missing_rates": {c: float(frame[c].isna().sum()) / n if n else 0.0 for c in nums + cats},
     }
+    profile["conditional"] = build_conditional(frame, target=target, numeric=nums, categorical=cats)
     content = frame[content_columns(profile)]
     profile["duplicate_rate"] = duplicate_rate(content)
     nb = neighbour_stats(content, profile, seed=0)

@@ -113,10 +113,28 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.label_distribution",
         "label flipping",
-        "largest class-share shift vs reference",
-        "0.05",
+        "rows per class vs reference (Fisher, Holm); shift needed: 0.005 of rows and "
+        "0.05 or a quarter of the class",
+        "adjusted p 0.001",
         "tasks.screen:check_label_distribution",
         "screen.max_label_shift",
+    ),
+    Gate(
+        "screen.missingness",
+        "gaps tied to a class",
+        "missing rate per input, over all rows and per class, vs reference (Fisher, Holm)",
+        "0.05 or a quarter of the rate (adjusted p 0.001)",
+        "tasks.screen:check_missingness",
+        "screen.max_missing_shift",
+    ),
+    Gate(
+        "screen.category_shares",
+        "shifted or injected categories",
+        "share of each category and of unseen ones per categorical input vs reference "
+        "(Fisher, Holm)",
+        "0.05 or a quarter of the share (adjusted p 0.001)",
+        "tasks.screen:check_category_shares",
+        "screen.max_category_shift",
     ),
     Gate(
         "screen.label_noise",
@@ -129,8 +147,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.duplicates",
         "duplicate floods",
-        "exact duplicate row rate",
-        "0.02",
+        "exact duplicate row rate minus the reference's own (one-sided Fisher)",
+        "0.02 (adjusted p 0.001)",
         "tasks.screen:check_duplicates",
         "screen.max_duplicate_rate",
     ),
@@ -153,8 +171,9 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.backdoor",
         "backdoor triggers",
-        "rare extreme value or rare/unseen category tied to one label, excess share",
-        "0.04",
+        "excess rows per (numeric bin or category, class), beyond the range, at an unseen "
+        "category, per bin and at the most repeated value vs reference (Fisher, Holm)",
+        "0.01 of rows (adjusted p 0.001)",
         "tasks.screen:check_backdoor",
         "screen.max_backdoor_score",
     ),
@@ -296,9 +315,24 @@ SAFE_RANGES: tuple[SafeRange, ...] = (
     SafeRange("evaluate.max_backdoor_flip", "evaluate.backdoor_probe", at_most=0.5),
     SafeRange("evaluate.backdoor_samples", "evaluate.backdoor_probe", at_least=100),
     SafeRange("screen.max_label_shift", "screen.label_distribution", at_most=0.10),
+    # Shared by the relative screens: weakening one weakens each gate named here.
+    *(
+        SafeRange("screen.alpha", f"screen.{g}", at_least=1e-6)
+        for g in ("label_distribution", "missingness", "category_shares", "duplicates", "backdoor")
+    ),
+    *(
+        SafeRange("screen.min_relative_shift", f"screen.{g}", at_most=0.5)
+        for g in ("label_distribution", "missingness", "category_shares", "backdoor")
+    ),
+    *(
+        SafeRange("screen.min_share_shift", f"screen.{g}", at_most=0.02)
+        for g in ("label_distribution", "missingness", "category_shares")
+    ),
+    SafeRange("screen.max_missing_shift", "screen.missingness", at_most=0.10),
+    SafeRange("screen.max_category_shift", "screen.category_shares", at_most=0.10),
     SafeRange("screen.max_label_noise_excess", "screen.label_noise", at_most=0.10),
     SafeRange("screen.max_duplicate_rate", "screen.duplicates", at_most=0.05),
     SafeRange("screen.max_near_duplicate_rate", "screen.near_duplicates", at_most=0.10),
     SafeRange("screen.max_outlier_rate_excess", "screen.outliers", at_most=0.08),
-    SafeRange("screen.max_backdoor_score", "screen.backdoor", at_most=0.08),
+    SafeRange("screen.max_backdoor_score", "screen.backdoor", at_most=0.04),
 )

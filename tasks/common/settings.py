@@ -120,12 +120,24 @@ class DatasetConfig(_Section):
 
 
 class ScreenConfig(_Section):
-    max_label_shift: float = Field(default=0.05, ge=0, le=1)
+    # Relative screens (tasks/checks/relative.py): a count blocks when it differs from
+    # the reference's significantly (Fisher's exact test, Holm over each gate's family
+    # at `alpha`: the chance a clean sample blocks that gate) AND materially (by at
+    # least `min_share_shift` of the rows, and by the gate's max_* shift or
+    # `min_relative_shift` of the reference share).
+    alpha: float = Field(default=0.001, gt=0, lt=1)
+    min_relative_shift: float = Field(default=0.25, ge=0)
+    min_share_shift: float = Field(default=0.005, ge=0, le=1)
+    max_label_shift: float = Field(default=0.05, ge=0, le=1)  # a class's share, absolute
+    max_missing_shift: float = Field(default=0.05, ge=0, le=1)  # a column's missing rate
+    max_category_shift: float = Field(default=0.05, ge=0, le=1)  # a category's share
+    # Exact repeats beyond the reference's own repeat rate (share of rows).
     max_duplicate_rate: float = Field(default=0.02, ge=0, le=1)
     max_near_duplicate_rate: float = Field(default=0.05, ge=0, le=1)
     max_label_noise_excess: float = Field(default=0.05, ge=0, le=1)
     max_outlier_rate_excess: float = Field(default=0.04, ge=0, le=1)
-    max_backdoor_score: float = Field(default=0.04, ge=0, le=1)
+    # Excess rows of a label-pure cluster at a value, as a share of all rows.
+    max_backdoor_score: float = Field(default=0.01, ge=0, le=1)
     # Key for HMAC-SHA256 pseudonymisation; None: <state>/keys/pii-hmac.key (0600).
     pii_key_file: Path | None = None
 

@@ -10,9 +10,6 @@ import pandas as pd
 import pytest
 
 from tasks.checks.poisoning import (
-    check_backdoor,
-    check_duplicates,
-    check_label_distribution,
     check_label_noise,
     check_near_duplicates,
     check_outliers,
@@ -22,10 +19,12 @@ from tasks.checks.poisoning import (
     robust_z,
 )
 from tasks.checks.profile import build_profile
+from tasks.checks.relative import check_backdoor, check_duplicates, check_label_distribution
 from tasks.common.gates import run_check
 
 FEATURES = ["x0", "x1", "x2", "x3"]
-LIMITS = {"noise": 0.05, "near": 0.05, "outliers": 0.04, "backdoor": 0.04}
+LIMITS = {"noise": 0.05, "near": 0.05, "outliers": 0.04, "backdoor": 0.01}
+RELATIVE = {"alpha": 0.001, "min_relative": 0.25, "floor": 0.005}
 
 
 def draw(n: int, seed: int) -> pd.DataFrame:
@@ -54,7 +53,9 @@ def gates(frame: pd.DataFrame, profile: dict[str, Any]) -> dict[str, Any]:
         "noise": check_label_noise(nb, profile, max_excess=LIMITS["noise"]),
         "near": check_near_duplicates(nb, profile, max_rate=LIMITS["near"]),
         "outliers": check_outliers(frame, profile, max_excess=LIMITS["outliers"]),
-        "backdoor": check_backdoor(frame, profile, max_score=LIMITS["backdoor"]),
+        "backdoor": check_backdoor(
+            frame, profile, max_score=LIMITS["backdoor"], alpha=0.001, min_relative=0.25
+        ),
     }
 
 
@@ -83,9 +84,7 @@ def test_balanced_flips_keep_shares_but_not_neighbours(
     ones = flipped.index[flipped["target"] == 1][:40]
     zeros = flipped.index[flipped["target"] == 0][:40]
     flipped.loc[ones, "target"], flipped.loc[zeros, "target"] = 0, 1
-    assert check_label_distribution(
-        label_shares(flipped["target"]), profile["label_shares"], max_shift=0.05
-    ).passed
+    assert check_label_distribution(flipped, profile, max_shift=0.05, **RELATIVE).passed
     assert not gates(flipped, profile)["noise"].passed
 
 
@@ -97,7 +96,7 @@ def test_jittered_flood_is_near_duplicate(profile: dict[str, Any], clean: pd.Dat
     copies = clean.sample(n=250, random_state=2)
     copies[FEATURES] += rng.normal(0, 1e-3, size=(250, 4))
     flood = pd.concat([clean, copies], ignore_index=True)
-    assert check_duplicates(flood, max_rate=0.02).passed  # exact dedup sees nothing
+    assert check_duplicates(flood, profile, max_rate=0.02, alpha=0.001).passed  # no exact one
     g = gates(flood, profile)["near"]
     assert not g.passed and g.metrics["rate"] > 0.3 and g.metrics["sampled"] is False
 
@@ -151,19 +150,9 @@ def test_backdoor_trigger_detected(profile: dict[str, Any], clean: pd.DataFrame)
     g = gates(bad, profile)
     assert g["outliers"].passed  # the trigger is not extreme enough to be an outlier
     b = g["backdoor"]
-    assert not b.passed and b.metrics["feature"] == "x1" and b.metrics["tail"] == "high"
-    assert b.metrics["score"] > 0.05 and b.metrics["purity"] > 0.8
-    assert "backdoor" in b.detail
-
-
-def test_extremes_without_a_label_are_not_a_backdoor(
-    profile: dict[str, Any], clean: pd.DataFrame
-) -> None:
-    bad = clean.copy()
-    rows = bad.sample(n=60, random_state=5).index
-    bad.loc[rows, "x1"] = profile["features"]["x1"]["tail_high"] + 0.2
-    bad.loc[rows, "target"] = [0, 1] * 30
-    assert gates(bad, profile)["backdoor"].metrics["score"] < 0.04
+    assert not b.passed and b.metrics["feature"] == "x1" and b.metrics["label"] in ("0", "")
+    assert b.metrics["score"] > 0.04 and b.metrics["p_adjusted"] <= 0.001
+    assert "backdoor" in b.detail and "x1" in b.detail
 
 
 # --- screen.label_distribution and screen.duplicates -----------------------------------------
@@ -171,26 +160,6 @@ def test_extremes_without_a_label_are_not_a_backdoor(
 
 def test_label_keys_are_type_independent() -> None:
     assert label_shares(pd.Series([1.0, 0.0])) == label_shares(pd.Series([1, 0]))
-
-
-def test_label_distribution_pure() -> None:
-    ref = {"0": 0.4, "1": 0.6}
-    assert check_label_distribution({"0": 0.42, "1": 0.58}, ref, max_shift=0.05).passed
-    assert not check_label_distribution({"0": 0.5, "1": 0.5}, ref, max_shift=0.05).passed
-    new = check_label_distribution({"0": 0.4, "1": 0.59, "2": 0.01}, ref, max_shift=0.05)
-    assert not new.passed and new.metrics["max_shift"] == 1.0
-    assert new.metrics["unknown_classes"] == 1
-    gone = check_label_distribution({"1": 1.0}, ref, max_shift=0.05)
-    assert not gone.passed and gone.metrics["max_shift"] == pytest.approx(0.4)
-
-
-def test_duplicates_pure() -> None:
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 1.0], "target": [0, 1, 1, 0]})
-    g = check_duplicates(frame, max_rate=0.25)
-    assert g.passed and g.metrics == {"duplicate_rows": 1, "rows": 4, "duplicate_rate": 0.25}
-    assert not check_duplicates(frame, max_rate=0.2).passed
-    relabelled = frame.assign(target=[0, 1, 1, 1])  # same features, other label: not exact
-    assert check_duplicates(relabelled, max_rate=0.0).passed
 
 
 def test_duplicate_rate_matches_exact_comparison() -> None:
@@ -208,7 +177,15 @@ def test_checks_fail_closed_on_missing_feature(
     broken = clean.drop(columns=["x2"])
     for g in (
         run_check("screen.outliers", check_outliers, broken, profile, max_excess=0.5),
-        run_check("screen.backdoor", check_backdoor, broken, profile, max_score=0.5),
+        run_check(
+            "screen.backdoor",
+            check_backdoor,
+            broken,
+            profile,
+            max_score=0.5,
+            alpha=0.001,
+            min_relative=0.25,
+        ),
     ):
         assert not g.passed and "KeyError" in g.detail
     with pytest.raises(KeyError):

@@ -72,14 +72,15 @@ def as_version_2(profile: dict[str, Any]) -> dict[str, Any]:
 def test_bundled_profile_is_what_build_profile_writes(
     ctx: RunContext, bundled: pd.DataFrame
 ) -> None:
-    """The bundled version 2 profile (signed offline, must not change) is reproducible:
-    it is the version 3 profile of the same data without the version 3 fields."""
+    """The bundled version 4 profile (signed offline by its data owner) is reproducible:
+    exactly what build_profile writes for the bundled data."""
     built = build_profile(bundled, target="target")
-    assert built["version"] == 3 and built["categorical"] == {}
+    assert built["version"] == 4 and built["categorical"] == {}
     assert built["inputs"] == {"numeric": list(bundled.columns[:-1]), "categorical": []}
     assert set(built["missing_rates"]) == set(bundled.columns[:-1])
-    text = profile_text(as_version_2(built))
+    text = profile_text(built)
     assert text == ctx.settings.dataset.reference_profile.read_text()
+    assert built["conditional"]["classes"] == ["0", "1"]
     profile = json.loads(text)
     assert profile["rows"] == 569 and len(profile["features"]) == 30
     assert set(profile["label_shares"]) == {"0", "1"} and profile["duplicate_rate"] == 0.0

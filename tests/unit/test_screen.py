@@ -26,15 +26,19 @@ GATES = [
     "screen.pii",
     "screen.profile_integrity",
     "screen.label_distribution",
+    "screen.missingness",
+    "screen.category_shares",
     "screen.label_noise",
     "screen.duplicates",
     "screen.near_duplicates",
     "screen.outliers",
     "screen.backdoor",
 ]
-# The measured value of each gate and the settings field it is compared with.
+# The measured value of each gate and the settings field it is compared with (the
+# relative gates also need significance: a clean resample stays well inside the effect).
 MEASURE = {
     "screen.label_distribution": ("max_shift", "max_label_shift"),
+    "screen.missingness": ("shift", "max_missing_shift"),
     "screen.label_noise": ("excess", "max_label_noise_excess"),
     "screen.duplicates": ("duplicate_rate", "max_duplicate_rate"),
     "screen.near_duplicates": ("excess", "max_near_duplicate_rate"),
@@ -137,7 +141,8 @@ def test_label_flip_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None:
     g, every = blocked(ctx, flip_labels(bundled, share=0.10, seed=0))
     assert g.name == "screen.label_distribution"
     assert g.metrics["max_shift"] == pytest.approx(0.10, abs=0.002)
-    assert g.threshold == {"max_label_shift": 0.05} and "label flipping" in g.detail
+    assert g.threshold["max_label_shift"] == 0.05 and "label flipping" in g.detail
+    assert g.metrics["class"] == "1" and g.metrics["p_adjusted"] <= 0.001
     noise = every["screen.label_noise"]
     assert not noise.passed and noise.metrics["excess"] > 0.08
 
@@ -153,7 +158,7 @@ def test_duplicate_flood_blocked(ctx: RunContext, bundled: pd.DataFrame) -> None
     g, every = blocked(ctx, duplicate_flood(bundled, share=0.40, seed=0))
     assert g.name == "screen.duplicates"
     assert g.metrics["duplicate_rate"] == pytest.approx(0.40, abs=0.01)
-    assert g.threshold == {"max_duplicate_rate": 0.02}
+    assert g.threshold == {"max_duplicate_rate": 0.02, "alpha": 0.001}
     assert not every["screen.near_duplicates"].passed
 
 
@@ -173,8 +178,9 @@ def test_backdoor_trigger_blocked(
     poisoned = backdoor(bundled, profile, feature=feature, share=0.06, label=label, seed=0)
     _, every = blocked(ctx, poisoned)
     g = every["screen.backdoor"]
-    assert not g.passed and g.metrics["feature"] == feature and g.metrics["tail"] == "high"
-    assert g.metrics["score"] > 0.05 and g.metrics["purity"] > 0.8
+    assert not g.passed and g.metrics["feature"] == feature
+    assert g.metrics["part"] in ("bin 20 of 20", "above the reference range", "most repeated value")
+    assert g.metrics["score"] > 0.04 and g.metrics["p_adjusted"] <= 0.001
     assert every["screen.label_distribution"].passed  # the relabelling alone goes unseen
 
 
