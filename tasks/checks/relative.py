@@ -73,7 +73,8 @@ from tasks.common.gates import GateResult, check
 TOP_VALUE_ROWS = 200_000  # the repeated-value count runs on a random sample above this
 REBUILD = (
     "the reference profile is version {v} and lacks the counts this screen compares "
-    "with (version 4): rebuild it from the trusted data with `secure-pipeline profile`"
+    "with (version 4): rebuild it from the trusted data with `secure-pipeline refresh "
+    "--config CONFIG` (or `secure-pipeline profile`)"
 )
 
 
