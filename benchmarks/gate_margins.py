@@ -108,7 +108,9 @@ def build_reference(
     suite = json.loads(result.suite.read_text())
     profile = json.loads(result.profile.read_text())
     if missing:
-        ds = settings.dataset.model_copy(update={"missing": {**settings.dataset.missing, **missing}})
+        ds = settings.dataset.model_copy(
+            update={"missing": {**settings.dataset.missing, **missing}}
+        )
         settings = settings.model_copy(update={"dataset": ds})
         numeric, categorical = ds.inputs([str(c) for c in frame.columns])
         suite = derive_suite(
@@ -159,7 +161,12 @@ def data_gates(ref: Reference, frame: pd.DataFrame, *, seed: int) -> tuple[list[
     )
     screens = poisoning_gates(handled, ref.profile, limits=ref.settings.screen, seed=seed)
     dataset = Dataset(
-        frame=handled, uri="memory", sha256="0" * 64, format="csv", integrity="none", target=ds.target
+        frame=handled,
+        uri="memory",
+        sha256="0" * 64,
+        format="csv",
+        integrity="none",
+        target=ds.target,
     )
     return [pii, columns, expectations, *screens], dataset
 
@@ -236,20 +243,18 @@ def reading(result: Any) -> dict[str, Any]:
     metrics, threshold = dict(result.metrics), dict(result.threshold)
     key = MEASURED.get(result.name) or next((k for k in FALLBACK if k in metrics), None)
     measured = _number(metrics.get(key)) if key else None
-    bound = next(
-        ((k, _number(v)) for k, v in threshold.items() if k.startswith(("max_", "min_"))),
-        (None, None),
-    )
+    bounds = [(k, _number(v)) for k, v in threshold.items() if k.startswith(("max_", "min_"))]
+    name, limit = bounds[0] if bounds else ("", None)
     margin = None
-    if measured is not None and bound[1] is not None:
-        margin = bound[1] - measured if bound[0].startswith("max_") else measured - bound[1]
+    if measured is not None and limit is not None:
+        margin = limit - measured if name.startswith("max_") else measured - limit
     where = {k: metrics[k] for k in ("feature", "tail", "kind", "class") if metrics.get(k)}
     return {
         "passed": bool(result.passed),
         "metric": key,
         "measured": measured,
-        "bound": bound[0],
-        "threshold": bound[1],
+        "bound": name or None,
+        "threshold": limit,
         "margin": margin,
         **({"where": where} if where else {}),
         **({} if result.passed else {"detail": result.detail[:300]}),
@@ -263,9 +268,7 @@ def run_frame(
     gates, dataset = data_gates(ref, frame, seed=seed)
     out: dict[str, dict[str, dict[str, Any]]] = {"data": {g.name: reading(g) for g in gates}}
     for est in estimators:
-        out[est] = (
-            {g.name: reading(g) for g in model_gates(ref, dataset, est)} if dataset else {}
-        )
+        out[est] = {g.name: reading(g) for g in model_gates(ref, dataset, est)} if dataset else {}
     return out
 
 
@@ -325,7 +328,7 @@ def measure_table(
     attacks: list[str] | None,
     workdir: Path,
     rows: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], Any] = lambda s: sys.stderr.write(s + "\n"),
 ) -> dict[str, Any]:
     """The clean and attack measurements of one table (see the module docstring)."""
     spec = SPECS[name]
@@ -474,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-margins-") as tmp:
         for name in [t for t in args.tables.split(",") if t]:
             n = args.diamonds_resamples if name == "diamonds" else args.resamples
-            print(f"{name}: {n} clean resamples, estimators {estimators}", file=sys.stderr)
+            sys.stderr.write(f"{name}: {n} clean resamples, estimators {estimators}\n")
             results[name] = measure_table(
                 name,
                 estimators=estimators,
@@ -482,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                 attacks=attacks,
                 workdir=Path(tmp),
                 rows=args.rows,
-                log=lambda s: print(s, file=sys.stderr),
+                log=lambda s: sys.stderr.write(s + "\n"),
             )
     text = markdown(results, estimators)
     sys.stdout.write(text)
