@@ -455,6 +455,21 @@ def markdown(results: dict[str, Any], estimators: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_json(
+    path: Path, results: dict[str, Any], estimators: list[str], args: argparse.Namespace
+) -> None:
+    """The measurements so far, with the settings that produced them and the tables."""
+    payload = {
+        "estimators": estimators,
+        "resamples": args.resamples,
+        "diamonds_resamples": args.diamonds_resamples,
+        "rows": args.rows,
+        "tables": results,
+        "markdown": markdown(results, estimators),
+    }
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tables", default=",".join(REAL))
@@ -487,17 +502,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows=args.rows,
                 log=lambda s: sys.stderr.write(s + "\n"),
             )
-    text = markdown(results, estimators)
-    sys.stdout.write(text)
-    if args.out:
-        payload = {
-            "estimators": estimators,
-            "resamples": args.resamples,
-            "diamonds_resamples": args.diamonds_resamples,
-            "tables": results,
-            "markdown": text,
-        }
-        args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+            if args.out:  # after each table: a long run keeps what it measured
+                write_json(args.out, results, estimators, args)
+    sys.stdout.write(markdown(results, estimators))
     return 0
 
 
