@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -387,11 +388,41 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.3f}"
 
 
-def _value(r: dict[str, Any]) -> str:
+def _value(gate: str, r: dict[str, Any]) -> str:
+    """The measured value against its threshold; for the suite, the failing
+    expectations themselves (their count says little)."""
+    detail = r.get("detail") or ""
+    if gate == "validate.expectations" and detail.startswith("failing: "):
+        return detail.removeprefix("failing: ").split("; fix", 1)[0]
     m, t = r.get("measured"), r.get("threshold")
     if m is None:
-        return r.get("detail", "")[:60] or "blocked"
+        return detail[:60] or "blocked"
     return f"{m:.3f}" + (f" vs {t:g}" if t is not None else "")
+
+
+def _failing_expectations(detail: str | None) -> set[str]:
+    """``type(column)`` of each failing expectation named in a validate.expectations detail."""
+    return set(re.findall(r"\w+\([^)]*\)", (detail or "").split("; fix", 1)[0]))
+
+
+def _verdict(a: dict[str, Any], est: str, clean: dict[str, Any]) -> str:
+    """OK: a gate meant for the attack blocked it; missed: nothing blocked it but gates
+    that also block clean resamples of the table (they tell nothing about the attack;
+    for the suite: no expectation failed that a clean resample did not fail too); else
+    the other gates that blocked it."""
+    if a[est]["expected_gate_blocked"]:
+        return "OK"
+    other = []
+    for g in a[est]["blocked_by"]:
+        c = clean.get(g)
+        if c is None or c["pass_rate"] == 1:
+            other.append(g)
+        elif g == "validate.expectations":
+            seen = set().union(*(_failing_expectations(d) for d in c.get("details", [])))
+            mine = _failing_expectations(a["gates"]["data"][g].get("detail"))
+            if mine - seen:
+                other.append(f"{g} ({', '.join(sorted(mine - seen))})")
+    return f"other: {'; '.join(other)}" if other else "missed"
 
 
 def markdown(results: dict[str, Any], estimators: list[str]) -> str:
@@ -420,8 +451,10 @@ def markdown(results: dict[str, Any], estimators: list[str]) -> str:
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Attacks (one 80% subsample each): gates that blocked, with the measured value "
-        "vs threshold; model gates per estimator. OK = a gate meant for it blocked.",
+        "Attacks (one 80% subsample each): the data gates that blocked (estimator-"
+        "independent), the model gates per estimator, with the measured value vs threshold. "
+        "Verdict per estimator: OK = a gate meant for it blocked; missed = only gates that "
+        "also block clean resamples did.",
         "",
         "| table | attack | meant for | data gates blocking | "
         + " | ".join(f"{SHORT.get(e, e)} model gates blocking" for e in estimators)
@@ -430,22 +463,21 @@ def markdown(results: dict[str, Any], estimators: list[str]) -> str:
     ]
     for t, res in results.items():
         for name, a in res["attacks"].items():
-            data = ", ".join(f"{g} ({_value(a['gates']['data'][g])})" for g in a["data_blocked_by"])
-            per_est = []
+            data = "; ".join(
+                f"{g} ({_value(g, a['gates']['data'][g])})" for g in a["data_blocked_by"]
+            )
+            per_est, verdicts = [], []
             for e in estimators:
                 blocks = a[e]["model_blocked_by"]
                 per_est.append(
-                    ", ".join(f"{g} ({_value(a['gates'][e][g])})" for g in blocks) or "-"
+                    "; ".join(f"{g} ({_value(g, a['gates'][e][g])})" for g in blocks) or "-"
                 )
-            caught = [SHORT.get(e, e) for e in estimators if a[e]["expected_gate_blocked"]]
+                verdicts.append((SHORT.get(e, e), _verdict(a, e, res["clean"][e])))
+            distinct = {v for _, v in verdicts}
             verdict = (
-                "OK"
-                if len(caught) == len(estimators)
-                else "missed"
-                if not caught and not any(a[e]["blocked_by"] for e in estimators)
-                else f"expected gate: {'/'.join(caught) or 'none'}; other gates blocked"
-                if any(a[e]["blocked_by"] for e in estimators)
-                else "missed"
+                distinct.pop()
+                if len(distinct) == 1
+                else "; ".join(f"{e}: {v}" for e, v in verdicts)
             )
             lines.append(
                 f"| {t} | {name} | {', '.join(a['expected'])} | {data or 'none'} | "
@@ -481,7 +513,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="seeded sample of each table")
     parser.add_argument("--attacks", default="all", help="comma-separated names, or all")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="print the tables of saved --out files (merged) instead of measuring",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        saved = [json.loads(p.read_text()) for p in args.report]
+        merged = {t: r for s in saved for t, r in s["tables"].items()}
+        sys.stdout.write(markdown(merged, saved[0]["estimators"]))
+        return 0
     # Library chatter (GX's temporary docs site, sklearn's undefined-metric warnings on
     # tiny classes) would bury the tables; the gates report what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
