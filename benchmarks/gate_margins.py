@@ -406,12 +406,15 @@ def _failing_expectations(detail: str | None) -> set[str]:
 
 
 def _verdict(a: dict[str, Any], est: str, clean: dict[str, Any]) -> str:
-    """OK: a gate meant for the attack blocked it; missed: nothing blocked it but gates
+    """OK: a gate meant for the attack blocked it (OK*: a gate that blocks clean
+    resamples too, so the block proves little); missed: nothing blocked it but gates
     that also block clean resamples of the table (they tell nothing about the attack;
     for the suite: no expectation failed that a clean resample did not fail too); else
     the other gates that blocked it."""
     if a[est]["expected_gate_blocked"]:
-        return "OK"
+        meant = [g for g in a[est]["blocked_by"] if g in a["expected"]]
+        sound = any(clean.get(g, {}).get("pass_rate", 1) == 1 for g in meant)
+        return "OK" if sound else "OK* (that gate also blocks clean resamples)"
     other = []
     for g in a[est]["blocked_by"]:
         c = clean.get(g)
