@@ -122,6 +122,12 @@ def test_clean_resamples_pass_every_gate(bed: Bed, table: str, estimator: str) -
     assert not blocked, "\n".join(blocked)
 
 
+def _measured_blocks(results: Gates) -> list[str]:
+    """Gates that blocked on a measurement: a check that raised fails closed, which is
+    right for a run but proves nothing about detecting the attack."""
+    return [r.name for r in results if not r.passed and not r.detail.startswith("check raised")]
+
+
 CASES = [(t, a) for t in ROWS for a in attacks_for(SPECS[t])]
 
 
@@ -130,12 +136,12 @@ CASES = [(t, a) for t in ROWS for a in attacks_for(SPECS[t])]
 def test_attack_is_blocked_by_its_gate(bed: Bed, table: str, attack: str, estimator: str) -> None:
     expected = set(EXPECTED_GATES[attack])
     gates, _ = bed.data(table, attack)
-    blocking = [r.name for r in gates if not r.passed]
+    blocking = _measured_blocks(gates)
     if not expected & set(blocking) and any(g.startswith("evaluate.") for g in expected):
         # Only a trigger the model learned is the probe's to catch: train for it.
         model = bed.model(table, attack, estimator)
         gates = gates + model
-        blocking += [r.name for r in model if not r.passed]
+        blocking += _measured_blocks(model)
     assert expected & set(blocking), (
         f"{attack} on {table} ({estimator}) not blocked by {sorted(expected)}; "
         f"blocked by {blocking or 'nothing'}; readings: "
