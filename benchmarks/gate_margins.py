@@ -411,8 +411,13 @@ def _verdict(a: dict[str, Any], est: str, clean: dict[str, Any]) -> str:
     that also block clean resamples of the table (they tell nothing about the attack;
     for the suite: no expectation failed that a clean resample did not fail too); else
     the other gates that blocked it."""
-    if a[est]["expected_gate_blocked"]:
-        meant = [g for g in a[est]["blocked_by"] if g in a["expected"]]
+    gates = {**a["gates"]["data"], **a["gates"][est]}
+    meant = [
+        g
+        for g in a[est]["blocked_by"]
+        if g in a["expected"] and not (gates[g].get("detail") or "").startswith("check raised")
+    ]  # a check that raised fails closed, right for a run, but it detected nothing
+    if meant:
         sound = any(clean.get(g, {}).get("pass_rate", 1) == 1 for g in meant)
         return "OK" if sound else "OK* (that gate also blocks clean resamples)"
     other = []
