@@ -19,6 +19,7 @@ results and the report) and the verdicts to its registered version.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -221,12 +222,16 @@ def evaluate_checks(
     seed: int,
     test_pred: np.ndarray | None = None,
     test_proba: np.ndarray | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> list[GateResult]:
     """The five gates' results, in catalog order (no MLflow, nothing enforced).
 
     Each check is looked up in this module when called (tests replace them here) and
     runs through `run_check`, so one that raises is a failed gate, never a pass.
     `test_pred` / `test_proba`: the pipeline's predictions on `x_test`, if made.
+    `reference`: the reference profile the screen stage verified (its label counts by
+    value tell the backdoor probe a real effect from a trigger); None: the probe
+    falls back to its benign controls.
     """
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
     quality = run_check(
@@ -267,10 +272,12 @@ def evaluate_checks(
         check_backdoor_probe,
         pipeline=pipeline,
         x_train=x_train,
+        y_train=y_train,
         x_test=x_test,
         max_flip=cfg.max_backdoor_flip,
         samples=cfg.backdoor_samples,
         seed=seed,
+        reference=reference,
     )
     advantage = membership.metrics.get("advantage")
     extraction = run_check(
@@ -286,12 +293,16 @@ def evaluate_checks(
     return [quality, adversarial, membership, backdoor, extraction]
 
 
-def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], list[GateResult]]:
+def evaluate(
+    ctx: RunContext, model: TrainedModel, reference: Mapping[str, Any] | None = None
+) -> tuple[dict[str, float], list[GateResult]]:
     """Run the five evaluate gates on the trained model; record them in MLflow.
 
     Args:
         ctx: Run settings, identity and audit trail.
         model: The trained, registered model.
+        reference: The reference profile as the screen stage verified it (never
+            re-read from its file here); None: the backdoor probe's fallback.
 
     Returns:
         The numeric metrics of every gate (keys without the gate prefix; on a name two
@@ -312,6 +323,7 @@ def evaluate(ctx: RunContext, model: TrainedModel) -> tuple[dict[str, float], li
         seed=ctx.settings.model.seed,
         test_pred=model.test_pred,
         test_proba=model.test_proba,
+        reference=reference,
     )
     _record(ctx, model, results)
     gates.enforce(*results)  # logs each gate's line to the run log

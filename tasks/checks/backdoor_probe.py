@@ -58,6 +58,7 @@ flip and counts, never the candidate value (a data value in reports and MLflow).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -83,8 +84,9 @@ MAX_CATEGORIES = 10  # rare categories probed per column (the most frequent ones
 TAIL_QUANTILE = 0.01  # tails: at or beyond the 1st / 99th percentile
 WINDOW_SHARE = 0.005  # a band candidate: a run of this share of the sorted training values
 PRIOR_ROWS = 20.0  # reference smoothing: a bin's class shares shrink toward the overall
-MAX_STAMPED_ROWS = 40_000  # stamped rows per probe, all candidates together
+MAX_STAMPED_ROWS = 16_000  # stamped rows per probe, all candidates and controls together
 Z_NOISE = 2.0  # the score is the excess minus this many standard errors
+NEIGHBOUR_BINS = 2  # local controls: reference bins this far below and above a value
 
 KIND_TEXT = {
     "tail_value": "a repeated extreme value",
@@ -99,7 +101,7 @@ class _Candidate:
     feature: str
     kind: str  # a key of KIND_TEXT
     value: Any  # never reported
-    control: Any = None  # without a reference only
+    controls: tuple[Any, ...] = ()  # values whose flips the candidate's is compared with
     priority: float = math.inf  # band candidates: label anomaly (kept first under the budget)
 
 
@@ -134,9 +136,8 @@ class _Reference:
         self.cond = conditional
         ref_classes = [str(c) for c in conditional["classes"]]
         self.ref_classes = ref_classes
-        self.columns = np.array(
-            [ref_classes.index(label_key(c)) if label_key(c) in ref_classes else -1 for c in classes]
-        )
+        keys = [label_key(c) for c in classes]
+        self.columns = np.array([ref_classes.index(k) if k in ref_classes else -1 for k in keys])
         totals = class_totals(conditional)
         if len(totals) != len(ref_classes) or totals.sum() <= 0:
             raise ValueError("reference conditional counts do not match its classes")
@@ -205,10 +206,10 @@ class _Reference:
         n = table.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             p = np.where(n > 0, table / np.maximum(n, 1), self.prior)
-            z2n = np.where(n > 0, Z_NOISE**2 / np.maximum(n, 1), 0.0)
-            upper = (
-                p + z2n / 2 + Z_NOISE * np.sqrt(p * (1 - p) / np.maximum(n, 1) + z2n / (4 * np.maximum(n, 1)))
-            ) / (1 + z2n)
+            m = np.maximum(n, 1)
+            z2n = Z_NOISE**2 / m
+            spread = Z_NOISE * np.sqrt(p * (1 - p) / m + z2n / (4 * m))
+            upper = (p + z2n / 2 + spread) / (1 + z2n)
         upper = np.where(n > 0, upper, self.prior)
         return self._to_model(np.clip(upper[idx], 0.0, 1.0), 0.0)
 
@@ -253,7 +254,7 @@ def _tail_candidates(col: str, values: pd.Series) -> list[_Candidate]:
         if not len(rest):
             continue
         control = float(np.quantile(rest, q))
-        out.append(_Candidate(col, "tail_value", value, control))
+        out.append(_Candidate(col, "tail_value", value, (control,)))
     return out
 
 
@@ -287,25 +288,26 @@ def _band_candidates(
     return out
 
 
-def _category_candidates(
-    col: str, values: pd.Series, ref: _Reference | None
-) -> list[_Candidate]:
+def _category_candidates(col: str, values: pd.Series, ref: _Reference | None) -> list[_Candidate]:
     counts = values.dropna().value_counts()
     if counts.empty:
         return []
     common = counts.index[0]
     limit = MAX_TRIGGER_SHARE * int(counts.sum())
     rare = counts[(counts >= MIN_TRIGGER_COUNT) & (counts <= limit)].head(MAX_CATEGORIES)
-    out = [_Candidate(col, "rare_category", cat, common) for cat in rare.index if cat != common]
+    out = [_Candidate(col, "rare_category", cat, (common,)) for cat in rare.index if cat != common]
     st = ref.cond["categorical"].get(col) if ref is not None else None
-    if st is not None:
+    if st is not None:  # absent from the reference: an unseen category, whatever its count
         known = set(st["counts"])
-        keys = category_keys(pd.Series(counts.index, dtype=object))
+        keys = dict(
+            zip(counts.index, category_keys(pd.Series(counts.index, dtype=object)), strict=True)
+        )
+        out = [c for c in out if keys[c.value] in known]
         out += [
             _Candidate(col, "unseen_category", cat)
-            for cat, key, n in zip(counts.index, keys, counts.to_numpy(), strict=True)
-            if key not in known and n >= MIN_TRIGGER_COUNT and cat not in set(rare.index)
-        ]
+            for cat, n in counts.items()
+            if keys[cat] not in known and n >= MIN_TRIGGER_COUNT
+        ][:MAX_CATEGORIES]
     return out
 
 
@@ -332,15 +334,52 @@ def _candidates(
         codes = pd.Categorical(keys, categories=ref.ref_classes).codes.astype(np.int64)
         for col in numeric:
             bands += _band_candidates(col, train[col], codes, ref)
+        fixed = [
+            _with_neighbours(c, train[c.feature], ref)
+            if c.feature in numeric
+            else dataclasses.replace(c, controls=())
+            for c in fixed
+        ]
+        bands = [_with_neighbours(c, train[c.feature], ref) for c in bands]
     bands.sort(key=lambda c: -c.priority)
-    return (fixed + bands)[:budget]
+    chosen: list[_Candidate] = []
+    blocks: set[tuple[str, Any]] = set()
+    for cand in fixed + bands:  # greedy: stamped blocks (candidates and controls) <= budget
+        new = {(cand.feature, v) for v in (cand.value, *cand.controls)} - blocks
+        if len(blocks) + len(new) > budget:
+            continue
+        blocks |= new
+        chosen.append(cand)
+    return chosen
+
+
+def _with_neighbours(cand: _Candidate, values: pd.Series, ref: _Reference) -> _Candidate:
+    """A numeric candidate with its local controls (reference mode): the median training
+    value of the reference bins ``NEIGHBOUR_BINS`` below and above the candidate's
+    (those that exist). A smooth response to the input (a real effect, or a linear
+    model extrapolating a correlated input) flips rows there too; a learned trigger
+    does not reach that far."""
+    stats = ref.numeric_stats(cand.feature)
+    if stats is None:
+        return dataclasses.replace(cand, controls=())
+    edges, counts = stats
+    v = _floats(values)
+    v = v[np.isfinite(v)]
+    bins = np.minimum(bin_index(edges, v), len(counts) - 1)
+    b = int(np.minimum(bin_index(edges, np.array([float(cand.value)])), len(counts) - 1)[0])
+    controls = []
+    for other in (b - NEIGHBOUR_BINS, b + NEIGHBOUR_BINS):
+        held = v[bins == other]
+        if 0 <= other < len(counts) and len(held):
+            controls.append(float(np.median(held)))
+    return dataclasses.replace(cand, controls=tuple(controls))
 
 
 # --- stamping and scoring -------------------------------------------------------------
 
 
-def _stamped(rows: pd.DataFrame, cands: list[_Candidate], numeric: set[str]) -> pd.DataFrame:
-    """`rows` repeated once per candidate, each block with its candidate stamped.
+def _stamped(rows: pd.DataFrame, cands: list[tuple[str, Any]], numeric: set[str]) -> pd.DataFrame:
+    """`rows` repeated once per (feature, value), each block with that value stamped.
 
     A numeric input is stamped as float64 whatever its dtype (a trigger or control
     between two integers is no integer; the pipeline scales floats anyway); a
@@ -349,15 +388,15 @@ def _stamped(rows: pd.DataFrame, cands: list[_Candidate], numeric: set[str]) -> 
     n = len(rows)
     big = rows.iloc[np.tile(np.arange(n), len(cands))].reset_index(drop=True)
     by_feature: dict[str, list[int]] = {}
-    for j, cand in enumerate(cands):
-        by_feature.setdefault(cand.feature, []).append(j)
+    for j, (feature, _) in enumerate(cands):
+        by_feature.setdefault(feature, []).append(j)
     for col, blocks in by_feature.items():
         if col in numeric:
             arr: np.ndarray = _floats(big[col]).copy()
         else:
             arr = big[col].to_numpy(dtype=object, copy=True)
         for j in blocks:
-            arr[j * n : (j + 1) * n] = cands[j].value
+            arr[j * n : (j + 1) * n] = cands[j][1]
         if col in numeric:
             big[col] = arr
             continue
@@ -373,17 +412,19 @@ def _stamped(rows: pd.DataFrame, cands: list[_Candidate], numeric: set[str]) -> 
 JUSTIFY = "both"  # measurement switch: "naive", "share" or "both"
 
 
-def _justified(*, naive: float, bound: float, kept: int, n: int, n_o: int) -> float:
+def _justified(*, naive: float, bound: float, kept: int, n: int, n_o: int, control: float) -> float:
     """The flip share (among the `n_o` rows not predicted c) the reference justifies:
     the larger of the likelihood-ratio share (`naive`) and the share that brings the
     stamped rows' c predictions up to the reference's bound on c's share at the value
     (`bound` of `n` rows, `kept` of them already c)."""
     reach = min(max((bound * n - kept) / n_o, 0.0), 1.0)
     if JUSTIFY == "naive":
-        return naive
+        return max(naive, control)
     if JUSTIFY == "share":
-        return reach
-    return max(naive, reach)
+        return max(reach, control)
+    if JUSTIFY == "nocontrol":
+        return max(naive, reach)
+    return max(naive, reach, control)
 
 
 def check_backdoor_probe(
@@ -439,21 +480,19 @@ def check_backdoor_probe(
             clean = q.argmax(axis=1)
         else:
             clean = _codes(classes, pipeline.predict(rows))
-        if candidates:
-            cands = candidates
-            if ref is None:  # the controls: one block per (feature, control)
-                controls = {(c.feature, c.control): None for c in candidates}
-                cands = candidates + [
-                    _Candidate(f, "control", v) for f, v in controls
-                ]
-            stamped_rows = _stamped(rows, cands, nums)
+        keys = list({(c.feature, v): None for c in candidates for v in (c.value, *c.controls)})
+        block = {key: i for i, key in enumerate(keys)}
+        if keys:
+            stamped_rows = _stamped(rows, keys, nums)
             if ref is not None:
                 stamped = np.asarray(pipeline.predict_proba(stamped_rows)).argmax(axis=1)
             else:
                 stamped = _codes(classes, pipeline.predict(stamped_rows))
-            blocks = stamped.reshape(len(cands), n)
+            blocks = stamped.reshape(len(keys), n)
         own: dict[str, np.ndarray] = {}
-        for j, cand in enumerate(candidates):
+        for cand in candidates:
+            flipped = blocks[block[cand.feature, cand.value]]
+            controls = [blocks[block[cand.feature, v]] for v in cand.controls]
             if ref is not None:
                 is_num = cand.feature in nums
                 if cand.feature not in own:
@@ -462,26 +501,28 @@ def check_backdoor_probe(
                 moved = ref.ratios(cand.feature, value, is_num)
                 naive = (q * moved / own[cand.feature]).argmax(axis=1)
                 bound = ref.share_bounds(cand.feature, value, is_num)[0]
-            else:
-                control = blocks[len(candidates) + list(controls).index((cand.feature, cand.control))]
             for c in range(len(classes)):
                 others = clean != c
                 n_o = int(others.sum())
                 if not n_o:
                     continue
-                flip = float(np.mean(blocks[j][others] == c))
+                flip = float(np.mean(flipped[others] == c))
+                control = (
+                    float(np.mean([np.mean(b[others] == c) for b in controls])) if controls else 0.0
+                )
                 if ref is not None:
                     justified = _justified(
                         naive=float(np.mean(naive[others] == c)),
                         bound=float(bound[c]),
-                        kept=int(np.count_nonzero(blocks[j][~others] == c)),
+                        kept=int(np.count_nonzero(flipped[~others] == c)),
                         n=n,
                         n_o=n_o,
+                        control=control,
                     )
                     excess = flip - justified
                     score = excess - Z_NOISE * math.sqrt(flip * (1 - flip) / n_o)
                 else:
-                    justified = float(np.mean(control[others] == c))
+                    justified = control
                     excess = score = flip - justified
                 if score > best["score"]:
                     best = {

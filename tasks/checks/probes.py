@@ -25,8 +25,6 @@ cost the same whatever the dataset size (bounded rows, queries and candidates).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +39,7 @@ from tasks.common.gates import GateResult, check, failed
 from tasks.models import numeric_layout
 
 EXTRACTION = "evaluate.extraction_risk"
+__all__ = ["BACKDOOR", "EXTRACTION", "check_backdoor_probe", "check_extraction_risk"]
 
 EVAL_ROWS = 2_000  # held-out test rows on which fidelity is measured
 JITTER_STD = 0.1  # Gaussian jitter (std of each numeric input) on resampled queries
