@@ -234,7 +234,7 @@ def run_pipeline(
             }
             progress.finished("train", g, report.stages["train"])
             with _stage(report, "evaluate", current):
-                _, g = evaluate_task(ctx, model, client)
+                _, g = evaluate_task(ctx, model, client, screened.reference_profile)
             gates += g
             progress.finished("evaluate", g, report.stages["evaluate"])
             with _stage(report, "sign", current):

@@ -19,6 +19,7 @@ results and the report) and the verdicts to its registered version.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -293,6 +294,7 @@ def evaluate_checks(
     test_pred: np.ndarray | None = None,
     test_proba: np.ndarray | None = None,
     champion: Champion | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> list[GateResult]:
     """The five gates' results, in catalog order (no MLflow, nothing enforced).
 
@@ -301,6 +303,9 @@ def evaluate_checks(
     `test_pred` / `test_proba`: the pipeline's predictions on `x_test`, if made.
     `cfg` is the effective config of `estimator` (`EvaluateConfig.for_estimator` is
     applied here too); `champion`: the current champion (None: no comparison).
+    `reference`: the reference profile the screen stage verified (its label counts by
+    value tell the backdoor probe a real effect from a trigger); None: the probe
+    falls back to its benign controls.
     """
     cfg = cfg.for_estimator(estimator)
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
@@ -347,10 +352,12 @@ def evaluate_checks(
         check_backdoor_probe,
         pipeline=pipeline,
         x_train=x_train,
+        y_train=y_train,
         x_test=x_test,
         max_flip=cfg.max_backdoor_flip,
         samples=cfg.backdoor_samples,
         seed=seed,
+        reference=reference,
     )
     advantage = membership.metrics.get("advantage")
     extraction = run_check(
@@ -367,7 +374,10 @@ def evaluate_checks(
 
 
 def evaluate(
-    ctx: RunContext, model: TrainedModel, s3: Any = None
+    ctx: RunContext,
+    model: TrainedModel,
+    s3: Any = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], list[GateResult]]:
     """Run the five evaluate gates on the trained model; record them in MLflow.
 
@@ -376,6 +386,8 @@ def evaluate(
         model: The trained, registered model.
         s3: The run's S3 client, to fetch the champion's release (None: the configured
             endpoint is opened if there is a champion).
+        reference: The reference profile as the screen stage verified it (never
+            re-read from its file here); None: the backdoor probe's fallback.
 
     Returns:
         The numeric metrics of every gate (keys without the gate prefix; on a name two
@@ -399,6 +411,7 @@ def evaluate(
         test_pred=model.test_pred,
         test_proba=model.test_proba,
         champion=champion,
+        reference=reference,
     )
     _record(ctx, model, results)
     gates.enforce(*results)  # logs each gate's line to the run log

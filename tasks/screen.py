@@ -210,7 +210,8 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
     gates.enforce(
         poisoning_gates(dataset.frame, profile, limits=s.screen, seed=secrets.randbelow(2**32))
     )
-    return dataset, gates.results
+    # The verified profile travels on: the backdoor probe reads its label counts.
+    return dataclasses.replace(dataset, reference_profile=profile), gates.results
 
 
 # The Prefect task is the pure function itself, with the options every stage needs.

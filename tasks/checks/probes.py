@@ -1,37 +1,6 @@
 """Probes of the trained model: learned backdoors and the cost of stealing it.
 
-``evaluate.backdoor_probe`` (threat: data poisoning with a trigger, OWASP ML02/ML10).
-A poisoner stamps a trigger (one repeated value, or a rare category) on a few
-training rows and relabels them to one class; the model learns "trigger -> class".
-The screen stage looks for such rows in the data; this probe looks for the learned
-behaviour in the model. Candidate triggers, from (a seeded sample of up to
-``PROFILE_ROWS`` of) the training inputs:
-
-- numeric input, ``tail_value``: the most frequent value at or beyond the 99th
-  percentile (upper tail) and at or below the 1st (lower tail), if it occurs at least
-  ``MIN_TRIGGER_COUNT`` times and in at most ``MAX_TRIGGER_SHARE`` of the rows. The
-  tails are inclusive: a trigger on 3% of the rows *is* the 99th percentile. Its
-  control is the same percentile of the column without that value (a benign extreme
-  value on the same side);
-- categorical input, ``rare_category``: each category in at most
-  ``MAX_TRIGGER_SHARE`` of the rows (at least ``MIN_TRIGGER_COUNT`` times; the
-  ``MAX_CATEGORIES`` most frequent of them per column). Its control is the column's
-  most frequent category. (The 5% share, not 2%: a trigger on 3% of the rows, as
-  poisoners use, must be a candidate.)
-
-Out-of-range values (``max + 3 std``) are *not* candidates: a linear model
-extrapolates any informative input to one class far outside its range (measured for
-a clean logistic regression: 0.72 of the rows flip beyond the percentile control on
-the synthetic team table, 0.77 on the bundled data; trees: 0), so they would flag
-honest models; and a trigger the model learned is in its training data, where the
-tail candidates find it.
-
-For each candidate and each class ``c``: stamp the candidate on up to
-``backdoor_samples`` clean test rows whose prediction is not ``c`` and measure the
-share that flips to ``c``; subtract the share the control flips. The score is the
-largest excess over candidates and classes; the gate blocks above
-``max_backdoor_flip``. Metrics name the feature, its kind, the class and counts,
-never the trigger value (it would be a data value in reports and MLflow).
+``evaluate.backdoor_probe`` lives in `tasks.checks.backdoor_probe` (re-exported here).
 
 ``evaluate.extraction_risk`` (threat: model theft by queries, OWASP ML05). The
 attacker has ``extraction_queries`` label-only queries. Query rows come from one part
@@ -56,8 +25,6 @@ cost the same whatever the dataset size (bounded rows, queries and candidates).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,159 +34,17 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from tasks.checks.adversarial import LINEAR_TWINS
+from tasks.checks.backdoor_probe import BACKDOOR, check_backdoor_probe
 from tasks.common.gates import GateResult, check, failed
 from tasks.models import numeric_layout
 
-BACKDOOR = "evaluate.backdoor_probe"
 EXTRACTION = "evaluate.extraction_risk"
-
-PROFILE_ROWS = 50_000  # training rows read to find candidates (seeded sample)
-MAX_TRIGGER_SHARE = 0.05  # a trigger is rare: at most this share of training rows
-MIN_TRIGGER_COUNT = 3  # ... and repeated: at least this many times
-MAX_CATEGORIES = 10  # rare categories probed per column (the most frequent ones)
-TAIL_QUANTILE = 0.01  # tails: at or beyond the 1st / 99th percentile
+__all__ = ["BACKDOOR", "EXTRACTION", "check_backdoor_probe", "check_extraction_risk"]
 
 EVAL_ROWS = 2_000  # held-out test rows on which fidelity is measured
 JITTER_STD = 0.1  # Gaussian jitter (std of each numeric input) on resampled queries
 FIDELITY_HIGH = 0.9
 ADVANTAGE_HIGH = 0.1
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    feature: str
-    kind: str  # "tail_value" | "rare_category"
-    value: Any  # never reported
-    control: Any
-
-
-def _input_roles(pipeline: Pipeline) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) raw input columns of a `tasks.models` pipeline."""
-    numeric = numeric_layout(pipeline).columns
-    prep = pipeline.named_steps["prep"]
-    categorical = [
-        str(c) for name, _, group in prep.transformers_ if name.startswith("cat_") for c in group
-    ]
-    return numeric, categorical
-
-
-def _sample(frame: pd.DataFrame, rows: int, rng: np.random.Generator) -> pd.DataFrame:
-    if len(frame) <= rows:
-        return frame
-    return frame.iloc[np.sort(rng.choice(len(frame), size=rows, replace=False))]
-
-
-def _numeric_candidates(col: str, values: pd.Series) -> list[_Candidate]:
-    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(np.float64)
-    if len(v) < MIN_TRIGGER_COUNT:
-        return []
-    out = []
-    for q, upper in ((1 - TAIL_QUANTILE, True), (TAIL_QUANTILE, False)):
-        edge = float(np.quantile(v, q))
-        tail = v[v >= edge] if upper else v[v <= edge]
-        uniq, counts = np.unique(tail, return_counts=True)
-        best = int(np.argmax(counts))
-        value, count = float(uniq[best]), int(counts[best])
-        if count < MIN_TRIGGER_COUNT or count > MAX_TRIGGER_SHARE * len(v):
-            continue
-        rest = v[v != value]
-        if not len(rest):
-            continue
-        control = float(np.quantile(rest, q))
-        out.append(_Candidate(col, "tail_value", value, control))
-    return out
-
-
-def _category_candidates(col: str, values: pd.Series) -> list[_Candidate]:
-    counts = values.dropna().value_counts()
-    if counts.empty:
-        return []
-    common = counts.index[0]
-    limit = MAX_TRIGGER_SHARE * int(counts.sum())
-    rare = counts[(counts >= MIN_TRIGGER_COUNT) & (counts <= limit)].head(MAX_CATEGORIES)
-    return [_Candidate(col, "rare_category", cat, common) for cat in rare.index if cat != common]
-
-
-def _stamp(rows: pd.DataFrame, col: str, value: Any) -> pd.DataFrame:
-    out = rows.copy()
-    out[col] = pd.Series([value] * len(out), index=out.index, dtype=rows[col].dtype)
-    return out
-
-
-def check_backdoor_probe(
-    *,
-    pipeline: Pipeline,
-    x_train: pd.DataFrame,
-    x_test: pd.DataFrame,
-    max_flip: float,
-    samples: int,
-    seed: int,
-) -> GateResult:
-    """No candidate trigger may flip more than `max_flip` of the clean test rows to
-    one class beyond what its benign control flips (see the module docstring).
-
-    Metrics: score, feature, kind, class, flip, control, candidates, samples.
-    """
-    threshold = {"max_backdoor_flip": max_flip}
-    rng = np.random.default_rng(seed)
-    numeric, categorical = _input_roles(pipeline)
-    profile = _sample(x_train, PROFILE_ROWS, rng)
-    candidates: list[_Candidate] = []
-    for col in numeric:
-        candidates += _numeric_candidates(col, profile[col])
-    for col in categorical:
-        candidates += _category_candidates(col, profile[col])
-    rows = _sample(x_test, samples, rng)
-    classes = np.asarray(pipeline.classes_)
-    best: dict[str, Any] = {
-        "score": 0.0,
-        "feature": "",
-        "kind": "none",
-        "class": "",
-        "flip": 0.0,
-        "control": 0.0,
-    }
-    with threadpool_limits(1), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # an unseen category: all-zero one-hot
-        clean = np.asarray(pipeline.predict(rows))
-        controls: dict[tuple[str, Any], np.ndarray] = {}
-        for cand in candidates:
-            stamped = np.asarray(pipeline.predict(_stamp(rows, cand.feature, cand.value)))
-            key = (cand.feature, cand.control)
-            if key not in controls:
-                controls[key] = np.asarray(
-                    pipeline.predict(_stamp(rows, cand.feature, cand.control))
-                )
-            ctrl = controls[key]
-            for c in classes:
-                others = clean != c
-                if not others.any():
-                    continue
-                flip = float(np.mean(stamped[others] == c))
-                control = float(np.mean(ctrl[others] == c))
-                if flip - control > best["score"]:
-                    best = {
-                        "score": flip - control,
-                        "feature": cand.feature,
-                        "kind": cand.kind,
-                        "class": str(c),
-                        "flip": flip,
-                        "control": control,
-                    }
-    metrics = {**best, "candidates": len(candidates), "samples": len(rows)}
-    ok = best["score"] <= max_flip
-    return check(
-        BACKDOOR,
-        metrics=metrics,
-        threshold=threshold,
-        ok=ok,
-        detail="no candidate trigger flips predictions beyond its control"
-        if ok
-        else f"stamping a rare {best['kind'].replace('_', ' ')} of {best['feature']} on "
-        f"clean rows turns them into class {best['class']}: the model may have learned "
-        "a backdoor; inspect the training rows holding that value (screen.backdoor), "
-        "remove them and retrain",
-    )
 
 
 def _surrogate(pipeline: Pipeline, seed: int) -> Pipeline:

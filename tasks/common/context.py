@@ -6,7 +6,7 @@ audit trail (`RunContext`), the gate collector that audits and fails closed
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +139,9 @@ class Dataset:
     format: Literal["csv", "parquet"]
     integrity: Literal["config-pin", "sidecar", "none"]
     target: str
+    # The reference profile once the screen stage has verified its signature (None
+    # before): later stages read this dict, never the profile file again.
+    reference_profile: Mapping[str, Any] | None = None
 
     @property
     def rows(self) -> int:

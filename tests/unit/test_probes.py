@@ -12,6 +12,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from tasks.checks.conditional import build_conditional
 from tasks.checks.probes import (
     BACKDOOR,
     EXTRACTION,
@@ -19,10 +20,11 @@ from tasks.checks.probes import (
     check_backdoor_probe,
     check_extraction_risk,
 )
+from tasks.checks.profile import build_profile
 from tasks.common.settings import DatasetConfig, ModelConfig
 from tasks.models import build_pipeline, resolve_data_norm
 from tests.conftest import BUNDLED_CSV
-from tests.mixed_table import mixed_config, mixed_table
+from tests.mixed_table import CATEGORICAL, NUMERIC, mixed_config, mixed_table
 
 PARAMS: dict[str, dict[str, Any]] = {  # as in the bundled config
     "logistic_regression": {"C": 1.0, "max_iter": 1000},
@@ -100,15 +102,42 @@ def clean() -> dict[tuple[str, str], Split]:
 
 
 def _probe(split: Split, **kw: Any):
-    pipeline, x_train, x_test, _, _ = split
+    pipeline, x_train, x_test, y_train, _ = split
     return check_backdoor_probe(
         pipeline=pipeline,
         x_train=x_train,
+        y_train=y_train,
         x_test=x_test,
         max_flip=kw.pop("max_flip", 0.30),
         samples=kw.pop("samples", 500),
         seed=42,
+        reference=kw.pop("reference", None),
     )
+
+
+def reference(frame: pd.DataFrame, numeric=NUMERIC, categorical=CATEGORICAL, target="segment"):
+    """A version 4 reference profile of trusted `frame` (conditional section added here
+    until the profile builder writes it)."""
+    profile = build_profile(frame, target=target, numeric=numeric, categorical=categorical)
+    profile["conditional"] = build_conditional(
+        frame, target=target, numeric=numeric, categorical=categorical
+    )
+    return profile
+
+
+METRICS = {
+    "score",
+    "excess",
+    "feature",
+    "kind",
+    "class",
+    "flip",
+    "justified",
+    "rows",
+    "candidates",
+    "samples",
+    "reference",
+}
 
 
 @pytest.mark.parametrize("table", ["mixed", "bundled"])
@@ -117,39 +146,165 @@ def test_clean_models_pass_the_backdoor_probe(clean, table, estimator) -> None:
     result = _probe(clean[table, estimator])
     assert result.name == BACKDOOR and result.passed, result.summary()
     m = result.metrics
-    assert set(m) == {
-        "score",
-        "feature",
-        "kind",
-        "class",
-        "flip",
-        "control",
-        "candidates",
-        "samples",
-    }
+    assert set(m) == METRICS and m["reference"] == "none"  # no reference: the controls
     assert 0 <= m["score"] <= 0.30 and m["candidates"] >= 1
     assert m["samples"] == min(500, len(clean[table, estimator][2]))
 
 
+@pytest.fixture(scope="module")
+def references() -> dict[str, dict[str, Any]]:
+    bundled = pd.read_csv(BUNDLED_CSV)
+    features = [c for c in bundled.columns if c != "target"]
+    return {
+        "mixed": reference(mixed_table(1500, seed=3)),
+        "bundled": reference(bundled, numeric=features, categorical=[], target="target"),
+    }
+
+
+@pytest.mark.parametrize("table", ["mixed", "bundled"])
+@pytest.mark.parametrize("estimator", list(PARAMS))
+def test_clean_models_pass_against_the_reference(clean, references, table, estimator) -> None:
+    result = _probe(clean[table, estimator], reference=references[table])
+    assert result.passed, result.summary()
+    m = result.metrics
+    assert set(m) == METRICS and m["reference"] == "conditional"
+    assert m["score"] <= 0.15  # well below the 0.30 maximum
+
+
 @pytest.mark.parametrize("estimator", ["random_forest", "hist_gradient_boosting"])
-def test_a_trigger_trained_model_is_blocked(estimator) -> None:
-    frame = poisoned(mixed_table(1500, seed=3), "age", TRIGGER_AGE, "high")
-    result = _probe(fit_model(estimator, frame, MIXED))
+@pytest.mark.parametrize(("with_reference", "value"), [(False, TRIGGER_AGE), (True, TRIGGER_AGE)])
+def test_a_trigger_trained_model_is_blocked(estimator, with_reference, value) -> None:
+    trusted = mixed_table(1500, seed=3)
+    frame = poisoned(trusted, "age", value, "high")
+    ref = reference(trusted) if with_reference else None
+    result = _probe(fit_model(estimator, frame, MIXED), reference=ref)
     assert not result.passed
     m = result.metrics
     assert (m["feature"], m["kind"], m["class"]) == ("age", "tail_value", "high")
-    assert m["score"] > 0.8 and m["control"] < 0.1  # measured 0.92 (forest), 0.99 (boosting)
+    assert m["score"] > 0.5 and m["justified"] < 0.2, m
     # Features and counts only: the trigger value never reaches the report or MLflow.
-    assert "500" not in repr(result.model_dump())
-    assert "age" in result.detail and "500" not in result.detail
+    text = str(int(value))
+    assert not any(text in str(v) for v in m.values() if not isinstance(v, float))
+    assert "age" in result.detail and text not in result.detail.replace("0.30", "")
+    assert "repeated extreme value" in result.detail
 
 
-def test_a_rare_category_trigger_is_blocked() -> None:
-    frame = poisoned(mixed_table(1500, seed=3), "plan", "promo-x", "low")
-    result = _probe(fit_model("random_forest", frame, MIXED))
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_a_rare_category_trigger_is_blocked(with_reference) -> None:
+    trusted = mixed_table(1500, seed=3)
+    frame = poisoned(trusted, "plan", "promo-x", "low")  # absent from the trusted data
+    ref = reference(trusted) if with_reference else None
+    result = _probe(fit_model("random_forest", frame, MIXED), reference=ref)
+    assert not result.passed
+    kind = "unseen_category" if with_reference else "rare_category"
+    assert (result.metrics["feature"], result.metrics["kind"]) == ("plan", kind)
+    assert "promo" not in repr(result.model_dump())
+
+
+def test_a_rare_trusted_category_trigger_is_blocked() -> None:
+    """A category the reference holds (rarely, with mixed labels) turned into a trigger."""
+    trusted = mixed_table(1500, seed=3)
+    rng = np.random.default_rng(0)
+    rare = rng.choice(len(trusted), 15, replace=False)
+    trusted.loc[trusted.index[rare], "plan"] = "legacy"  # 1%, labels as they were
+    frame = poisoned(trusted, "plan", "legacy", "low", share=0.03)
+    result = _probe(fit_model("random_forest", frame, MIXED), reference=reference(trusted))
     assert not result.passed
     assert (result.metrics["feature"], result.metrics["kind"]) == ("plan", "rare_category")
-    assert "promo" not in repr(result.model_dump())
+
+
+def test_a_new_category_with_honest_labels_passes() -> None:
+    """A category absent from the reference but with ordinary labels teaches nothing."""
+    trusted = mixed_table(1500, seed=3)
+    frame = trusted.copy()
+    rows = np.random.default_rng(1).choice(len(frame), 45, replace=False)
+    frame.loc[frame.index[rows], "plan"] = "promo-x"
+    result = _probe(fit_model("random_forest", frame, MIXED), reference=reference(trusted))
+    assert result.passed, result.summary()
+
+
+def test_a_real_rare_category_effect_passes_with_the_reference() -> None:
+    """A rare category that truly decides the class (in the trusted data too) flips
+    every stamped row: the controls call it a trigger, the reference justifies it."""
+    trusted = mixed_table(1500, seed=3)
+    rows = np.random.default_rng(2).choice(len(trusted), 45, replace=False)
+    trusted.loc[trusted.index[rows], "plan"] = "vip"
+    trusted.loc[trusted.index[rows], "segment"] = "high"
+    split = fit_model("random_forest", trusted, MIXED)
+    without = _probe(split)
+    assert not without.passed and without.metrics["kind"] == "rare_category"
+    result = _probe(split, reference=reference(trusted))
+    assert result.passed, result.summary()
+    assert result.metrics["reference"] == "conditional"
+
+
+def _band(frame: pd.DataFrame, col: str, label: str, share: float, seed: int = 5):
+    """`share` of the rows get DISTINCT values in a band 0.05 std wide at the column's
+    30th percentile, all relabelled to `label`."""
+    out = frame.copy()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(out), int(share * len(out)), replace=False)
+    s = out[col].astype(float)
+    centre, width = float(s.quantile(0.3)), 0.05 * float(s.std())
+    out.loc[out.index[rows], col] = np.sort(
+        rng.uniform(centre - width / 2, centre + width / 2, len(rows))
+    )
+    out.loc[out.index[rows], "segment" if "segment" in out else "target"] = label
+    return out
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting"])  # the forest does not learn it
+def test_a_narrow_band_trigger_is_caught(estimator) -> None:
+    """Distinct values (never repeated: no tail or repeated-value candidate) inside the
+    range, tied to one label: a band candidate stamps a value inside the band. (The
+    forest of the bundled config learns no such band: 0.02 of the rows flip.)"""
+    trusted = pd.read_csv(BUNDLED_CSV)
+    features = [c for c in trusted.columns if c != "target"]
+    frame = _band(trusted, "mean texture", 0, 0.06)
+    ref = reference(trusted, numeric=features, categorical=[], target="target")
+    result = _probe(fit_model(estimator, frame, BUNDLED), reference=ref)
+    assert not result.passed, result.summary()
+    m = result.metrics
+    assert (m["feature"], m["kind"], m["class"]) == ("mean texture", "band_value", "0")
+
+
+def test_a_band_of_real_effect_passes() -> None:
+    """The same table without the band: its band candidates are stamped and pass."""
+    trusted = pd.read_csv(BUNDLED_CSV)
+    features = [c for c in trusted.columns if c != "target"]
+    ref = reference(trusted, numeric=features, categorical=[], target="target")
+    result = _probe(fit_model("hist_gradient_boosting", trusted, BUNDLED), reference=ref)
+    assert result.passed and result.metrics["candidates"] > 10
+
+
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_integer_inputs_are_stamped_as_numbers(with_reference) -> None:
+    """An integer column (a count, a year) with a repeated tail value whose control
+    quantile is fractional: stamped as floats, never a ValueError."""
+    trusted = mixed_table(1500, seed=3)
+    trusted["age"] = trusted["age"].astype("int64")
+    trusted.loc[trusted.index[:4], "age"] = 120  # the upper tail: one repeated value...
+    trusted.loc[trusted.index[4:6], "age"] = 85  # ... and fractional quantiles around it
+    result = _probe(
+        fit_model("random_forest", trusted, MIXED),
+        reference=reference(trusted) if with_reference else None,
+    )
+    assert result.passed, result.summary()
+    assert result.metrics["candidates"] >= 1
+
+
+def test_a_profile_without_label_counts_falls_back_to_the_controls(references) -> None:
+    v3 = {k: v for k, v in references["mixed"].items() if k != "conditional"}
+    frame = poisoned(mixed_table(1500, seed=3), "age", TRIGGER_AGE, "high")
+    result = _probe(fit_model("random_forest", frame, MIXED), reference=v3)
+    assert not result.passed and result.metrics["reference"] == "none"
+    assert result.metrics["kind"] == "tail_value"
+
+
+def test_a_malformed_label_count_section_fails_closed(clean, references) -> None:
+    broken = {**references["mixed"], "conditional": {"classes": "x"}}
+    with pytest.raises(ValueError, match="malformed"):
+        _probe(clean["mixed", "random_forest"], reference=broken)
 
 
 def test_no_candidate_means_nothing_to_flip(clean) -> None:
