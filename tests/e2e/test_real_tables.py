@@ -37,7 +37,14 @@ def test_init_then_run_deploys(
     kept_up: Pipeline, configs: dict[str, Path], tmp_path: Path, table: str, estimator: str
 ) -> None:
     pipe = dataclasses.replace(
-        kept_up, env={**kept_up.env, "SECURE_PIPELINE_MODEL__ESTIMATOR": estimator}
+        kept_up,
+        env={
+            **kept_up.env,
+            "SECURE_PIPELINE_MODEL__ESTIMATOR": estimator,
+            # One model name per estimator: each is compared with its own champion (a
+            # weaker estimator under another's name is a regression, and blocked).
+            "SECURE_PIPELINE_MODEL__NAME": f"{table}-{estimator.replace('_', '-')}",
+        },
     )
     code, report, err = pipe.train(tmp_path, "--config", str(configs[table]))
     blocked = [

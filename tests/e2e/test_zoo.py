@@ -20,7 +20,10 @@ ZOO = {
     "logistic_regression": {},
     "random_forest": {},
     "hist_gradient_boosting": {},
+    # A DP model is much less accurate than the champion the others left under
+    # customers-classifier: under that name it is a regression (see the test below).
     "dp_logistic_regression": {
+        "SECURE_PIPELINE_MODEL__NAME": "customers-dp-classifier",
         "SECURE_PIPELINE_MODEL__DP_EPSILON": "5",
         "SECURE_PIPELINE_EVALUATE__MIN_ACCURACY": "0.75",
         "SECURE_PIPELINE_EVALUATE__MIN_ROBUST_ACCURACY": "0.65",
@@ -53,18 +56,36 @@ def test_init_then_run_deploys_each_estimator(
     assert gates["evaluate.adversarial"]["metrics"]["attack"] == (
         "fgm" if "logistic" in estimator else "square"
     )
-    version = report["model"]["version"]
-    verified = pipe.run(
-        "verify", "--config", str(config), f"models:/customers-classifier/{version}"
-    )
+    name, version = report["model"]["name"], report["model"]["version"]
+    verified = pipe.run("verify", "--config", str(config), f"models:/{name}/{version}")
     assert verified.returncode == 0, verified.stderr
     # No --config: the reference names the model, MLflow's copy is looked up by that name
     # (not the default config's model), and the fetched release is the signed one.
-    alone = pipe.run("verify", "models:/customers-classifier@champion")
+    alone = pipe.run("verify", f"models:/{name}@champion")
     assert alone.returncode == 0, alone.stderr
     assert "ok   mlflow.artifact: MLflow's copy holds exactly the signed files" in alone.stderr
-    fetched = pipe.run(
-        "fetch", "models:/customers-classifier@champion", "--out", str(tmp_path / "r")
-    )
+    fetched = pipe.run("fetch", f"models:/{name}@champion", "--out", str(tmp_path / "r"))
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "r" / "model.skops").is_file()
+
+
+def test_a_weaker_model_does_not_replace_the_champion(
+    kept_up: Pipeline, config: Path, tmp_path: Path
+) -> None:
+    """The DP model under the champion's own name: blocked by evaluate.quality, which
+    compares it with the verified champion on the same test rows; the champion stays."""
+    env = {
+        **kept_up.env,
+        **ZOO["dp_logistic_regression"],
+        "SECURE_PIPELINE_MODEL__ESTIMATOR": "dp_logistic_regression",
+        "SECURE_PIPELINE_MODEL__NAME": "customers-classifier",
+    }
+    pipe = dataclasses.replace(kept_up, env=env)
+    code, report, _ = pipe.train(tmp_path, "--config", str(config))
+    assert code == 1
+    assert report["blocked_by"] == "evaluate.quality"
+    quality = next(g for g in report["gates"] if g["name"] == "evaluate.quality")
+    assert quality["metrics"]["accuracy_vs_champion"] < -quality["threshold"]["max_regression"]
+    assert "champion" in quality["detail"]
+    after = pipe.run("verify", "models:/customers-classifier@champion")
+    assert after.returncode == 0, after.stderr  # the champion is intact and verifies
