@@ -206,7 +206,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.membership_inference",
         "membership inference, inversion",
-        "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and non-members",
+        "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and "
+        "non-members, its one-sided 95% lower bound",
         "0.25",
         "tasks.evaluate:check_membership_inference",
         "evaluate.max_membership_advantage",
@@ -215,7 +216,10 @@ GATES: tuple[Gate, ...] = (
         "evaluate.backdoor_probe",
         "backdoor triggers the model learned",
         "share of clean test rows flipped to one class by a stamped candidate trigger "
-        "(rare extreme value, rare category), beyond a benign control",
+        "(repeated extreme value, a value from each reference bin's most label-anomalous "
+        "band, rare category, category absent from the reference), beyond what the signed "
+        "reference's label counts at that value justify (and beyond nearby values); "
+        'without label counts (profile v2/3): beyond a benign control, `reference: "none"`',
         "0.30",
         "tasks.evaluate:check_backdoor_probe",
         "evaluate.max_backdoor_flip",
