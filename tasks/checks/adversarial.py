@@ -48,6 +48,11 @@ measured at ~176 s per 100 rows on a 100-tree forest; Square takes seconds.
 
 FORK: a new estimator with ``predict_proba`` needs nothing here (Square fits it);
 one with loss gradients in ART may be added to `GRADIENT_MODELS`.
+
+About 560 lines, over the usual 400: the three attacks (FGM/PGD on gradients, Square on
+probabilities), their shared clip range and class scoring, and the gate that compares
+clean, robust and champion accuracy on the same rows are one threat's code, read
+together when the threat model changes.
 """
 
 from __future__ import annotations

@@ -41,13 +41,16 @@ floods; mpg (234 rows) only floods. Minimum detectable backdoor cluster (one-sid
 Fisher, Holm over about (bins + 2) x classes x inputs tests): roughly 30+ label-pure
 rows where the reference cell holds a few, and at least ``max_backdoor_score`` of rows;
 so 6% at 500 rows, 1.5-3% from about 10,000 rows (diamonds: 1.5-3% all block).
+
+About 490 lines, over the usual 400: five gates of one comparison family, each with its
+own refusal text, and the measurements above that calibrate them; the data's counts
+live in `tasks.checks.counts`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -55,110 +58,20 @@ import pandas as pd
 
 from tasks.checks.compare import Comparison, compare_counts, concat, fisher_pvalues, holm_adjusted
 from tasks.checks.conditional import (
-    categorical_groups,
-    class_index,
     class_totals,
-    numeric_groups,
-    top_count,
 )
+from tasks.checks.counts import Counts, as_counts
 from tasks.checks.poisoning import (
-    _category_codes,
     duplicate_rate,
-    feature_values,
-    label_keys,
     profile_inputs,
 )
 from tasks.common.gates import GateResult, check
 
-TOP_VALUE_ROWS = 200_000  # the repeated-value count runs on a random sample above this
 REBUILD = (
     "the reference profile is version {v} and lacks the counts this screen compares "
     "with (version 4): rebuild it from the trusted data with `secure-pipeline refresh "
     "--config CONFIG` (or `secure-pipeline profile`)"
 )
-
-
-class Counts:
-    """The data's counts the relative screens compare, each computed once, on demand."""
-
-    def __init__(self, frame: pd.DataFrame, profile: Mapping[str, Any], *, seed: int = 0):
-        self.frame, self.profile, self.seed = frame, profile, seed
-        self.rows = len(frame)
-
-    @cached_property
-    def labels(self) -> pd.Series:
-        return label_keys(self.frame[self.profile["target"]])
-
-    @cached_property
-    def label_counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.labels.value_counts().items()}
-
-    @property
-    def conditional(self) -> Mapping[str, Any]:
-        """The profile's counts (version 4); a KeyError on an older one fails closed."""
-        return self.profile.get("conditional", {})
-
-    @cached_property
-    def classes(self) -> list[str]:
-        cond = self.conditional
-        return list(cond["classes"]) if cond else sorted(self.profile["label_shares"])
-
-    @cached_property
-    def cls(self) -> np.ndarray:
-        return class_index(self.labels, self.classes)
-
-    @cached_property
-    def class_counts(self) -> np.ndarray:
-        c = self.cls
-        return np.bincount(c[c >= 0], minlength=len(self.classes)).astype(np.float64)
-
-    @cached_property
-    def top_rows(self) -> np.ndarray | None:
-        """The rows (one random draw without replacement, shared by every column) the
-        repeated-value count runs on above ``TOP_VALUE_ROWS`` rows."""
-        if self.rows <= TOP_VALUE_ROWS:
-            return None
-        rng = np.random.default_rng(self.seed)
-        return np.sort(rng.choice(self.rows, TOP_VALUE_ROWS, replace=False))
-
-    def numeric(self, col: str) -> dict[str, np.ndarray]:
-        return self._cached(("num", col), lambda: self._numeric(col))
-
-    def _numeric(self, col: str) -> dict[str, np.ndarray]:
-        edges = self.conditional["numeric"][col]["edges"]
-        values = feature_values(self.frame, col)
-        groups = numeric_groups(edges, values, self.cls, len(self.classes))
-        sample = values if self.top_rows is None else values[self.top_rows]
-        groups["top"] = np.array([top_count(sample), np.isfinite(sample).sum()])
-        return groups
-
-    def codes(self, col: str, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(code in `categories` or -1, missing mask) of a categorical input."""
-        return self._cached(
-            ("codes", col),
-            lambda: (
-                _category_codes(self.frame[col], categories),
-                self.frame[col].isna().to_numpy(),
-            ),
-        )
-
-    def categorical(self, col: str) -> dict[str, np.ndarray]:
-        cats = sorted(self.conditional["categorical"][col]["counts"])
-        codes, missing = self.codes(col, cats)
-        return self._cached(
-            ("cat", col),
-            lambda: categorical_groups(codes, missing, self.cls, len(cats), len(self.classes)),
-        )
-
-    def _cached(self, key: tuple[str, str], make: Any) -> Any:
-        store = self.__dict__.setdefault("_store", {})
-        if key not in store:
-            store[key] = make()
-        return store[key]
-
-
-def as_counts(data: pd.DataFrame | Counts, profile: Mapping[str, Any]) -> Counts:
-    return data if isinstance(data, Counts) else Counts(data, profile)
 
 
 def _version_gate(name: str, profile: Mapping[str, Any], threshold: dict[str, Any]) -> GateResult:
