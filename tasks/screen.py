@@ -110,7 +110,9 @@ def poisoning_gates(
         ),
         run_check(
             "screen.label_noise",
-            lambda: check_label_noise(nb(), profile, max_excess=limits.max_label_noise_excess),
+            lambda: check_label_noise(
+                nb(), profile, max_excess=limits.max_label_noise_excess, rows=len(frame)
+            ),
         ),
         run_check(
             "screen.duplicates",

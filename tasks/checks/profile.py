@@ -23,6 +23,10 @@ are still verified. A version 3 profile holds, besides the version 2 fields::
                              "tails": {rare category: {label: share of all rows}}}}
     "missing_rates": {input column: share of missing values}
 
+Version 4 adds ``conditional`` (label counts by input value, `tasks.checks.conditional`)
+and ``label_noise_half`` (``{"rows": n, "rate": r}``: the label-noise rate of a seeded
+half of the reference, so the screen can scale the rate to the data's size).
+
 Category keys are strings (an integer code 3 is "3"). Only categories (needed to
 encode them) are stored as values; numeric cells appear only as quantiles.
 """
@@ -191,6 +195,10 @@ def build_profile(
     profile["duplicate_rate"] = duplicate_rate(content)
     nb = neighbour_stats(content, profile, seed=0)
     profile["label_noise_rate"] = nb.label_noise_rate
+    if n >= 100:  # the rate of a seeded half: the screen scales by rows (check_label_noise)
+        half = content.iloc[np.sort(np.random.default_rng(0).permutation(n)[: n // 2])]
+        rate = neighbour_stats(half, profile, seed=0).label_noise_rate
+        profile["label_noise_half"] = {"rows": len(half), "rate": rate}
     profile["near_duplicate_rate"] = nb.near_duplicate_rate
     return profile
 

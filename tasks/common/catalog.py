@@ -139,7 +139,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "screen.label_noise",
         "label flipping",
-        "kNN neighbour disagreement minus reference rate",
+        "kNN neighbour disagreement minus the reference rate at the data's size, "
+        "beyond its 99% noise",
         "0.05",
         "tasks.screen:check_label_noise",
         "screen.max_label_noise_excess",
