@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,15 +36,26 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def onboarded(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(config, table, state) after `init` on a small team table."""
-    table = tmp_path / "customers.csv"
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory after one `init` on a small team table (init measures three models:
+    made once, copied for each test)."""
+    root = tmp_path_factory.mktemp("init")
+    table = root / "customers.csv"
     mixed_table(600).to_csv(table, index=False)
-    state = tmp_path / "state"
-    out = cli("init", str(table), "--target", "segment", "--pii", "email=drop", state=state)
+    out = cli(
+        "init", str(table), "--target", "segment", "--pii", "email=drop", state=root / "state"
+    )
     assert out.returncode == 0, out.stderr
-    return tmp_path / "customers.toml", table, state
+    return root
+
+
+@pytest.fixture
+def onboarded(initialised: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(config, table, state): a fresh copy of the initialised directory."""
+    root = tmp_path / "copy"
+    shutil.copytree(initialised, root)  # config paths are relative: the copy stands alone
+    return root / "customers.toml", root / "customers.csv", root / "state"
 
 
 def test_refresh_rederives_and_repins_after_a_role_moves(onboarded) -> None:
