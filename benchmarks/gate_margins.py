@@ -90,9 +90,9 @@ def build_reference(
     suite is then derived again with them, as `secure-pipeline suite` does)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from tasks.checks.suite_builder import derive_suite
     from tasks.common.settings import load_settings
     from tasks.onboarding import init_dataset
+    from tasks.refresh import suite_for
     from tasks.trust.signing import Signer
 
     data = write_table(frame, workdir, spec.name)
@@ -113,18 +113,7 @@ def build_reference(
             update={"missing": {**settings.dataset.missing, **missing}}
         )
         settings = settings.model_copy(update={"dataset": ds})
-        numeric, categorical = ds.inputs([str(c) for c in frame.columns])
-        suite = derive_suite(
-            frame.drop(columns=[c for c, a in ds.pii.items() if a == "drop"]),
-            name=ds.name,
-            target=ds.target,
-            numeric=numeric,
-            categorical=categorical,
-            ignored=ds.ignored,
-            missing={c: ds.missing_policy(c) for c in [*numeric, *categorical]},
-            exclude=[c for c, a in ds.pii.items() if a == "pseudonymize"],
-            notes="init + missing policy",
-        )
+        suite = suite_for(ds, frame, notes="init + missing policy")
     return Reference(spec, settings, suite, profile)
 
 

@@ -28,7 +28,7 @@ from tasks.train import TrainedModel
 from tasks.trust import provenance
 from tasks.trust import release as rel
 from tasks.trust.envelope import encrypt, key_provider
-from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json, trusted_keys
+from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -156,15 +156,11 @@ def deploy(
     except ObjectExists as exc:
         existing = str(exc)
     gates.enforce(run_check("deploy.no_overwrite", check_no_overwrite, existing))
-    bucket, release_key = rel.parse_s3_uri(deployment["uri"])
     with tempfile.TemporaryDirectory(dir=ctx.run_dir) as workdir:
-        verified = rel.verify_release(
+        verified = rel.verify_with_settings(
             client,
-            bucket=bucket,
-            release_key=release_key,
-            public_key=trusted_keys(settings.keys_dir),
-            key_provider=key_provider(settings, purpose="decrypt"),
-            max_bytes=settings.dataset.max_bytes,
+            settings,
+            deployment["uri"],
             workdir=Path(workdir),
             expected={"name": model.name, "version": model.version},
         )

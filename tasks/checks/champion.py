@@ -166,22 +166,12 @@ def _verified_model(
     from tasks.common.s3 import s3_client
     from tasks.localstack.stack import s3_service
     from tasks.trust import release
-    from tasks.trust.envelope import key_provider
     from tasks.trust.modelio import load_model_bytes
-    from tasks.trust.signing import trusted_keys
 
-    bucket, key = release.parse_s3_uri(uri)
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="champ-") as tmp:
         client = s3 if s3 is not None else s3_client(stack.enter_context(s3_service(settings)))
-        result = release.verify_release(
-            client,
-            bucket=bucket,
-            release_key=key,
-            public_key=trusted_keys(settings.keys_dir),
-            key_provider=key_provider(settings, purpose="decrypt"),
-            max_bytes=settings.dataset.max_bytes,
-            workdir=Path(tmp),
-            expected={"name": name, "version": version},
+        result = release.verify_with_settings(
+            client, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
         if not result.ok:
             check, _, detail = next((c for c in result.checks if not c[1]), ("?", False, ""))

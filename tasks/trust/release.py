@@ -24,16 +24,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes
 from tasks.common.s3 import get_bytes
 from tasks.trust import modelsig
 from tasks.trust import provenance as slsa
-from tasks.trust.envelope import EnvelopeError, decrypt
+from tasks.trust.envelope import EnvelopeError, decrypt, key_provider
 from tasks.trust.modelio import load_model_bytes
-from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, verify
+from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, trusted_keys, verify
+
+if TYPE_CHECKING:
+    from tasks.common.settings import Settings
 
 SCHEMA = "secure-pipeline/release/v2"
 MODEL = "model.skops"
@@ -308,3 +311,26 @@ def verify_release(
         detail = str(exc) if isinstance(exc, known) else f"{type(exc).__name__} while verifying"
         result.checks.append(("release.integrity", False, detail))
     return result
+
+
+def verify_with_settings(
+    client: Any,
+    settings: Settings,
+    uri: str,
+    *,
+    workdir: Path,
+    expected: dict[str, str] | None = None,
+) -> VerifiedRelease:
+    """`verify_release` of the release at `uri` with the keys and limits of `settings`
+    (the pipeline's trusted public keys, its decrypting key provider, its size cap)."""
+    bucket, key = parse_s3_uri(uri)
+    return verify_release(
+        client,
+        bucket=bucket,
+        release_key=key,
+        public_key=trusted_keys(settings.keys_dir),
+        key_provider=key_provider(settings, purpose="decrypt"),
+        max_bytes=settings.dataset.max_bytes,
+        workdir=workdir,
+        expected=expected,
+    )
