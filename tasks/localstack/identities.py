@@ -32,7 +32,10 @@ from tasks.localstack.tls import ensure_tls, tls_files
 log = logging.getLogger(__name__)
 
 PIPELINE_ARN = "arn:aws:iam::000000000000:user/pipeline"  # SeaweedFS's default account
-IDENTITIES = ("admin", "pipeline", "auditor")
+# The S3 identity of each role: "pipeline" is the trainer's. The governance roles
+# (approver, promoter) and the read-only reader have their own, so that no role's
+# credentials are another's.
+IDENTITIES = ("admin", "pipeline", "auditor", "approver", "promoter", "reader")
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 # No Admin: cannot create/delete buckets, change policy, encryption, lock or retention.
 PIPELINE_ACTIONS = [
@@ -46,6 +49,9 @@ PIPELINE_ACTIONS = [
 # Writes the audit anchors (and reads them back); the bucket policy denies every
 # identity deleting, hiding or re-versioning them, and the pipeline identity writing them.
 AUDITOR_ACTIONS = ["Read", "Write", "List"]
+APPROVER_ACTIONS = ["Read", "Write", "List"]  # writes approvals only (bucket policy)
+PROMOTER_ACTIONS = ["Read", "Write", "List"]  # writes the champion record only
+READER_ACTIONS = ["Read", "List", "GetObjectRetention", "GetObjectLegalHold"]
 SERVICE_SECRETS = (
     "jwt_volume_write",
     "jwt_volume_read",
@@ -56,7 +62,7 @@ SERVICE_SECRETS = (
 
 
 def endpoint_at(settings: Settings, url: str, *, identity: str = "pipeline") -> S3Endpoint:
-    """The embedded server at ``url``, as ``identity`` ("pipeline", "auditor" or "admin")."""
+    """The embedded server at ``url``, as ``identity`` (one of `IDENTITIES`)."""
     keys = credentials(settings)[identity]
     return S3Endpoint(
         url=url,
@@ -109,8 +115,10 @@ def credentials(settings: Settings) -> dict[str, Any]:
             path.chmod(0o600)
         try:
             creds: dict[str, Any] = json.loads(path.read_text())
-            if "auditor" not in creds:  # state made before the auditor identity existed
-                creds["auditor"] = _new_identity()
+            added = [n for n in IDENTITIES if n not in creds]  # made by an older version
+            for name in added:
+                creds[name] = _new_identity()
+            if added:
                 write_atomic(path, json.dumps(creds, indent=2).encode())
             ok = all(
                 isinstance(creds[n][k], str)
@@ -159,6 +167,9 @@ def write_identities(settings: Settings) -> Path:
                     _identity("admin", creds["admin"], ADMIN_ACTIONS),
                     _identity("pipeline", creds["pipeline"], PIPELINE_ACTIONS),
                     _identity("auditor", creds["auditor"], AUDITOR_ACTIONS),
+                    _identity("approver", creds["approver"], APPROVER_ACTIONS),
+                    _identity("promoter", creds["promoter"], PROMOTER_ACTIONS),
+                    _identity("reader", creds["reader"], READER_ACTIONS),
                 ]
             }
         ).encode(),

@@ -80,6 +80,15 @@ def anchor_endpoint(settings: Settings, endpoint: S3Endpoint) -> S3Endpoint:
     return identities.endpoint_at(settings, endpoint.url, identity="auditor")
 
 
+def role_endpoint(settings: Settings, endpoint: S3Endpoint, role: str) -> S3Endpoint:
+    """The store as ``role`` ("approver", "promoter", "reader", "auditor"; "pipeline"
+    is the trainer). On the embedded store each role has its own S3 identity; for
+    external S3, the configured credentials (give each role its own in production)."""
+    if not settings.embedded_s3:
+        return endpoint
+    return identities.endpoint_at(settings, endpoint.url, identity=role)
+
+
 def local_up(settings: Settings, *, ui: bool = True) -> dict[str, Any]:
     """Start the embedded services detached, so they outlive the CLI. Idempotent.
 
