@@ -82,6 +82,7 @@ from tasks.common.gates import GateResult, check
 BACKDOOR = "evaluate.backdoor_probe"
 
 MAX_STAMPED_ROWS = 16_000  # stamped rows per probe, all candidates and controls together
+MIN_BLOCK_ROWS = 200  # fewest clean rows stamped per value when many values are candidates
 
 KIND_TEXT = {
     "tail_value": "a repeated extreme value",
@@ -122,13 +123,39 @@ def _stamped(rows: pd.DataFrame, cands: list[tuple[str, Any]], numeric: set[str]
     return big
 
 
-def _justified(*, naive: float, bound: float, kept: int, n: int, n_o: int, control: float) -> float:
+def _justified(
+    *,
+    naive: float,
+    bound: float,
+    kept: int,
+    n: int,
+    n_o: int,
+    control: float,
+    null: float,
+    with_trend: bool,
+    flip: float,
+) -> float:
     """The flip share (among the `n_o` rows not predicted c) the reference justifies:
-    the larger of the likelihood-ratio share (`naive`) and the share that brings the
+    the largest of the likelihood-ratio share (`naive`), the share that brings the
     stamped rows' c predictions up to the reference's bound on c's share at the value
-    (`bound` of `n` rows, `kept` of them already c)."""
+    (`bound` of `n` rows, `kept` of them already c), the flips at the value's local
+    controls (`control`, zero when the reference holds c significantly less often at
+    the value), the feature's null (`null`: the median flip at its other stamped
+    values), and the whole flip when the reference holds c significantly more often at
+    the value than overall (`with_trend`: the model follows the trusted data's own
+    direction; a share averaged over a 5% bin cannot bound it at the bin's far end)."""
     reach = min(max((bound * n - kept) / n_o, 0.0), 1.0)
-    return max(naive, reach, control)
+    return max(naive, reach, control, null, flip if with_trend else 0.0)
+
+
+def _null(blocks: list[np.ndarray], others: np.ndarray, c: int) -> float:
+    """The median share of the `others` rows flipped to class `c` over the feature's
+    other stamped values (0 with fewer than two): what stamping this input at all does,
+    e.g. an input stamped apart from the inputs it is tied to (one of a diamond's three
+    dimensions) moves rows at every value, a trigger only at its own."""
+    if len(blocks) < 2:
+        return 0.0
+    return float(np.median([np.mean(b[others] == c) for b in blocks]))
 
 
 def check_backdoor_probe(
@@ -163,8 +190,14 @@ def check_backdoor_probe(
     if ref is not None and not hasattr(pipeline, "predict_proba"):
         ref = None  # no probabilities to justify: the control score
     rows = x_test.iloc[_positions(len(x_test), samples, rng)]
-    budget = max(1, MAX_STAMPED_ROWS // max(len(rows), 1))
-    candidates = _candidates(x_train, y_train, numeric, categorical, ref, rng, budget)
+    floor = max(1, min(len(rows), MIN_BLOCK_ROWS))
+    candidates = _candidates(
+        x_train, y_train, numeric, categorical, ref, rng, MAX_STAMPED_ROWS // floor
+    )
+    blocks_wanted = len({(c.feature, v) for c in candidates for v in (c.value, *c.controls)})
+    per_block = max(floor, MAX_STAMPED_ROWS // max(blocks_wanted, 1))
+    if per_block < len(rows):  # many candidates: fewer rows each, the same stamped total
+        rows = rows.iloc[np.sort(rng.choice(len(rows), per_block, replace=False))]
     best: dict[str, Any] = {
         "score": 0.0,
         "excess": 0.0,
@@ -205,6 +238,12 @@ def check_backdoor_probe(
                 moved = ref.ratios(cand.feature, value, is_num)
                 naive = (q * moved / own[cand.feature]).argmax(axis=1)
                 bound = ref.share_bounds(cand.feature, value, is_num)[0]
+                sign = ref.direction(cand.feature, cand.value, is_num)
+                plausible = ref.plausibility(cand.feature, cand.value, is_num)
+                near = set(cand.controls) | {cand.value}
+                null = [
+                    blocks[i] for (f, v), i in block.items() if f == cand.feature and v not in near
+                ]
             for c in range(len(classes)):
                 others = clean != c
                 n_o = int(others.sum())
@@ -221,7 +260,10 @@ def check_backdoor_probe(
                         kept=int(np.count_nonzero(flipped[~others] == c)),
                         n=n,
                         n_o=n_o,
-                        control=control,
+                        control=control * plausible[c],
+                        null=_null(null, others, c) * plausible[c],
+                        with_trend=bool(sign[c] > 0),
+                        flip=flip,
                     )
                     excess = flip - justified
                     score = excess - Z_NOISE * math.sqrt(flip * (1 - flip) / n_o)
