@@ -6,7 +6,9 @@ tails, the most label-anomalous narrow run of sorted values in each reference bi
 band of distinct values is stamped with a value inside it), rare categories, and
 categories the training data holds but the reference does not. `_Reference` turns the
 signed profile's label counts by value (`tasks.checks.conditional`) into smoothed class
-shares per bin and category. Split from the probe so that each module stays readable:
+shares per bin and category, their Wilson bounds, the direction of each class at a
+value (held significantly more or less often than overall) and its plausibility there.
+Split from the probe so that each module stays readable:
 this one decides *what* to stamp, the probe *how much* a stamp may flip.
 """
 
@@ -35,6 +37,7 @@ WINDOW_SHARE = 0.005  # a band candidate: a run of this share of the sorted trai
 PRIOR_ROWS = 20.0  # reference smoothing: a bin's class shares shrink toward the overall
 Z_NOISE = 2.0  # the score is the excess minus this many standard errors
 NEAR_SHARE = 0.01  # a tail value's local controls: this share of the sorted values away
+BAND_NEAR_SHARE = 0.10  # ... a band value's: twice the largest trigger share away
 BANDS_PER_FEATURE = 2  # band candidates kept per numeric input (the most label-anomalous)
 
 
@@ -170,7 +173,7 @@ class _Reference:
     def share_bounds(self, col: str, values: pd.Series, numeric: bool) -> np.ndarray:
         """Upper bound (Wilson, ``Z_NOISE``) of P_ref(k | group of each value); the
         overall share P_ref(k) for a value the reference never held."""
-        return self._to_model(self._wilson(col, values, numeric, 1.0, adjacent=True), 0.0)
+        return self._to_model(self._wilson(col, values, numeric, 1.0), 0.0)
 
     def plausibility(self, col: str, value: Any, numeric: bool) -> np.ndarray:
         """Per model class: how plausible the class is at `value` by the reference, as
@@ -338,7 +341,7 @@ def _candidates(
             codes = pd.Categorical(keys, categories=ref.ref_classes).codes.astype(np.int64)
             bands = [
                 [
-                    _with_neighbours(c, train[col], MAX_TRIGGER_SHARE)
+                    _with_neighbours(c, train[col], BAND_NEAR_SHARE)
                     for c in _band_candidates(col, train[col], codes, ref)
                 ]
                 for col in numeric
@@ -358,12 +361,12 @@ def _candidates(
 def _with_neighbours(cand: _Candidate, values: pd.Series, share: float = NEAR_SHARE) -> _Candidate:
     """A numeric candidate with its local controls (reference mode): the training values
     `share` of the sorted values below and above the run of the candidate's value (those
-    that exist): ``NEAR_SHARE`` for a tail value (one repeated value), the largest
-    trigger share for a band value (a band of distinct values is that wide at most, so
-    one control lies outside it). A smooth response to the input (a real effect, or a
-    linear model extrapolating a correlated input) flips rows on both sides too; a value
-    a model learned as a trigger, with clean rows around it, flips rows only when
-    stamped (the probe takes the mean of the controls' flips)."""
+    that exist): ``NEAR_SHARE`` for a tail value (one repeated value), ``BAND_NEAR_SHARE``
+    for a band value (twice the largest trigger share: a band of distinct values, with
+    the clean rows among them, lies between the two). A smooth response to the input (a
+    real effect, or a linear model extrapolating a correlated input) flips rows on both
+    sides too; a value a model learned as a trigger, with clean rows around it, flips
+    rows only when stamped (the probe takes the smaller of the two controls' flips)."""
     v = np.sort(_floats(values))
     v = v[np.isfinite(v)]
     value = float(cand.value)
