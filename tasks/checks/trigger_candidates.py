@@ -282,9 +282,22 @@ def _band_candidates(
     for b in np.unique(bins):
         at = np.flatnonzero(bins == b)
         best = at[int(np.argmax(z[at]))]
-        out.append(_Candidate(col, "band_value", float(mid[best]), priority=float(z[best])))
+        value = _run_value(v[best : best + m])
+        out.append(_Candidate(col, "band_value", value, priority=float(z[best])))
     out.sort(key=lambda c: -c.priority)
     return out[:BANDS_PER_FEATURE]
+
+
+def _run_value(run: np.ndarray) -> float:
+    """The value to stamp for a run of sorted values: its most repeated value when one
+    is repeated ``MIN_TRIGGER_COUNT`` times (a column of few distinct values: a run of
+    one value, not an odd value between two common ones that a tree treats as the next
+    one), else its median (a band of distinct values)."""
+    uniq, counts = np.unique(run, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] >= MIN_TRIGGER_COUNT:
+        return float(uniq[top])
+    return float(run[len(run) // 2])
 
 
 def _category_candidates(col: str, values: pd.Series, ref: _Reference | None) -> list[_Candidate]:
