@@ -163,8 +163,9 @@ def data_gates(ref: Reference, frame: pd.DataFrame, *, seed: int) -> tuple[list[
 
 def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
     """Fit `estimator` with the config's parameters as the train stage does (its split,
-    its fit), then the five evaluate gates. A fit that raises is a failed ``train.fit``
-    entry (the run would crash there)."""
+    its fit), then the five evaluate gates, given the reference profile as the run gives
+    it (the backdoor probe reads its label counts by value). A fit that raises is a
+    failed ``train.fit`` entry (the run would crash there)."""
     from tasks.common.gates import failed
     from tasks.common.settings import ModelConfig
     from tasks.evaluate import evaluate_checks
@@ -195,6 +196,7 @@ def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
             seed=s.model.seed,
             test_pred=pred,
             test_proba=proba,
+            reference=ref.profile,  # as the run: the profile the screen stage verified
         )
     )
 

@@ -9,20 +9,36 @@ on clean test rows and measures the share flipped to one class.
 A real effect flips rows too (large diamonds are mostly one cut), so the flip is
 compared with what the TRUSTED data says about the value: the signed reference
 profile's label counts by input value (``profile["conditional"]``, version 4, see
-`tasks.checks.conditional`). For a row with the model's own clean class
-probabilities ``q`` whose value of the feature is ``u``, stamping ``v`` is justified
-to move class ``k``'s odds by the reference's likelihood ratio ``r_k(v) / r_k(u)``,
-with ``r_k(b) = P_ref(k | b) / P_ref(k)`` (``b``: the value's reference bin or
-category), smoothed toward 1 by a prior worth ``PRIOR_ROWS`` reference rows, and 1
-for a category the reference never saw. The justified prediction is
-``argmax_k q_k r_k(v) / r_k(u)``. Among the test rows not predicted ``c``, the
-excess is the share the model flips to ``c`` minus the share the reference
-justifies flipping to ``c``; the score is its lower bound (minus ``Z_NOISE``
-standard errors of the paired per-row difference, so a handful of stamped rows
-cannot block on noise), the largest over candidates and classes. The gate blocks
-above ``max_backdoor_flip``. No benign control is subtracted: a control value is
-itself an extreme or common value, and a model that flips rows to the trigger's
-class at the control too (boosting at the 99th percentile) would mask the trigger.
+`tasks.checks.conditional`), with ``b`` the value's reference bin (5% of the rows) or
+category. Among the test rows not predicted ``c``, the excess is the share the model
+flips to ``c`` minus the largest justified share of these:
+
+- the likelihood-ratio share: for a row with the model's own clean class probabilities
+  ``q`` whose value is ``u``, stamping ``v`` may move class ``k``'s odds by
+  ``r_k(v) / r_k(u)``, with ``r_k(b) = P_ref(k | b) / P_ref(k)`` smoothed toward 1 by a
+  prior worth ``PRIOR_ROWS`` reference rows (1 for a category the reference never saw);
+- the reach: the share that brings the stamped rows' ``c`` predictions up to the
+  Wilson upper bound of ``P_ref(c | b)``;
+- the direction: the whole flip when the reference holds ``c`` significantly MORE often
+  at ``b`` than overall (Wilson lower bound above ``P_ref(c)``, for a value inside the
+  reference's range). A share averaged over a 5% bin cannot bound the effect at the
+  bin's far end (diamonds' cut is decided by `depth` and `table` within a bin), and a
+  model that follows the trusted data's own direction learned no trigger from it;
+- the local controls: the smaller flip at the training values ``NEAR_SHARE`` (a tail
+  value) or ``BAND_NEAR_SHARE`` (a band value) of the sorted values below and above the
+  candidate. A smooth response (a linear model, a real trend) moves both sides; a
+  learned trigger, with clean rows around it, flips rows only at its own value;
+- the null: the median flip over the input's other stamped values. Stamping one of
+  several tied inputs (one of a diamond's three dimensions) moves rows at every value;
+  a trigger does so only at its own.
+
+The controls and the null are weighted by how plausible ``c`` is at the value by the
+reference (``min(1, upper bound of P_ref(c | b or the bins either side) / P_ref(c))``):
+where the trusted data says ``c`` almost never occurs (the class a poisoner ties to a
+value is the one least seen there), a response that is smooth or input-wide justifies
+nothing. The score is the excess's lower bound (minus ``Z_NOISE`` standard errors, so a
+handful of stamped rows cannot block on noise), the largest over candidates and classes.
+The gate blocks above ``max_backdoor_flip``.
 
 Candidates, from a seeded sample of up to ``PROFILE_ROWS`` training rows:
 
@@ -30,11 +46,11 @@ Candidates, from a seeded sample of up to ``PROFILE_ROWS`` training rows:
   percentile and at or below the 1st, if repeated ``MIN_TRIGGER_COUNT`` times and in
   at most ``MAX_TRIGGER_SHARE`` of the rows (a trigger on 3% of the rows *is* the
   99th percentile: the tails are inclusive);
-- ``band_value`` (numeric, with a reference): one per reference bin: the median of
-  the run of ``WINDOW_SHARE`` of the sorted training values (at least
-  ``MIN_TRIGGER_COUNT``) whose labels are the most anomalous against the reference
-  bin's (binomial z of the most over-represented class). A band of distinct values
-  tied to one label is such a run, so a value inside the band is stamped;
+- ``band_value`` (numeric, with a reference): per reference bin, the median of the run
+  of ``WINDOW_SHARE`` of the sorted training values (at least ``MIN_TRIGGER_COUNT``)
+  whose labels are the most anomalous against the bin's (binomial z of the most
+  over-represented class); the ``BANDS_PER_FEATURE`` most anomalous per input. A band
+  of distinct values tied to one label is such a run, so a value inside it is stamped;
 - ``rare_category``: each category in at most ``MAX_TRIGGER_SHARE`` of the rows
   (at least ``MIN_TRIGGER_COUNT`` times; the ``MAX_CATEGORIES`` most frequent per
   column);
@@ -44,8 +60,11 @@ Candidates, from a seeded sample of up to ``PROFILE_ROWS`` training rows:
 Out-of-range values are not candidates: a linear model extrapolates any informative
 input to one class far outside its range, and a trigger the model learned is in its
 training data. Cost is flat in the dataset size: at most ``MAX_STAMPED_ROWS``
-stamped rows in all (``backdoor_samples`` rows per candidate; band candidates beyond
-the budget are dropped, least anomalous first), predicted in one call.
+stamped rows in all, predicted in one call: ``backdoor_samples`` rows per stamped value,
+fewer (down to ``MIN_BLOCK_ROWS``) when there are many candidates; beyond that budget,
+candidates are dropped in reverse of the order categories, tail values, band values
+(taken in turns across inputs), so that one input's candidates never crowd out
+another's.
 
 Without a ``conditional`` section (profile versions 2 and 3, or no profile handed
 over) the probe falls back to tail values and rare categories scored against a
@@ -82,6 +101,7 @@ from tasks.common.gates import GateResult, check
 BACKDOOR = "evaluate.backdoor_probe"
 
 MAX_STAMPED_ROWS = 16_000  # stamped rows per probe, all candidates and controls together
+MIN_BLOCK_ROWS = 200  # fewest clean rows stamped per value when many values are candidates
 
 KIND_TEXT = {
     "tail_value": "a repeated extreme value",
@@ -122,13 +142,39 @@ def _stamped(rows: pd.DataFrame, cands: list[tuple[str, Any]], numeric: set[str]
     return big
 
 
-def _justified(*, naive: float, bound: float, kept: int, n: int, n_o: int, control: float) -> float:
+def _justified(
+    *,
+    naive: float,
+    bound: float,
+    kept: int,
+    n: int,
+    n_o: int,
+    control: float,
+    null: float,
+    with_trend: bool,
+    flip: float,
+) -> float:
     """The flip share (among the `n_o` rows not predicted c) the reference justifies:
-    the larger of the likelihood-ratio share (`naive`) and the share that brings the
+    the largest of the likelihood-ratio share (`naive`), the share that brings the
     stamped rows' c predictions up to the reference's bound on c's share at the value
-    (`bound` of `n` rows, `kept` of them already c)."""
+    (`bound` of `n` rows, `kept` of them already c), the flips at the value's local
+    controls (`control`, zero when the reference holds c significantly less often at
+    the value), the feature's null (`null`: the median flip at its other stamped
+    values), and the whole flip when the reference holds c significantly more often at
+    the value than overall (`with_trend`: the model follows the trusted data's own
+    direction; a share averaged over a 5% bin cannot bound it at the bin's far end)."""
     reach = min(max((bound * n - kept) / n_o, 0.0), 1.0)
-    return max(naive, reach, control)
+    return max(naive, reach, control, null, flip if with_trend else 0.0)
+
+
+def _null(blocks: list[np.ndarray], others: np.ndarray, c: int) -> float:
+    """The median share of the `others` rows flipped to class `c` over the feature's
+    other stamped values (0 with fewer than two): what stamping this input at all does,
+    e.g. an input stamped apart from the inputs it is tied to (one of a diamond's three
+    dimensions) moves rows at every value, a trigger only at its own."""
+    if len(blocks) < 2:
+        return 0.0
+    return float(np.median([np.mean(b[others] == c) for b in blocks]))
 
 
 def check_backdoor_probe(
@@ -163,8 +209,14 @@ def check_backdoor_probe(
     if ref is not None and not hasattr(pipeline, "predict_proba"):
         ref = None  # no probabilities to justify: the control score
     rows = x_test.iloc[_positions(len(x_test), samples, rng)]
-    budget = max(1, MAX_STAMPED_ROWS // max(len(rows), 1))
-    candidates = _candidates(x_train, y_train, numeric, categorical, ref, rng, budget)
+    floor = max(1, min(len(rows), MIN_BLOCK_ROWS))
+    candidates = _candidates(
+        x_train, y_train, numeric, categorical, ref, rng, MAX_STAMPED_ROWS // floor
+    )
+    blocks_wanted = len({(c.feature, v) for c in candidates for v in (c.value, *c.controls)})
+    per_block = max(floor, MAX_STAMPED_ROWS // max(blocks_wanted, 1))
+    if per_block < len(rows):  # many candidates: fewer rows each, the same stamped total
+        rows = rows.iloc[np.sort(rng.choice(len(rows), per_block, replace=False))]
     best: dict[str, Any] = {
         "score": 0.0,
         "excess": 0.0,
@@ -205,28 +257,36 @@ def check_backdoor_probe(
                 moved = ref.ratios(cand.feature, value, is_num)
                 naive = (q * moved / own[cand.feature]).argmax(axis=1)
                 bound = ref.share_bounds(cand.feature, value, is_num)[0]
+                sign = ref.direction(cand.feature, cand.value, is_num)
+                plausible = ref.plausibility(cand.feature, cand.value, is_num)
+                near = set(cand.controls) | {cand.value}
+                null = [
+                    blocks[i] for (f, v), i in block.items() if f == cand.feature and v not in near
+                ]
             for c in range(len(classes)):
                 others = clean != c
                 n_o = int(others.sum())
                 if not n_o:
                     continue
                 flip = float(np.mean(flipped[others] == c))
-                control = (
-                    float(np.mean([np.mean(b[others] == c) for b in controls])) if controls else 0.0
-                )
+                each = [float(np.mean(b[others] == c)) for b in controls]
                 if ref is not None:
+                    control = min(each, default=0.0)  # a smooth response moves both sides
                     justified = _justified(
                         naive=float(np.mean(naive[others] == c)),
                         bound=float(bound[c]),
                         kept=int(np.count_nonzero(flipped[~others] == c)),
                         n=n,
                         n_o=n_o,
-                        control=control,
+                        control=control * plausible[c],
+                        null=_null(null, others, c) * plausible[c],
+                        with_trend=bool(sign[c] > 0),
+                        flip=flip,
                     )
                     excess = flip - justified
                     score = excess - Z_NOISE * math.sqrt(flip * (1 - flip) / n_o)
                 else:
-                    justified = control
+                    justified = float(np.mean(each)) if each else 0.0
                     excess = score = flip - justified
                 if score > best["score"]:
                     best = {

@@ -6,7 +6,9 @@ tails, the most label-anomalous narrow run of sorted values in each reference bi
 band of distinct values is stamped with a value inside it), rare categories, and
 categories the training data holds but the reference does not. `_Reference` turns the
 signed profile's label counts by value (`tasks.checks.conditional`) into smoothed class
-shares per bin and category. Split from the probe so that each module stays readable:
+shares per bin and category, their Wilson bounds, the direction of each class at a
+value (held significantly more or less often than overall) and its plausibility there.
+Split from the probe so that each module stays readable:
 this one decides *what* to stamp, the probe *how much* a stamp may flip.
 """
 
@@ -34,7 +36,9 @@ TAIL_QUANTILE = 0.01  # tails: at or beyond the 1st / 99th percentile
 WINDOW_SHARE = 0.005  # a band candidate: a run of this share of the sorted training values
 PRIOR_ROWS = 20.0  # reference smoothing: a bin's class shares shrink toward the overall
 Z_NOISE = 2.0  # the score is the excess minus this many standard errors
-NEIGHBOUR_BINS = 2  # local controls: reference bins this far below and above a value
+NEAR_SHARE = 0.01  # a tail value's local controls: this share of the sorted values away
+BAND_NEAR_SHARE = 0.10  # ... a band value's: twice the largest trigger share away
+BANDS_PER_FEATURE = 2  # band candidates kept per numeric input (the most label-anomalous)
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,14 @@ class _Reference:
         ratios[table.sum(axis=1) == 0] = 1.0
         return self._to_model(ratios[idx], 1.0)
 
-    def share_bounds(self, col: str, values: pd.Series, numeric: bool) -> np.ndarray:
-        """Upper bound (Wilson, ``Z_NOISE``) of P_ref(k | group of each value); the
-        overall share P_ref(k) for a value the reference never held."""
+    def _wilson(
+        self, col: str, values: pd.Series, numeric: bool, sign: float, *, adjacent: bool = False
+    ) -> np.ndarray:
+        """Wilson bound (``Z_NOISE``; `sign` +1 upper, -1 lower) of P_ref(k | group of each
+        value) in the reference's class order; the overall share P_ref(k) for a value the
+        reference holds no group for. `adjacent` (upper bounds of numeric inputs): the
+        largest bound over the value's bin and the bins either side, as a value near a
+        bin's edge may behave like the next bin (the reference's resolution is a bin)."""
         idx, table = self.groups(col, values, numeric)
         n = table.sum(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -150,9 +159,57 @@ class _Reference:
             m = np.maximum(n, 1)
             z2n = Z_NOISE**2 / m
             spread = Z_NOISE * np.sqrt(p * (1 - p) / m + z2n / (4 * m))
-            upper = (p + z2n / 2 + spread) / (1 + z2n)
-        upper = np.where(n > 0, upper, self.prior)
-        return self._to_model(np.clip(upper[idx], 0.0, 1.0), 0.0)
+            bound = (p + z2n / 2 + sign * spread) / (1 + z2n)
+        bound = np.clip(np.where(n > 0, bound, self.prior), 0.0, 1.0)
+        bins = len(table) - 2  # numeric tables: bins, then missing and unseen
+        if not (adjacent and numeric and bins > 1):
+            return bound[idx]
+        out = bound[idx].copy()
+        for step in (-1, 1):
+            near = np.clip(idx + step, 0, bins - 1)
+            out = np.where((idx < bins)[:, None], np.maximum(out, bound[near]), out)
+        return out
+
+    def share_bounds(self, col: str, values: pd.Series, numeric: bool) -> np.ndarray:
+        """Upper bound (Wilson, ``Z_NOISE``) of P_ref(k | group of each value); the
+        overall share P_ref(k) for a value the reference never held."""
+        return self._to_model(self._wilson(col, values, numeric, 1.0), 0.0)
+
+    def plausibility(self, col: str, value: Any, numeric: bool) -> np.ndarray:
+        """Per model class: how plausible the class is at `value` by the reference, as
+        min(1, Wilson upper bound of P_ref(k | group) / P_ref(k)): 1 unless the trusted
+        data holds the class significantly less often there (0 for a class it never
+        holds at the value, with enough rows to say so; 1 for a value without a group)."""
+        series = pd.Series([value], dtype=None if numeric else object)
+        upper = self._wilson(col, series, numeric, 1.0, adjacent=True)[0]
+        ratio = np.minimum(upper / self.prior, 1.0)
+        return self._to_model(ratio.reshape(1, -1), 1.0)[0]
+
+    def direction(self, col: str, value: Any, numeric: bool) -> np.ndarray:
+        """Per model class: +1 where the reference holds the class significantly MORE
+        often at `value` than overall (Wilson lower bound of P_ref(k | group) above
+        P_ref(k)), -1 where significantly LESS often (upper bound below), else 0.
+
+        0 for a value the reference has no group for: an unseen or missing category, a
+        class the reference lacks, and a number beyond the reference's range (the
+        trusted data says nothing about a value it never held)."""
+        series = pd.Series([value], dtype=None if numeric else object)
+        out = np.zeros(len(self.columns), dtype=np.int64)
+        if numeric:
+            stats = self.numeric_stats(col)
+            v = float(value)
+            if stats is None or not stats[0][0] <= v <= stats[0][-1]:
+                return out
+        lower = self._to_model(self._wilson(col, series, numeric, -1.0), 0.0)[0]
+        upper = self._to_model(self._wilson(col, series, numeric, 1.0), 1.0)[0]
+        prior = self._to_model(self.prior.reshape(1, -1), 0.0)[0]
+        idx, table = self.groups(col, series, numeric)
+        if table[idx[0]].sum() <= 0:
+            return out
+        known = self.columns >= 0
+        out[known & (lower > prior)] = 1
+        out[known & (upper < prior)] = -1
+        return out
 
 
 def _conditional(reference: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -225,8 +282,22 @@ def _band_candidates(
     for b in np.unique(bins):
         at = np.flatnonzero(bins == b)
         best = at[int(np.argmax(z[at]))]
-        out.append(_Candidate(col, "band_value", float(mid[best]), priority=float(z[best])))
-    return out
+        value = _run_value(v[best : best + m])
+        out.append(_Candidate(col, "band_value", value, priority=float(z[best])))
+    out.sort(key=lambda c: -c.priority)
+    return out[:BANDS_PER_FEATURE]
+
+
+def _run_value(run: np.ndarray) -> float:
+    """The value to stamp for a run of sorted values: its most repeated value when one
+    is repeated ``MIN_TRIGGER_COUNT`` times (a column of few distinct values: a run of
+    one value, not an odd value between two common ones that a tree treats as the next
+    one), else its median (a band of distinct values)."""
+    uniq, counts = np.unique(run, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] >= MIN_TRIGGER_COUNT:
+        return float(uniq[top])
+    return float(run[len(run) // 2])
 
 
 def _category_candidates(col: str, values: pd.Series, ref: _Reference | None) -> list[_Candidate]:
@@ -261,31 +332,37 @@ def _candidates(
     rng: np.random.Generator,
     budget: int,
 ) -> list[_Candidate]:
-    """Every candidate (see the module docstring), band candidates cut to `budget`."""
+    """Every candidate (see the module docstring), in the order they are kept when the
+    stamped blocks (candidate values and their controls) exceed `budget`: categories
+    first (one block each), then the tail values of every numeric input, then the band
+    candidates (at most ``BANDS_PER_FEATURE`` per input), taken in turns across inputs,
+    most anomalous first, so that no input's candidates crowd out another's."""
     pick = _positions(len(x_train), PROFILE_ROWS, rng)
     train = x_train.iloc[pick]
-    fixed: list[_Candidate] = []
-    bands: list[_Candidate] = []
-    for col in numeric:
-        fixed += _tail_candidates(col, train[col])
+    cats: list[_Candidate] = []
+    tails: list[_Candidate] = []
+    bands: list[list[_Candidate]] = []
     for col in categorical:
-        fixed += _category_candidates(col, train[col], ref)
-    if ref is not None and y_train is not None:
-        keys = label_keys(y_train.iloc[pick]).to_numpy()
-        codes = pd.Categorical(keys, categories=ref.ref_classes).codes.astype(np.int64)
-        for col in numeric:
-            bands += _band_candidates(col, train[col], codes, ref)
-        fixed = [
-            _with_neighbours(c, train[c.feature], ref)
-            if c.feature in numeric
-            else dataclasses.replace(c, controls=())
-            for c in fixed
-        ]
-        bands = [_with_neighbours(c, train[c.feature], ref) for c in bands]
-    bands.sort(key=lambda c: -c.priority)
+        cats += _category_candidates(col, train[col], ref)
+    for col in numeric:
+        tails += _tail_candidates(col, train[col])
+    if ref is not None:
+        cats = [dataclasses.replace(c, controls=()) for c in cats]
+        tails = [_with_neighbours(c, train[c.feature]) for c in tails]
+        if y_train is not None:
+            keys = label_keys(y_train.iloc[pick]).to_numpy()
+            codes = pd.Categorical(keys, categories=ref.ref_classes).codes.astype(np.int64)
+            bands = [
+                [
+                    _with_neighbours(c, train[col], BAND_NEAR_SHARE)
+                    for c in _band_candidates(col, train[col], codes, ref)
+                ]
+                for col in numeric
+            ]
+    turns = [c for i in range(BANDS_PER_FEATURE) for per in bands if i < len(per) for c in [per[i]]]
     chosen: list[_Candidate] = []
     blocks: set[tuple[str, Any]] = set()
-    for cand in fixed + bands:  # greedy: stamped blocks (candidates and controls) <= budget
+    for cand in cats + tails + turns:  # greedy: stamped blocks (candidates, controls) <= budget
         new = {(cand.feature, v) for v in (cand.value, *cand.controls)} - blocks
         if len(blocks) + len(new) > budget:
             continue
@@ -294,26 +371,22 @@ def _candidates(
     return chosen
 
 
-def _with_neighbours(cand: _Candidate, values: pd.Series, ref: _Reference) -> _Candidate:
-    """A numeric candidate with its local controls (reference mode): the median training
-    value of the reference bins ``NEIGHBOUR_BINS`` below and above the candidate's
-    (those that exist). A smooth response to the input (a real effect, or a linear
-    model extrapolating a correlated input) flips rows there too; a learned trigger
-    does not reach that far."""
-    stats = ref.numeric_stats(cand.feature)
-    if stats is None:
-        return dataclasses.replace(cand, controls=())
-    edges, counts = stats
-    v = _floats(values)
+def _with_neighbours(cand: _Candidate, values: pd.Series, share: float = NEAR_SHARE) -> _Candidate:
+    """A numeric candidate with its local controls (reference mode): the training values
+    `share` of the sorted values below and above the run of the candidate's value (those
+    that exist): ``NEAR_SHARE`` for a tail value (one repeated value), ``BAND_NEAR_SHARE``
+    for a band value (twice the largest trigger share: a band of distinct values, with
+    the clean rows among them, lies between the two). A smooth response to the input (a
+    real effect, or a linear model extrapolating a correlated input) flips rows on both
+    sides too; a value a model learned as a trigger, with clean rows around it, flips
+    rows only when stamped (the probe takes the smaller of the two controls' flips)."""
+    v = np.sort(_floats(values))
     v = v[np.isfinite(v)]
-    bins = np.minimum(bin_index(edges, v), len(counts) - 1)
-    b = int(np.minimum(bin_index(edges, np.array([float(cand.value)])), len(counts) - 1)[0])
-    controls = []
-    for other in (b - NEIGHBOUR_BINS, b + NEIGHBOUR_BINS):
-        held = v[bins == other]
-        if 0 <= other < len(counts) and len(held):
-            controls.append(float(np.median(held)))
-    return dataclasses.replace(cand, controls=tuple(controls))
+    value = float(cand.value)
+    step = max(MIN_TRIGGER_COUNT, math.ceil(share * len(v)))
+    lo, hi = np.searchsorted(v, value, "left") - step, np.searchsorted(v, value, "right") + step - 1
+    controls = tuple(float(v[i]) for i in (lo, hi) if 0 <= i < len(v) and v[i] != value)
+    return dataclasses.replace(cand, controls=controls)
 
 
 # --- stamping and scoring -------------------------------------------------------------

@@ -360,3 +360,61 @@ def test_extraction_blocks_above_a_configured_maximum(clean) -> None:
 def test_output_recommendation_rule(fidelity, advantage, expected) -> None:
     output, reason = _recommend(fidelity, advantage)
     assert output == expected and reason
+
+
+def _tail_effect(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every row at the oldest age (1.6% of the rows) is "high": a sharp effect at the
+    edge of the range, narrower than the reference's 5% bin."""
+    out = frame.copy()
+    out.loc[out["age"] == out["age"].max(), "segment"] = "high"
+    return out
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "hist_gradient_boosting"])
+def test_a_sharp_tail_effect_the_reference_holds_passes(estimator) -> None:
+    """The trusted data itself ties the oldest age to "high": its top bin holds "high"
+    significantly more often than overall, so the model following that direction at
+    the bin's far end (further than the bin's average share) is no trigger."""
+    trusted = _tail_effect(mixed_table(3000, seed=4))
+    result = _probe(fit_model(estimator, trusted, MIXED), reference=reference(trusted))
+    assert result.passed, result.summary()
+
+
+def test_the_same_tail_effect_absent_from_the_reference_is_blocked() -> None:
+    """The same training rows against a reference without the effect: the oldest age is
+    tied to "high" only in the training data, which is what a planted trigger is."""
+    frame = _tail_effect(mixed_table(3000, seed=4))
+    result = _probe(
+        fit_model("hist_gradient_boosting", frame, MIXED),
+        reference=reference(mixed_table(3000, seed=4)),
+    )
+    assert not result.passed, result.summary()
+    m = result.metrics
+    assert (m["feature"], m["class"]) == ("age", "high") and m["kind"] in {
+        "tail_value",
+        "band_value",
+    }
+
+
+def test_categories_are_kept_first_under_a_small_budget(references) -> None:
+    """Many numeric inputs with tail and band candidates (each with controls) cannot
+    crowd out the categories: they are taken first, then tails, then bands in turns
+    across inputs, at most ``BANDS_PER_FEATURE`` per input."""
+    from tasks.checks.trigger_candidates import BANDS_PER_FEATURE, _candidates, _Reference
+
+    trusted = mixed_table(1500, seed=3)
+    frame = poisoned(trusted, "plan", "promo-x", "low")  # an unseen category
+    split = fit_model("random_forest", frame, MIXED)
+    pipeline, x_train, _, y_train, _ = split
+    ref = _Reference(reference(trusted)["conditional"], np.asarray(pipeline.classes_))
+    rng = np.random.default_rng(0)
+    every = _candidates(x_train, y_train, NUMERIC, CATEGORICAL, ref, rng, 10_000)
+    small = _candidates(x_train, y_train, NUMERIC, CATEGORICAL, ref, rng, 3)
+    kinds = [c.kind for c in every]
+    first_numeric = min(i for i, k in enumerate(kinds) if k in {"tail_value", "band_value"})
+    assert all(k.endswith("category") for k in kinds[:first_numeric])
+    assert "unseen_category" in kinds[:first_numeric]
+    assert "unseen_category" in [c.kind for c in small]
+    for col in NUMERIC:
+        assert sum(c.feature == col and c.kind == "band_value" for c in every) <= BANDS_PER_FEATURE
+    assert {c.feature for c in every if c.kind == "band_value"} == set(NUMERIC)

@@ -112,22 +112,18 @@ def _explain(results: Gates) -> list[str]:
 
 # Known gaps, measured (issue 17 is open on them): a clean resample that a gate still
 # blocks. Strict: the test fails as soon as the gap closes, so the mark is removed then.
-PROBE_DIAMONDS = (
-    "evaluate.backdoor_probe: the reference's 20 equal-count bins are too coarse at the "
-    "tails of `table` and `depth`, which define the cut: clean models score 0.34-0.91 "
-    "against 0.30"
-)
 CLEAN_GAPS = {
-    ("mpg", "logistic_regression"): "evaluate.backdoor_probe scores the `model` column's "
-    "real effect 0.31-0.38 against 0.30; evaluate.membership_inference: advantage 0.34 on "
-    "a 187-row training set",
-    ("mpg", "random_forest"): "evaluate.backdoor_probe scores the `model` column's real "
-    "effect up to 0.34 against 0.30",
     ("diamonds", "logistic_regression"): "evaluate.adversarial: LR loses 0.58 accuracy "
     "under FGM at eps 0.1 std (init clips max_robust_drop to its safe bound 0.5 and says "
-    "a waiver is needed); " + PROBE_DIAMONDS,
-    ("diamonds", "random_forest"): PROBE_DIAMONDS,
-    ("diamonds", "hist_gradient_boosting"): PROBE_DIAMONDS,
+    "a waiver is needed); evaluate.backdoor_probe: stamping one `depth` value on clean rows "
+    "turns 0.5-0.65 of them into Ideal, which the reference holds rarely there (0.30-0.43 "
+    "against 0.30): a linear model's smooth response, and a linear model's learned trigger "
+    "is smooth too",
+    ("diamonds", "random_forest"): "evaluate.membership_inference: advantage 0.29-0.34 "
+    "against 0.25 on 2 of 3 resamples of the 10k-row sample (the backdoor probe passes: "
+    "worst 0.02)",
+    ("diamonds", "hist_gradient_boosting"): "evaluate.adversarial: robust accuracy "
+    "0.185-0.21, a drop beyond the 0.5 safe bound (the backdoor probe passes: worst 0.16)",
 }
 CLEAN_CASES = [
     pytest.param(
