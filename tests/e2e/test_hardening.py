@@ -157,7 +157,10 @@ def test_verify_champion_refuses_a_retargeted_tag_and_an_edited_mlflow_copy(
         MODEL, champion.version, "deployment_uri", older.tags["deployment_uri"]
     )
     try:
-        out = hard.run("verify", ref)
+        # @champion follows the signed record in the bucket, never the tag ...
+        assert hard.run("verify", ref).returncode == 0
+        # ... and a version reached through the tag must be that version's own release.
+        out = hard.run("verify", f"models:/{MODEL}/{champion.version}")
         assert out.returncode == 1 and "FAIL release.binding" in out.stderr, out.stderr
     finally:
         client.set_model_version_tag(MODEL, champion.version, "deployment_uri", own)
