@@ -55,5 +55,6 @@ def wait_for_approval(ctx: RunContext, client: Any, waiting: dict[str, Any]) -> 
         "champion.resume_checked", run_id=ctx.run_id, release=release.uri, complete=not missing
     )
     if missing:
-        return f"resumed without the signed approvals it needs: {missing}"
+        short = missing.split(". Ask an approver")[0]
+        return f"resumed without the signed approvals it needs ({short})"
     return "resumed: the signed approvals are complete; a promoter moves the champion"

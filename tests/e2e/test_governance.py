@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tasks.common.audit import AuditLog
-from tests.e2e.conftest import Pipeline, _env
+from tests.e2e.conftest import CLI, Pipeline, _env
 
 pytestmark = pytest.mark.e2e
 MODEL = "breast-cancer-classifier"
@@ -78,19 +79,57 @@ def gov(keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iter
             ),
         }
     )
-    assert pipe.run("local", "up", "--no-ui", timeout=180).returncode == 0
+    assert pipe.run("local", "up", timeout=240).returncode == 0  # Prefect server: the pause
     try:
         code, report, err = pipe.train(state.parent)
         assert code == 0 and report["status"] == "awaiting_approval", err
-        pipe.env["SECURE_PIPELINE_WAIVERS"] = json.dumps(WAIVER)
-        pipe.env["SECURE_PIPELINE_EVALUATE__MIN_ACCURACY"] = "0.5"
-        code, report, err = pipe.train(state.parent)
-        del pipe.env["SECURE_PIPELINE_WAIVERS"], pipe.env["SECURE_PIPELINE_EVALUATE__MIN_ACCURACY"]
-        assert code == 0 and report["status"] == "awaiting_approval", err
-        assert report["model"]["version"] == "2"
+        _paused_waived_run(pipe, state.parent / "report-1.json")
         yield pipe
     finally:
         pipe.run("local", "down", timeout=120)
+
+
+def _paused_waived_run(pipe: Pipeline, report: Path) -> None:
+    """Version 2, waived, with ``pause_for_approval``: the flow run pauses; it is
+    resumed through Prefect's API with no approval on file and stays awaiting."""
+    import httpx
+
+    api = f"http://127.0.0.1:{pipe.env['SECURE_PIPELINE_LOCAL__PREFECT_PORT']}/api"
+    env = {
+        **pipe.env,
+        "SECURE_PIPELINE_WAIVERS": json.dumps(WAIVER),
+        "SECURE_PIPELINE_EVALUATE__MIN_ACCURACY": "0.5",
+        "SECURE_PIPELINE_GOVERNANCE__PAUSE_FOR_APPROVAL": "true",
+    }
+    proc = subprocess.Popen(
+        [CLI, "run", "--quiet", "--report", str(report)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline, paused = time.monotonic() + 400, []
+        query = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
+        while not paused and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(3)
+            paused = httpx.post(f"{api}/flow_runs/filter", json=query, timeout=30).json()
+        assert paused, "the run never paused"
+        run_id = paused[0]["id"]
+        form = {"release": "approved, trust me", "waivers": "none", "note": "clicked"}
+        resumed = httpx.post(
+            f"{api}/flow_runs/{run_id}/resume", json={"run_input": form}, timeout=30
+        )
+        assert resumed.status_code < 300, resumed.text
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    data = json.loads(report.read_text())
+    assert data["status"] == "awaiting_approval" and data["model"]["version"] == "2"
+    assert data["approval"]["note"].startswith("resumed without the signed approvals it needs")
+    final = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+    assert final["type"] == "COMPLETED" and final["name"] == "AwaitingApproval"
+    assert "awaiting approval" in final["message"] and "evaluate.quality" in final["message"]
 
 
 def _record(pipe: Pipeline) -> list[str]:
