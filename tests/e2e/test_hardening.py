@@ -217,6 +217,11 @@ def test_a_waiver_is_shown_everywhere(hard: Pipeline, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "[WAIVED: evaluate.quality]" in one_line(out.stderr)
     report = json.loads(path.read_text())
+    # A waiver is never self-granted: even with required_approvals = 0 the release waits
+    # for an approval by a key other than the trainer's; the champion stays.
+    assert report["status"] == "awaiting_approval", out.stderr
+    assert report["approval"]["required_approvals"] == 1
+    assert report["approval"]["waivers"] == ["evaluate.quality"]
     assert report["waivers"] == [
         {
             "setting": "evaluate.min_accuracy",
