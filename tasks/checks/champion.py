@@ -68,7 +68,9 @@ def champion_ref(settings: Settings, client: Any) -> tuple[str, str, str] | None
 
     Raises:
         LookupError: an alias without a record (set by hand, or by an earlier version:
-            promote it), or an alias that names another version than the record.
+            promote it; with ``required_approvals = 0`` such an alias still counts until
+            the first record is written), or an alias that names another version than
+            the record.
         RecordError: the record is not signed by a promoter.
     """
     from tasks.governance import champion_record
@@ -79,6 +81,17 @@ def champion_ref(settings: Settings, client: Any) -> tuple[str, str, str] | None
     if current.payload is None:
         if alias is None:
             return None
+        if settings.governance.required_approvals == 0:
+            # A state directory from before champion records: the alias (which the
+            # trainer moved itself then) is the champion until the next deploy writes
+            # the first record; `verify` still refuses it.
+            uri = mlflow_client(settings).get_model_version(name, alias).tags.get("deployment_uri")
+            if not uri:
+                raise LookupError(
+                    f"models:/{name}@{CHAMPION} (version {alias}) names no deployment"
+                )
+            log.warning("no champion record for %s yet: comparing with the alias", name)
+            return name, alias, str(uri)
         raise LookupError(
             f"models:/{name}@{CHAMPION} (version {alias}) has no signed champion record in "
             "the bucket (an alias set by hand, or by an earlier version): promote it with "

@@ -20,7 +20,7 @@ from tasks.checks.baselines import (
     trivial_baselines,
 )
 from tasks.checks.champion import Champion, champion_ref, comparable, load_champion
-from tasks.common.settings import ConfigError, EvaluateConfig, load_settings
+from tasks.common.settings import ConfigError, EvaluateConfig, GovernanceConfig, load_settings
 from tasks.evaluate import QUALITY, check_quality, evaluate_checks
 from tasks.onboarding import Columns, render_config
 from tests.mixed_table import mixed_table
@@ -292,9 +292,26 @@ def test_champion_lookup_follows_the_signed_record(tmp_path: Path) -> None:
         first = str(client.create_model_version(name, source=str(tmp_path)).version)
         assert champion_ref(settings, s3) is None  # registered, no alias yet
         client.set_registered_model_alias(name, "champion", first)
+        with pytest.raises(LookupError, match="names no deployment"):
+            champion_ref(settings, s3)  # an alias without a deployment: an edited registry
+        # A state directory from before champion records, no approvals required: the
+        # alias and its deployment tag still name the champion, until the first record.
+        uri = "s3://secure-models/models/x/1/release.dsse.json"
+        client.set_model_version_tag(name, first, "deployment_uri", uri)
+        assert champion_ref(settings, s3) == (name, first, uri)
+        # With approvals required an alias alone is no champion: the gates fail closed.
+        governed = settings.model_copy(
+            update={
+                "governance": GovernanceConfig(
+                    required_approvals=1,
+                    approvers=[tmp_path / "a.pub"],
+                    promoters=[tmp_path / "p.pub"],
+                )
+            }
+        )
         with pytest.raises(LookupError, match="no signed champion record"):
-            champion_ref(settings, s3)  # an alias set by hand
-        lost = load_champion(settings, s3, candidate=None)  # type: ignore[arg-type]
+            champion_ref(governed, s3)
+        lost = load_champion(governed, s3, candidate=None)  # type: ignore[arg-type]
         assert lost.status == "unverified" and "no signed champion record" in lost.reason
 
     class NoBucket:  # the bucket cannot be read: the champion is not verified
