@@ -29,7 +29,7 @@ from prefect import flow, runtime
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.futures import wait
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from tasks.common import progress
 from tasks.common.anchors import bucket_has_history
@@ -42,8 +42,9 @@ from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_sett
 from tasks.common.tracking import ModelRegistry, record_outcome, run_url
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
+from tasks.governance.pause import wait_for_approval
 from tasks.ingest import ingest_task
-from tasks.localstack.stack import anchor_endpoint, s3_service
+from tasks.localstack.stack import anchor_endpoint, role_endpoint, s3_service
 from tasks.screen import pii_task, screen_task
 from tasks.sign import SignedProvenance, sign_task
 from tasks.train import TrainedModel, train_task
@@ -191,11 +192,13 @@ def run_pipeline(
     interrupted: BaseException | None = None
     client: S3Client | None = None
     anchor_client: S3Client | None = None
+    promoter_client: S3Client | None = None
     with contextlib.ExitStack() as resources:
         try:
             endpoint = resources.enter_context(s3_service(settings))
             client = s3_client(endpoint)
             anchor_client = s3_client(anchor_endpoint(settings, endpoint))
+            promoter_client = s3_client(role_endpoint(settings, endpoint, "promoter"))
             keyring, created = ensure_keys(
                 settings.keys_dir,
                 had_runs=lambda: had_audit or bucket_has_history(settings, client),
@@ -248,10 +251,15 @@ def run_pipeline(
             gates += g
             progress.finished("sign", g, report.stages["sign"])
             with _stage(report, "deploy", current):
-                report.deployment, g = deploy_task(ctx, client, model=model, signed=signed)
+                report.deployment, g = deploy_task(
+                    ctx, client, model=model, signed=signed, promoter=promoter_client
+                )
             gates += g
             progress.finished("deploy", g, report.stages["deploy"])
-            report.status = "deployed"
+            report.approval = report.deployment.pop("awaiting_approval", None)
+            report.status = "deployed" if report.approval is None else "awaiting_approval"
+            if report.approval is not None and settings.governance.pause_for_approval:
+                report.approval["note"] = wait_for_approval(ctx, client, report.approval)
         except GateFailed as exc:
             gates += exc.results
             report.status, report.blocked_by = "blocked", exc.gate.name
@@ -263,7 +271,7 @@ def run_pipeline(
             report.status, interrupted = "interrupted", exc
             report.error = f"stopped by {name}; the champion did not move, rerun when ready"
         report.gates = [g.as_report() for g in gates]
-        if model is not None and report.status != "deployed":
+        if model is not None and report.status not in ("deployed", "awaiting_approval"):
             try:  # nobody should promote a version that did not ship
                 ModelRegistry.for_settings(settings).mark(model.version, status=report.status)
             except Exception as exc:  # noqa: BLE001 - the verdict and report matter more
@@ -287,6 +295,8 @@ def run_pipeline(
         raise interrupted  # the signal still ends the command (after the record is written)
     if report.status == "blocked":  # a verdict, not a crash: no traceback, its own name
         return Failed(name="Blocked", message=report.reason)
+    if report.status == "awaiting_approval":  # a verdict: it waits for people
+        return Completed(name="AwaitingApproval", message=report.reason)
     if report.status != "deployed":
         return Failed(message=report.reason)
     return report.model_dump()

@@ -22,7 +22,7 @@ from tasks.common.context import RunContext, StageGates, stage_task
 from tasks.common.files import sha256_bytes
 from tasks.common.gates import GateResult, check, run_check
 from tasks.common.s3 import ObjectExists, put_immutable
-from tasks.common.tracking import ModelRegistry
+from tasks.governance import promotion
 from tasks.sign import SignedProvenance
 from tasks.train import TrainedModel
 from tasks.trust import provenance
@@ -127,13 +127,23 @@ def publish(
 
 
 def deploy(
-    ctx: RunContext, client: S3Client, *, model: TrainedModel, signed: SignedProvenance
+    ctx: RunContext,
+    client: S3Client,
+    *,
+    model: TrainedModel,
+    signed: SignedProvenance,
+    promoter: S3Client | None = None,
 ) -> tuple[dict[str, Any], list[GateResult]]:
-    """Preflight, publish, verify the deployed copy, then make it the champion.
+    """Preflight, publish, verify the deployed copy, then make it the champion, or
+    leave it awaiting approval when the governance rules need one
+    (`tasks.governance.promotion.on_deploy`; the deployment then holds
+    ``awaiting_approval``: what it waits for).
 
     Args:
         ctx: The run's settings and identity.
         client: The run's S3 client (pipeline identity).
+        promoter: The store as the promoter identity (writes the champion record);
+            None: the run's client.
         model: The trained model that passed evaluation.
         signed: Its signed provenance manifest.
 
@@ -165,7 +175,9 @@ def deploy(
             expected={"name": model.name, "version": model.version},
         )
     gates.enforce(run_check("deploy.roundtrip", check_roundtrip, verified))
-    ModelRegistry.for_settings(settings).promote(model.version, deployment_uri=deployment["uri"])
+    waiting = promotion.on_deploy(settings, client, promoter or client, verified, audit=ctx.audit)
+    if waiting is not None:
+        deployment["awaiting_approval"] = waiting
     return deployment, gates.results
 
 

@@ -1,12 +1,13 @@
 """The `secure-pipeline` command: run, verify, fetch, audit, init, suite, profile, keys,
-local, serve, refresh.
+local, serve, refresh, approve, promote, rollback.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
 SIGTERM: the run is recorded as interrupted and the services it started are
 stopped). This module holds the parser and the entry point `main`; the commands live
 by duty in `run` (run, serve), `release` (verify, fetch, audit), `onboard` (init,
-suite, profile, refresh) and `admin` (keys, local). Heavy imports (Prefect, MLflow)
+suite, profile, refresh), `admin` (keys, local) and `governance` (approve, promote,
+rollback). Heavy imports (Prefect, MLflow)
 happen only after the environment is configured, because they read it at import time.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import signal
 import sys
 
+from flows.cli import governance
 from flows.cli.admin import cmd_keys, cmd_local
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, EXIT_USAGE, mute, say
 from flows.cli.onboard import cmd_init, cmd_profile, cmd_refresh, cmd_suite
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="serve the scheduled deployment")
     serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: nightly 02:00)")
     serve.set_defaults(func=cmd_serve)
+    governance.add_commands(sub, common)
     return parser
 
 

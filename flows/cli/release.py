@@ -14,27 +14,46 @@ from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
 
 
-def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
-    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`)."""
+def _verified(settings: Settings, model_ref: str, workdir: Path) -> tuple[Any, list[Any]]:
+    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`).
+
+    ``models:/NAME@champion`` follows the signed champion record in the bucket (never
+    the registry): its signature, the MLflow alias beside it and the approvals it rests
+    on are checks of their own (`tasks.governance.check`)."""
     environment.configure(settings)
     from tasks.common.s3 import s3_client
+    from tasks.common.tracking import CHAMPION
+    from tasks.governance import check as governed
     from tasks.trust import release
     from tasks.trust.envelope import key_provider
     from tasks.trust.signing import trusted_keys
 
     uri, expected = model_ref, None
-    if uri.startswith("models:/"):  # the registry only says where to look: all is checked
+    champion = model_ref.startswith("models:/") and model_ref.endswith(f"@{CHAMPION}")
+    if model_ref.startswith("models:/") and not champion:
         from tasks.common.tracking import ModelRegistry
 
+        # The registry only says where to look: all is checked.
         name, version, uri = ModelRegistry.resolve(settings, model_ref)
         expected = {"name": name, "version": version}
-    try:
-        bucket, key = release.parse_s3_uri(uri)
-    except release.ReleaseError as exc:
-        raise ConfigError(str(exc)) from None
     with stack.s3_service(settings) as endpoint:
+        client = s3_client(endpoint)
+        pre: list[tuple[str, bool, str]] = []
+        record = None
+        approved: list[Any] = []
+        if champion:
+            name = model_ref.removeprefix("models:/").rpartition("@")[0]
+            record, pre = governed.record_checks(client, settings, name)
+            if record is None:
+                return release.VerifiedRelease(uri=model_ref, checks=pre), []
+            uri = str(record.release_uri)
+            expected = {"name": name, "version": str(record.version)}
+        try:
+            bucket, key = release.parse_s3_uri(uri)
+        except release.ReleaseError as exc:
+            raise ConfigError(str(exc)) from None
         result = release.verify_release(
-            s3_client(endpoint),
+            client,
             bucket=bucket,
             release_key=key,
             public_key=trusted_keys(settings.keys_dir),
@@ -43,6 +62,10 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
             workdir=workdir,
             expected=expected,
         )
+        if record is not None and result.ok:
+            more, approved = governed.approval_checks(client, settings, result, record)
+            pre += more
+        result.checks[:0] = pre
     if expected is not None and result.ok:
         from tasks.common.tracking import ModelRegistry, mlflow_client
 
@@ -52,15 +75,19 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
         result.checks.append(
             registry.check_files(expected["version"], signed=result.model["files"])
         )
-    return result
+    return result, approved
 
 
-def _print_verification(result: Any) -> None:
+def _print_verification(result: Any, approved: list[Any]) -> None:
     """Every check, then what the provenance says: the waivers and the gates."""
     from tasks.trust import provenance
 
     for name, ok, detail in result.checks:
         say(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    for a in approved:
+        say(
+            f"APPROVED by key {a.key_id[:16]} at {a.approved_at}: {a.reason or '(no reason given)'}"
+        )
     recorded = provenance.internal(result.provenance) if result.provenance else {}
     for w in recorded.get("waivers", []):
         say(f"WAIVED {w['gate']}: {w['setting']} = {w['value']} (safe {w['safe']}): {w['reason']}")
@@ -72,8 +99,11 @@ def _print_verification(result: Any) -> None:
         say("waivers in the signed provenance: none")
 
 
-def _verification_report(result: Any) -> dict[str, Any]:
+def _verification_report(result: Any, approved: list[Any]) -> dict[str, Any]:
     return {
+        "approvals": [
+            {"key_id": a.key_id, "approved_at": a.approved_at, "reason": a.reason} for a in approved
+        ],
         "uri": result.uri,
         "verified": result.ok,
         "checks": [{"name": n, "passed": ok, "detail": d} for n, ok, d in result.checks],
@@ -86,9 +116,9 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="verify-") as workdir:
-        result = _verified(settings, args.model_ref, Path(workdir))
-    _print_verification(result)
-    write_report(args.report, _verification_report(result))
+        result, approved = _verified(settings, args.model_ref, Path(workdir))
+    _print_verification(result, approved)
+    write_report(args.report, _verification_report(result, approved))
     say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
     return EXIT_OK if result.ok else EXIT_BLOCKED
 
@@ -104,8 +134,8 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        result = _verified(settings, args.model_ref, staging)
-        _print_verification(result)
+        result, approved = _verified(settings, args.model_ref, staging)
+        _print_verification(result, approved)
         if not result.ok:
             say(f"NOT verified: {result.uri}; nothing written to {out}")
             return EXIT_BLOCKED

@@ -21,7 +21,9 @@ from tasks.localstack import stack
 from tasks.trust.keys import has_keys, require
 
 RUN_EXIT_CODES = """exit codes:
-  0        deployed: every gate passed, the release verified, the champion moved
+  0        deployed: every gate passed, the release verified, the champion moved;
+           or awaiting_approval: the same, but the champion waits for signed approvals
+           ([governance] required_approvals, or a waiver): `approve`, then `promote`
   1        blocked by a gate (the line names it, what was measured and the threshold)
   2        bad usage or configuration (a missing key included)
   3        crashed (the line says the cause; the previous champion stays)
@@ -111,7 +113,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     say(RunReport(**report).reason)
     if signum is not None:
         return 128 + signum
-    return {"deployed": EXIT_OK, "blocked": EXIT_BLOCKED}.get(report["status"], EXIT_CRASH)
+    return {"deployed": EXIT_OK, "awaiting_approval": EXIT_OK, "blocked": EXIT_BLOCKED}.get(
+        report["status"], EXIT_CRASH
+    )
 
 
 def _prefect_start_timeout(exc: BaseException) -> bool:

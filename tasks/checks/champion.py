@@ -1,9 +1,9 @@
 """The current champion, loaded only through the trust path, for the evaluate gates
 to compare a candidate with (``evaluate.quality``, ``evaluate.adversarial``).
 
-Where the champion is: `champion_ref`, the one place that knows (today the MLflow
-alias ``champion`` of the model's name and the ``deployment_uri`` tag it carries; a
-signed record in the bucket later). The registry is only a pointer: the release it
+Where the champion is: `champion_ref`, the one place that knows: the signed champion
+record in the bucket (`tasks.governance.champion_record`), checked against the MLflow
+alias ``champion`` (a view of it: an alias moved by hand fails closed). The release it
 names is verified exactly as ``secure-pipeline verify models:/NAME@champion`` does
 (`tasks.trust.release.verify_release`: the signed release record bound to that name
 and version, the SLSA provenance, the artifact's version, digest and encryption
@@ -56,30 +56,65 @@ class Champion:
 NO_CHAMPION = Champion("none", "no champion was given")
 
 
-def champion_ref(settings: Settings) -> tuple[str, str, str] | None:
+def champion_ref(settings: Settings, client: Any) -> tuple[str, str, str] | None:
     """(name, version, release URI) of the current champion, None without one.
 
-    The only lookup of where the champion lives (today: the MLflow alias).
+    The only lookup of where the champion lives: the signed record in the bucket
+    (signature checked against the promoters' keys), which the MLflow alias must agree
+    with.
+
+    Args:
+        client: An S3 client that may read the bucket.
 
     Raises:
-        LookupError: the alias exists but names no deployment (never deployed, or an
-            edited registry): the caller fails closed.
+        LookupError: an alias without a record (set by hand, or by an earlier version:
+            promote it; with ``required_approvals = 0`` such an alias still counts until
+            the first record is written), or an alias that names another version than
+            the record.
+        RecordError: the record is not signed by a promoter.
     """
+    from tasks.governance import champion_record
+
+    name = settings.model.name
+    alias = alias_version(settings, name)
+    current = champion_record.read(client, settings, name)
+    if current.payload is None:
+        if alias is None:
+            return None
+        if settings.governance.required_approvals == 0:
+            # A state directory from before champion records: the alias (which the
+            # trainer moved itself then) is the champion until the next deploy writes
+            # the first record; `verify` still refuses it.
+            uri = mlflow_client(settings).get_model_version(name, alias).tags.get("deployment_uri")
+            if not uri:
+                raise LookupError(
+                    f"models:/{name}@{CHAMPION} (version {alias}) names no deployment"
+                )
+            log.warning("no champion record for %s yet: comparing with the alias", name)
+            return name, alias, str(uri)
+        raise LookupError(
+            f"models:/{name}@{CHAMPION} (version {alias}) has no signed champion record in "
+            "the bucket (an alias set by hand, or by an earlier version): promote it with "
+            f"`secure-pipeline promote models:/{name}/{alias} --key KEY`"
+        )
+    if alias != current.version:
+        raise LookupError(
+            f"the MLflow alias {CHAMPION} names version {alias}, the signed champion record "
+            f"version {current.version}: an alias moved outside `secure-pipeline promote`"
+        )
+    return name, str(current.version), str(current.release_uri)
+
+
+def alias_version(settings: Settings, name: str) -> str | None:
+    """The version MLflow's alias ``champion`` names (None: unregistered or unset)."""
     from mlflow.exceptions import MlflowException
 
-    client = mlflow_client(settings)
-    name = settings.model.name
     try:
-        model = client.get_registered_model(name)
+        model = mlflow_client(settings).get_registered_model(name)
     except MlflowException:
         return None  # the name was never registered: no champion
     version = (getattr(model, "aliases", None) or {}).get(CHAMPION)
-    if version is None:
-        return None
-    uri = client.get_model_version(name, str(version)).tags.get("deployment_uri")
-    if not uri:
-        raise LookupError(f"models:/{name}@{CHAMPION} (version {version}) names no deployment")
-    return name, str(version), str(uri)
+    return None if version is None else str(version)
 
 
 def comparable(champion: Pipeline, candidate: Pipeline) -> str | None:
@@ -128,17 +163,24 @@ def load_champion(settings: Settings, s3: Any, *, candidate: Pipeline) -> Champi
         s3: An S3 client of the run; None opens the configured endpoint if needed.
         candidate: The pipeline it will be compared with (for `comparable`).
     """
-    try:
-        ref = champion_ref(settings)
-    except Exception as exc:  # noqa: BLE001 - a registry that cannot say fails closed
-        return Champion("unverified", f"the champion cannot be looked up: {_why(exc)}")
-    if ref is None:
-        return Champion("none", "no champion yet")
-    name, version, uri = ref
-    try:
-        pipeline, model = _verified_model(settings, s3, name=name, version=version, uri=uri)
-    except Exception as exc:  # noqa: BLE001 - anything short of verified fails closed
-        return Champion("unverified", f"models:/{name}@{CHAMPION} {_why(exc)}", version)
+    import contextlib
+
+    from tasks.common.s3 import s3_client
+    from tasks.localstack.stack import s3_service
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = s3 if s3 is not None else s3_client(stack.enter_context(s3_service(settings)))
+            ref = champion_ref(settings, client)
+        except Exception as exc:  # noqa: BLE001 - a champion that cannot be found fails closed
+            return Champion("unverified", f"the champion cannot be looked up: {_why(exc)}")
+        if ref is None:
+            return Champion("none", "no champion yet")
+        name, version, uri = ref
+        try:
+            pipeline, model = _verified_model(settings, client, name=name, version=version, uri=uri)
+        except Exception as exc:  # noqa: BLE001 - anything short of verified fails closed
+            return Champion("unverified", f"models:/{name}@{CHAMPION} {_why(exc)}", version)
     reason = comparable(pipeline, candidate)
     if reason is not None:
         return Champion("none", f"version {version} is not comparable: {reason}", version)
@@ -161,17 +203,12 @@ def _verified_model(
     Raises:
         ReleaseError: a check failed (its name and detail in the message).
     """
-    import contextlib
-
-    from tasks.common.s3 import s3_client
-    from tasks.localstack.stack import s3_service
     from tasks.trust import release
     from tasks.trust.modelio import load_model_bytes
 
-    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory(prefix="champ-") as tmp:
-        client = s3 if s3 is not None else s3_client(stack.enter_context(s3_service(settings)))
+    with tempfile.TemporaryDirectory(prefix="champ-") as tmp:
         result = release.verify_with_settings(
-            client, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
+            s3, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
         if not result.ok:
             check, _, detail = next((c for c in result.checks if not c[1]), ("?", False, ""))

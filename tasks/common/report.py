@@ -18,7 +18,9 @@ from tasks.common.gates import GateResult
 
 
 class RunReport(BaseModel):
-    status: Literal["deployed", "blocked", "failed", "interrupted"] = "failed"
+    # awaiting_approval: every gate passed and the release is in the bucket, verified;
+    # the champion did not move (`approval` says what the release waits for).
+    status: Literal["deployed", "awaiting_approval", "blocked", "failed", "interrupted"] = "failed"
     blocked_by: str | None = None
     flow_run_id: str
     dataset: dict[str, Any] | None = None
@@ -27,6 +29,7 @@ class RunReport(BaseModel):
     deployment: dict[str, Any] | None = None
     error: str | None = None
     audit_anchor: str | None = None
+    approval: dict[str, Any] | None = None
     # Gates weakened beyond their safe range by the config, each with its reason.
     waivers: list[dict[str, Any]] = Field(default_factory=list)
     # Wall seconds per stage, in the order they ran (a blocked stage included).
@@ -58,6 +61,15 @@ class RunReport(BaseModel):
     def _verdict(self) -> str:
         if self.status == "deployed" and self.deployment:
             return f"deployed {self.deployment['uri']}"
+        if self.status == "awaiting_approval" and self.approval:
+            a = self.approval
+            waived = f" (it carries waivers: {', '.join(a['waivers'])})" if a["waivers"] else ""
+            note = f"; {a['note']}" if a.get("note") else ""
+            return (
+                f"awaiting approval: {a['release']} needs {a['required_approvals']} approval(s) "
+                f"by listed approvers{waived}; the champion did not move{note}. Next: "
+                f"`{a['approve']}`, then `{a['promote']}`"
+            )
         if self.status == "blocked":
             gate = next(g for g in self.gates if not g["passed"])
             result = GateResult(

@@ -286,6 +286,37 @@ class LocalStackConfig(_Section):
     mlflow_port: int = Field(default=5000, ge=1024, le=65535)
 
 
+class GovernanceConfig(_Section):
+    """Separation of duties (`tasks.governance`). ``required_approvals = 0`` (the
+    default): the trainer also promotes, as a single-machine pipeline does; N > 0: a
+    release becomes champion only with N signed approvals from distinct keys listed
+    in ``approvers`` (never the trainer's), moved by a key listed in ``promoters``."""
+
+    # FORK: how many people must approve a release before it ships.
+    required_approvals: int = Field(default=0, ge=0, le=16)
+    approvers: list[Path] = Field(default_factory=list)  # public-key PEM files
+    promoters: list[Path] = Field(default_factory=list)  # public-key PEM files
+    # In a Prefect flow run, pause for the approvals (a form naming the release and
+    # its waivers); on resume the signed approvals on file decide, never the click.
+    pause_for_approval: bool = False
+    pause_timeout_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> GovernanceConfig:
+        if self.required_approvals > len(set(self.approvers)):
+            raise ValueError(
+                f"governance.required_approvals = {self.required_approvals} but "
+                f"governance.approvers lists {len(set(self.approvers))} key(s): nobody could "
+                "ever promote; list the approvers' public keys"
+            )
+        if self.required_approvals > 0 and not self.promoters:
+            raise ValueError(
+                "governance.required_approvals > 0 needs governance.promoters (the public "
+                "keys that may move the champion)"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know, validated before anything starts."""
 
@@ -300,6 +331,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateConfig = EvaluateConfig()
     storage: StorageConfig = StorageConfig()
     local: LocalStackConfig = LocalStackConfig()
+    governance: GovernanceConfig = GovernanceConfig()
     mlflow_tracking_uri: str | None = None  # None: SQLite under the state dir
     mlflow_experiment: str = "secure-training"
     # Gate name -> why it may be weakened beyond its safe range (tasks/common/catalog.py
@@ -377,6 +409,9 @@ class Settings(BaseSettings):
         ds.profile_signers = [
             p if p.is_absolute() else (base / p).resolve() for p in ds.profile_signers
         ]
+        gov = self.governance
+        gov.approvers = [p if p.is_absolute() else (base / p).resolve() for p in gov.approvers]
+        gov.promoters = [p if p.is_absolute() else (base / p).resolve() for p in gov.promoters]
         if "://" not in ds.source and not Path(ds.source).is_absolute():
             ds.source = str((base / ds.source).resolve())
         self.state_dir = self.state_dir.expanduser().resolve()

@@ -234,7 +234,7 @@ class ModelRegistry:
 # needed to read the run).
 RELEASE_ARTIFACTS = ("provenance.dsse.json", "sbom.cdx.json", "report.json")
 # MLflow run status per pipeline status (anything else, "blocked" too: FAILED).
-RUN_STATUS = {"deployed": "FINISHED", "interrupted": "KILLED"}
+RUN_STATUS = {"deployed": "FINISHED", "awaiting_approval": "FINISHED", "interrupted": "KILLED"}
 # While the outcome is recorded, an MLflow server that does not answer costs seconds, not
 # MLflow's default of 7 retries with exponential backoff and a 120 s timeout per
 # request (minutes). Variables the user set win.
@@ -282,11 +282,12 @@ def outcome_summary(report: RunReport) -> str:
     were waived, and where the model went."""
     head = {
         "deployed": "Deployed",
+        "awaiting_approval": "Awaiting approval",
         "blocked": f"Blocked by {report.blocked_by}",
         "interrupted": "Interrupted",
     }.get(report.status, "Failed")
     text = f"{head}: {_gate_summary(report)}"
-    if report.status == "deployed" and report.deployment:
+    if report.status in ("deployed", "awaiting_approval") and report.deployment:
         text += f"; deployed to {report.deployment.get('uri')}"
     text += "."
     if report.status in ("failed", "interrupted") and report.error:

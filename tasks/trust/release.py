@@ -153,7 +153,11 @@ def scan_releases(client: Any, *, bucket: str, prefix: str) -> tuple[list[str], 
         for m in page.get("DeleteMarkers", []):
             if m.get("IsLatest"):
                 hidden.add(m["Key"].rpartition("/")[0])
-    incomplete = sorted(b for b, names in objects.items() if RELEASE not in names)
+    # Only release directories (``.../NAME/VERSION``) can be incomplete; the champion
+    # record and approvals (tasks.governance) sit beside them.
+    incomplete = sorted(
+        b for b, names in objects.items() if RELEASE not in names and b.rpartition("/")[2].isdigit()
+    )
     return incomplete, sorted(hidden)
 
 

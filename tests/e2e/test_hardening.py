@@ -157,7 +157,10 @@ def test_verify_champion_refuses_a_retargeted_tag_and_an_edited_mlflow_copy(
         MODEL, champion.version, "deployment_uri", older.tags["deployment_uri"]
     )
     try:
-        out = hard.run("verify", ref)
+        # @champion follows the signed record in the bucket, never the tag ...
+        assert hard.run("verify", ref).returncode == 0
+        # ... and a version reached through the tag must be that version's own release.
+        out = hard.run("verify", f"models:/{MODEL}/{champion.version}")
         assert out.returncode == 1 and "FAIL release.binding" in out.stderr, out.stderr
     finally:
         client.set_model_version_tag(MODEL, champion.version, "deployment_uri", own)
@@ -214,6 +217,11 @@ def test_a_waiver_is_shown_everywhere(hard: Pipeline, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "[WAIVED: evaluate.quality]" in one_line(out.stderr)
     report = json.loads(path.read_text())
+    # A waiver is never self-granted: even with required_approvals = 0 the release waits
+    # for an approval by a key other than the trainer's; the champion stays.
+    assert report["status"] == "awaiting_approval", out.stderr
+    assert report["approval"]["required_approvals"] == 1
+    assert report["approval"]["waivers"] == ["evaluate.quality"]
     assert report["waivers"] == [
         {
             "setting": "evaluate.min_accuracy",

@@ -31,8 +31,14 @@ def test_cold_run_deploys_then_verifies(cold: Pipeline, tmp_path: Path) -> None:
 
     verified = cold.run("verify", report["deployment"]["uri"])
     assert verified.returncode == 0, verified.stderr
-    assert cold.run("verify", "models:/breast-cancer-classifier@champion").returncode == 0
-    assert cold.run("audit", "verify").returncode == 0
+    champion = cold.run("verify", "models:/breast-cancer-classifier@champion")
+    assert champion.returncode == 0, champion.stderr
+    # required_approvals = 0: the trainer's key signed the champion record, no approval.
+    trainer = json.loads((cold.state_dir / "keys" / "keyring.json").read_text())
+    assert f"signed by promoter key {trainer['signing']['active'][:16]} (deploy" in champion.stderr
+    assert "ok   champion.approvals: 0 valid approval(s) of 0 needed" in champion.stderr
+    audit = cold.run("audit", "verify")
+    assert audit.returncode == 0 and "incomplete" not in audit.stderr, audit.stderr
     assert cold.champion() == report["model"]["version"]
 
 

@@ -20,7 +20,7 @@ from tasks.checks.baselines import (
     trivial_baselines,
 )
 from tasks.checks.champion import Champion, champion_ref, comparable, load_champion
-from tasks.common.settings import ConfigError, EvaluateConfig, load_settings
+from tasks.common.settings import ConfigError, EvaluateConfig, GovernanceConfig, load_settings
 from tasks.evaluate import QUALITY, check_quality, evaluate_checks
 from tasks.onboarding import Columns, render_config
 from tests.mixed_table import mixed_table
@@ -275,32 +275,48 @@ def test_render_config_writes_measured_values_and_sections(tmp_path: Path) -> No
 
 
 @pytest.mark.integration
-def test_champion_lookup_in_the_registry(tmp_path: Path) -> None:
-    from tasks.common.tracking import ModelRegistry, mlflow_client
+def test_champion_lookup_follows_the_signed_record(tmp_path: Path) -> None:
+    """The champion is the signed record in the bucket; an MLflow alias alone (set by
+    hand) is no champion, and the evaluate gates then fail closed."""
+    from tasks.common.s3 import s3_client
+    from tasks.common.tracking import mlflow_client
+    from tasks.localstack.stack import s3_service
 
     settings = load_settings(state_dir=tmp_path)
-    assert champion_ref(settings) is None  # never registered
-    client = mlflow_client(settings)
-    name = settings.model.name
-    client.create_registered_model(name)
-    first = str(client.create_model_version(name, source=str(tmp_path)).version)
-    assert champion_ref(settings) is None  # registered, no alias yet
-    client.set_registered_model_alias(name, "champion", first)
-    with pytest.raises(LookupError, match="names no deployment"):
-        champion_ref(settings)  # an alias without a deployment: an edited registry
-    lost = load_champion(settings, object(), candidate=None)  # type: ignore[arg-type]
-    assert lost.status == "unverified" and "names no deployment" in lost.reason
-    uri = "s3://secure-models/models/x/1/release.dsse.json"
-    ModelRegistry(client, name).promote(first, deployment_uri=uri)
-    assert champion_ref(settings) == (name, first, uri)
+    with s3_service(settings) as endpoint:
+        s3 = s3_client(endpoint)
+        assert champion_ref(settings, s3) is None  # never registered
+        client = mlflow_client(settings)
+        name = settings.model.name
+        client.create_registered_model(name)
+        first = str(client.create_model_version(name, source=str(tmp_path)).version)
+        assert champion_ref(settings, s3) is None  # registered, no alias yet
+        client.set_registered_model_alias(name, "champion", first)
+        with pytest.raises(LookupError, match="names no deployment"):
+            champion_ref(settings, s3)  # an alias without a deployment: an edited registry
+        # A state directory from before champion records, no approvals required: the
+        # alias and its deployment tag still name the champion, until the first record.
+        uri = "s3://secure-models/models/x/1/release.dsse.json"
+        client.set_model_version_tag(name, first, "deployment_uri", uri)
+        assert champion_ref(settings, s3) == (name, first, uri)
+        # With approvals required an alias alone is no champion: the gates fail closed.
+        governed = settings.model_copy(
+            update={
+                "governance": GovernanceConfig(
+                    required_approvals=1,
+                    approvers=[tmp_path / "a.pub"],
+                    promoters=[tmp_path / "p.pub"],
+                )
+            }
+        )
+        with pytest.raises(LookupError, match="no signed champion record"):
+            champion_ref(governed, s3)
+        lost = load_champion(governed, s3, candidate=None)  # type: ignore[arg-type]
+        assert lost.status == "unverified" and "no signed champion record" in lost.reason
 
-    class NoBucket:  # the release cannot be read: the champion is not verified
-        def get_object(self, **kw):
-            raise OSError("gone")
-
-        def list_object_versions(self, **kw):
+    class NoBucket:  # the bucket cannot be read: the champion is not verified
+        def head_object(self, **kw):
             raise OSError("gone")
 
     gone = load_champion(settings, NoBucket(), candidate=None)  # type: ignore[arg-type]
-    assert gone.status == "unverified"  # no keys here, no bucket: never a pass
-    assert gone.reason.startswith(f"models:/{name}@champion ")
+    assert gone.status == "unverified"  # no bucket: never a pass
