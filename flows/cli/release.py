@@ -50,7 +50,11 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
         # signed release's own: never the config's model (verify needs no --config).
         registry = ModelRegistry(mlflow_client(settings), expected["name"])
         result.checks.append(
-            registry.check_files(expected["version"], signed=result.model["files"])
+            registry.check_files(
+                expected["version"],
+                signed=result.model["files"],
+                model_sha256=str(result.release["model"]["sha256"]),
+            )
         )
     return result
 

@@ -51,6 +51,7 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
             body=body,
             sse=sse,
             kms_key_id=settings.storage.kms_key_id,
+            compliance_days=settings.storage.object_lock_days,
         )
     return key
 

@@ -10,6 +10,7 @@ are capped. The bucket's own posture is checked in `tasks.checks.bucket_posture`
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +83,11 @@ def put_immutable(
     sse: str = "AES256",
     kms_key_id: str | None = None,
     metadata: dict[str, str] | None = None,
+    compliance_days: int | None = None,
 ) -> str:
-    """Write an object that must not exist yet, encrypted and checksummed.
+    """Write an object that must not exist yet, encrypted and checksummed; with
+    `compliance_days`, locked in COMPLIANCE mode for that long (no identity, the
+    admin included, can delete that version or shorten its lock before then).
 
     Raises:
         ObjectExists: the key already exists (the stored object is untouched).
@@ -105,6 +109,9 @@ def put_immutable(
     }
     if kms_key_id:
         kwargs["SSEKMSKeyId"] = kms_key_id
+    if compliance_days is not None:
+        kwargs["ObjectLockMode"] = "COMPLIANCE"
+        kwargs["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=compliance_days)
     try:
         resp = client.put_object(**kwargs)
     except ClientError as exc:

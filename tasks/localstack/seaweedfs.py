@@ -253,7 +253,7 @@ def ensure_bucket(settings: Settings, endpoint: S3Endpoint) -> None:
             admin,
             bucket=bucket,
             posture_readers=[PIPELINE_ARN],
-            not_anchor_writers=[PIPELINE_ARN],
+            prefix=settings.storage.prefix,
             object_lock_days=settings.storage.object_lock_days,
         )
     except (ClientError, BotoCoreError) as exc:

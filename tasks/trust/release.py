@@ -14,7 +14,9 @@ file of the signed release directory (`tasks.sign`), the model encrypted:
 
 Every object is written with If-None-Match, so a release is never overwritten;
 `verify_release` also refuses an artifact whose current version is not the
-released one (an overwrite attempt leaves a newer version behind). After every
+released one, and any object of the release whose version history holds another
+version or a delete marker (`tasks.trust.versions`: a release replaced in place, even
+with a newly signed record, is named). After every
 digest and signature of ours, it rebuilds the release directory and checks the
 OpenSSF signature over it, exactly as a consumer's ``model_signing verify`` does.
 """
@@ -34,6 +36,7 @@ from tasks.trust import provenance as slsa
 from tasks.trust.envelope import EnvelopeError, decrypt, key_provider
 from tasks.trust.modelio import load_model_bytes
 from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, trusted_keys, verify
+from tasks.trust.versions import check_release_versions
 
 if TYPE_CHECKING:
     from tasks.common.settings import Settings
@@ -167,6 +170,7 @@ def verify_release(
     max_bytes: int,
     workdir: Path,
     expected: dict[str, str] | None = None,
+    signer: str = "the pipeline's key",
 ) -> VerifiedRelease:
     """Fetch, check signatures and digests, decrypt and safely load a release.
 
@@ -176,6 +180,7 @@ def verify_release(
             decrypted) for the OpenSSF signature check; `fetch` keeps it.
         expected: The model name and version the caller reached this release by (a
             registry alias, a tag): the signed release must be that model's own.
+        signer: Whose keys `public_key` holds, for the report (`tasks.trust.roots`).
 
     Returns the checks done; stops at the first that fails (later ones would
     read data that is no longer trustworthy).
@@ -197,7 +202,7 @@ def verify_release(
                 describe_missing_release(client, bucket=bucket, release_key=release_key),
             )
         rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
-        step("release.signature", True, "signed by the pipeline's key")
+        step("release.signature", True, f"signed by {signer}")
         result.release = rel
         step(
             "release.schema",
@@ -241,7 +246,7 @@ def verify_release(
             verify(json.loads(plain[PROVENANCE]), public_key=public_key, payload_type=IN_TOTO_TYPE)
         )
         result.provenance = statement
-        step("provenance.signature", True, "SLSA provenance v1 signed by the pipeline's key")
+        step("provenance.signature", True, f"SLSA provenance v1 signed by {signer}")
         model = result.model
         subject = slsa.subject_digests(statement).get(MODEL)
         step(
@@ -270,6 +275,10 @@ def verify_release(
             "the artifact's current version is the released one"
             if head.get("VersionId") == art["version_id"]
             else "the artifact was overwritten after release",
+        )
+        step(
+            "release.versions",
+            *check_release_versions(client, bucket=bucket, release_key=release_key, record=rel),
         )
         step(
             "artifact.sse",
