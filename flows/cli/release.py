@@ -14,13 +14,16 @@ from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
 
 
-def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
-    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`)."""
+def _verified(settings: Settings, model_ref: str, workdir: Path, args: argparse.Namespace) -> Any:
+    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`) against
+    the consumer's trust root, as the read-only ``reader`` identity."""
+    from tasks.trust.roots import trust_root
+
+    root = trust_root(settings, getattr(args, "trusted_keys", None))  # before any service
     environment.configure(settings)
     from tasks.common.s3 import s3_client
     from tasks.trust import release
     from tasks.trust.envelope import key_provider
-    from tasks.trust.signing import trusted_keys
 
     uri, expected = model_ref, None
     if uri.startswith("models:/"):  # the registry only says where to look: all is checked
@@ -32,16 +35,18 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
         bucket, key = release.parse_s3_uri(uri)
     except release.ReleaseError as exc:
         raise ConfigError(str(exc)) from None
-    with stack.s3_service(settings) as endpoint:
+    say(root.detail)
+    with stack.s3_service(settings, role="reader") as endpoint:
         result = release.verify_release(
             s3_client(endpoint),
             bucket=bucket,
             release_key=key,
-            public_key=trusted_keys(settings.keys_dir),
+            public_key=root.keys,
             key_provider=key_provider(settings, purpose="decrypt"),
             max_bytes=settings.dataset.max_bytes,
             workdir=workdir,
             expected=expected,
+            signer=root.signer,
         )
     if expected is not None and result.ok:
         from tasks.common.tracking import ModelRegistry, mlflow_client
@@ -56,6 +61,10 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> Any:
                 model_sha256=str(result.release["model"]["sha256"]),
             )
         )
+    if result.ok and (getattr(args, "no_waivers", False) or settings.trust.refuse_waivers):
+        from tasks.trust.roots import waiver_check
+
+        result.checks.append(waiver_check(result.provenance))
     return result
 
 
@@ -90,7 +99,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="verify-") as workdir:
-        result = _verified(settings, args.model_ref, Path(workdir))
+        result = _verified(settings, args.model_ref, Path(workdir), args)
     _print_verification(result)
     write_report(args.report, _verification_report(result))
     say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
@@ -108,7 +117,7 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        result = _verified(settings, args.model_ref, staging)
+        result = _verified(settings, args.model_ref, staging, args)
         _print_verification(result)
         if not result.ok:
             say(f"NOT verified: {result.uri}; nothing written to {out}")
@@ -119,11 +128,12 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     emit(str(out))
+    pinned = [*(args.trusted_keys or []), *settings.trust.signers]
     say(
         f"fetched {result.uri} into {out}: "
         f"{', '.join(sorted(p.name for p in out.iterdir()))}; check it without this project: "
         f"model_signing verify key {out} --signature {out}/model.sig --public_key "
-        f"{settings.keys_dir / 'signing.pub'}"
+        f"{pinned[0] if pinned else settings.keys_dir / 'signing.pub'}"
     )
     return EXIT_OK
 
@@ -139,14 +149,25 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings)
     from tasks.common.anchors import check_anchors
     from tasks.common.s3 import s3_client
-    from tasks.trust.release import scan_releases
+    from tasks.trust.release import OBJECTS, scan_releases
+    from tasks.trust.versions import scan_release_histories
 
-    st = settings.storage
+    st, drift, replaced = settings.storage, [], []
     try:
-        with stack.s3_service(settings) as endpoint:
+        with stack.s3_service(settings, role="reader") as endpoint:
             client = s3_client(endpoint)
             anchored, detail = check_anchors(settings, client)
             incomplete, deleted = scan_releases(client, bucket=st.bucket, prefix=st.prefix)
+            replaced = scan_release_histories(
+                client, bucket=st.bucket, prefix=st.prefix, names=OBJECTS
+            )
+            if settings.embedded_s3:
+                from tasks.localstack.bucket import policy_drift
+                from tasks.localstack.seaweedfs import expected_policy
+
+                drift = policy_drift(
+                    client, bucket=st.bucket, expected=expected_policy(settings, endpoint.url)
+                )
     except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
         anchored, detail, incomplete, deleted = False, f"cannot read them ({explain(exc)})", [], []
     say(f"anchors in s3://{st.bucket}: {detail}")
@@ -157,4 +178,12 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         )
     if deleted:
         say(f"release objects hidden by delete markers: {', '.join(deleted)}")
-    return EXIT_OK if anchored and not deleted else EXIT_BLOCKED
+    if replaced:
+        say(f"releases changed after release: {'; '.join(replaced)}")
+    if drift:
+        say(
+            f"the bucket policy is not the one the pipeline sets ({', '.join(drift)}): someone "
+            "with the admin identity changed it; find who, then restart the store to restore it"
+        )
+    ok = anchored and not deleted and not replaced and not drift
+    return EXIT_OK if ok else EXIT_BLOCKED

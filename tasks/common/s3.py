@@ -10,9 +10,9 @@ are capped. The bucket's own posture is checked in `tasks.checks.bucket_posture`
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -173,7 +173,7 @@ class ModelRegistry:
                     False,
                     "the signed file list's model "
                     f"({', '.join(f'{k} {v[:12]}' for k, v in skops.items()) or 'none'}) is not "
-                    f"the released model ({model_sha256[:12]}): the registry's copy is another model",
+                    f"the released model ({model_sha256[:12]}): the registry holds another model",
                 )
         try:
             mv = self.client.get_model_version(self.name, version)

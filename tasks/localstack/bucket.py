@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.checks.bucket_posture import POSTURE_READ_ACTIONS, SSE_HEADER_KEY
 from tasks.common.anchors import PREFIX as ANCHOR_PREFIX
+from tasks.trust.versions import APPROVALS, CHAMPION_RECORD
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -40,8 +41,6 @@ def role_arn(role: str) -> str:
 
 # Which identity may write where (the embedded store's roles; `role_statements`).
 ROLES = ("admin", "pipeline", "auditor", "approver", "promoter", "reader")
-CHAMPION_RECORD = "champion.dsse.json"  # <prefix>/<NAME>/champion.dsse.json
-APPROVALS = "approvals"  # <prefix>/<NAME>/approvals/<release-digest>/<key-id>.dsse.json
 KEEP = [  # what nobody may do to a release, a champion record, an approval or an anchor
     "s3:DeleteObject",
     "s3:DeleteObjectVersion",
@@ -241,3 +240,35 @@ def ensure_deploy_bucket(
         prefix=prefix,
     )
     client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+
+
+def _normal(statement: dict[str, Any]) -> str:
+    """A statement with every string-or-list field as a sorted list (stores reformat)."""
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in sorted(value.items())}
+        if isinstance(value, list | str):
+            return sorted(value) if isinstance(value, list) else [value]
+        return value
+
+    return json.dumps(norm(statement), sort_keys=True)
+
+
+def policy_drift(client: S3Client, *, bucket: str, expected: dict[str, Any]) -> list[str]:
+    """Statements of `expected` that the bucket's live policy lacks or has changed (by
+    Sid), and statements it has that `expected` does not: a weakened policy.
+
+    An admin can drop a rule and restore it afterwards; this sees only the present
+    state (what the admin can still do is in the README's security model).
+    """
+    try:
+        live = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
+    except (ClientError, BotoCoreError, ValueError, KeyError) as exc:
+        return [f"the bucket policy cannot be read ({type(exc).__name__})"]
+    have = {st.get("Sid"): _normal(st) for st in live.get("Statement", [])}
+    want = {st["Sid"]: _normal(st) for st in expected["Statement"]}
+    problems = [f"{sid} is missing" for sid in want if sid not in have]
+    problems += [f"{sid} was changed" for sid in want if sid in have and have[sid] != want[sid]]
+    problems += [f"{sid} was added" for sid in have if sid not in want]
+    return problems

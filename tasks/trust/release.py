@@ -36,7 +36,7 @@ from tasks.trust import provenance as slsa
 from tasks.trust.envelope import EnvelopeError, decrypt, key_provider
 from tasks.trust.modelio import load_model_bytes
 from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, trusted_keys, verify
-from tasks.trust.versions import check_release_versions
+from tasks.trust.versions import APPROVALS, CHAMPION_RECORD, check_release_versions
 
 if TYPE_CHECKING:
     from tasks.common.settings import Settings
@@ -50,6 +50,7 @@ REPORT = "report.json"
 SIGNATURE = modelsig.SIGNATURE
 PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT)  # stored as they are (with SSE)
 RELEASE = "release.dsse.json"
+OBJECTS = (ARTIFACT, *PLAIN_FILES, RELEASE)  # every object of a release, the record last
 
 
 class ReleaseError(PipelineError, ValueError):
@@ -152,6 +153,8 @@ def scan_releases(client: Any, *, bucket: str, prefix: str) -> tuple[list[str], 
     for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
         for v in page.get("Versions", []):
             base, _, name = v["Key"].rpartition("/")
+            if name == CHAMPION_RECORD or f"/{APPROVALS}/" in f"{base}/":
+                continue  # the governance roles' records, not releases
             objects.setdefault(base, set()).add(name)
         for m in page.get("DeleteMarkers", []):
             if m.get("IsLatest"):
@@ -331,13 +334,18 @@ def verify_with_settings(
     expected: dict[str, str] | None = None,
 ) -> VerifiedRelease:
     """`verify_release` of the release at `uri` with the keys and limits of `settings`
-    (the pipeline's trusted public keys, its decrypting key provider, its size cap)."""
+    (its trust root: the pinned keys, else the keyring; its decrypting key provider,
+    its size cap)."""
+    from tasks.trust.roots import trust_root
+
     bucket, key = parse_s3_uri(uri)
+    root = trust_root(settings)  # pinned keys when [trust] signers lists them
     return verify_release(
         client,
         bucket=bucket,
         release_key=key,
-        public_key=trusted_keys(settings.keys_dir),
+        public_key=root.keys,
+        signer=root.signer,
         key_provider=key_provider(settings, purpose="decrypt"),
         max_bytes=settings.dataset.max_bytes,
         workdir=workdir,

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Beside the releases of NAME, written by the governance roles (never a release):
+CHAMPION_RECORD = "champion.dsse.json"  # <prefix>/NAME/champion.dsse.json, the promoter's
+APPROVALS = "approvals"  # <prefix>/NAME/approvals/<digest>/<key-id>.dsse.json, approvers'
+
 
 def release_history(client: Any, *, bucket: str, base: str) -> dict[str, dict[str, list[Any]]]:
     """Per object name under ``base/``: its versions and delete markers (newest first)."""
@@ -59,10 +63,10 @@ def version_problems(
                 f"{name} was deleted (a delete marker of {when:%Y-%m-%d %H:%M} UTC hides it)"
             )
         if len(ids) > 1:
-            newest = max(seen["Versions"], key=lambda v: v["LastModified"])
+            newest = max(v["LastModified"] for v in seen["Versions"])
             problems.append(
-                f"{name} has {len(ids)} versions (newest written {newest['LastModified']:%Y-%m-%d "
-                f"%H:%M} UTC): the release was replaced in place"
+                f"{name} has {len(ids)} versions (newest written {newest:%Y-%m-%d %H:%M} UTC): "
+                "the release was replaced in place"
             )
         elif want is not None and ids and ids[0] != want:
             problems.append(f"{name}'s only version is not the one the signed release names")
@@ -91,3 +95,32 @@ def check_release_versions(
         f"each of the {len(expected)} release objects has one version, the signed one, "
         "and no delete marker"
     )
+
+
+def scan_release_histories(
+    client: Any, *, bucket: str, prefix: str, names: tuple[str, ...]
+) -> list[str]:
+    """`audit verify`'s sweep: every release (a prefix holding a release record) whose
+    objects were hidden, replaced or added to, with what happened to each.
+
+    Args:
+        names: The object names of a release (`tasks.trust.release`).
+    """
+    record = names[-1]
+    bases: dict[str, dict[str, dict[str, list[Any]]]] = {}
+    root = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
+        for kind in ("Versions", "DeleteMarkers"):
+            for v in page.get(kind, []):
+                base, _, name = v["Key"].rpartition("/")
+                entry = bases.setdefault(base, {}).setdefault(
+                    name, {"Versions": [], "DeleteMarkers": []}
+                )
+                entry[kind].append(v)
+    found = []
+    for base, history in sorted(bases.items()):
+        if record not in history:
+            continue  # not a release (an incomplete one, a champion record, approvals)
+        problems = version_problems(history, dict.fromkeys(names))
+        found += [f"{base}/{p}" for p in problems]
+    return found
