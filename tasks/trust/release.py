@@ -35,7 +35,7 @@ from tasks.trust import modelsig
 from tasks.trust import provenance as slsa
 from tasks.trust.envelope import EnvelopeError, decrypt, key_provider
 from tasks.trust.modelio import load_model_bytes
-from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, trusted_keys, verify
+from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, verify
 from tasks.trust.versions import APPROVALS, CHAMPION_RECORD, check_release_versions
 
 if TYPE_CHECKING:
