@@ -204,7 +204,10 @@ def verify_release(
                 False,
                 describe_missing_release(client, bucket=bucket, release_key=release_key),
             )
-        rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
+        try:
+            rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
+        except SignatureError as exc:
+            step("release.signature", False, f"{exc}; trusted here: {signer}")
         step("release.signature", True, f"signed by {signer}")
         result.release = rel
         step(

@@ -92,7 +92,9 @@ def test_an_anchor_is_compliance_locked_even_against_the_admin(as_role, bucket) 
     version. A COMPLIANCE lock outlives the policy (measured: the admin bypasses
     governance retention even under a Deny of s3:BypassGovernanceRetention)."""
     admin, key = as_role["admin"], f"audit-anchors/{uuid.uuid4().hex}"
-    version = put_immutable(as_role["auditor"], bucket=bucket, key=key, body=b"{}", compliance_days=1)
+    version = put_immutable(
+        as_role["auditor"], bucket=bucket, key=key, body=b"{}", compliance_days=1
+    )
     mode = as_role["reader"].get_object_retention(Bucket=bucket, Key=key, VersionId=version)
     assert mode["Retention"]["Mode"] == "COMPLIANCE"
     policy = admin.get_bucket_policy(Bucket=bucket)["Policy"]
