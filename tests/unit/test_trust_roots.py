@@ -48,7 +48,7 @@ def test_unusable_pins_and_missing_keys_are_usage_errors(settings, tmp_path) -> 
     with pytest.raises(ConfigError, match="no keys directory"):
         trust_root(settings)
     settings.keys_dir.mkdir(parents=True)
-    with pytest.raises(ConfigError, match="signing.pub is missing"):
+    with pytest.raises(ConfigError, match=r"signing\.pub is missing"):
         trust_root(settings)
     with pytest.raises(ConfigError, match="cannot be read"):
         trust_root(settings, [str(tmp_path / "absent.pub")])
