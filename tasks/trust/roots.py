@@ -84,8 +84,9 @@ def trust_root(settings: Settings, trusted_keys_arg: Sequence[str] | None = None
     kd = settings.keys_dir
     if not kd.is_dir():
         raise ConfigError(
-            f"no keys directory at {kd}: nothing was signed with this state directory; give "
-            "the trainer's public key with --trusted-keys, or point at its state directory"
+            f"no keys directory at {kd}: keys were never set up here (`secure-pipeline keys "
+            "init`, or a first run); to check another's release give the trainer's public key "
+            "with --trusted-keys"
         )
     if not (kd / keys.PUBLIC_KEY).is_file():
         raise ConfigError(

@@ -60,8 +60,10 @@ def pinned_config(tmp: Path, *pins: Path, **dataset: str) -> Path:
     """The bundled config, outside the repo, with [trust] signers (and dataset changes)."""
     text = (PROJECT_ROOT / "data" / "breast_cancer.toml").read_text()
     data = PROJECT_ROOT / "data"
-    for rel in ("breast_cancer.csv", "breast_cancer.profile-signer.pub"):
-        text = text.replace(f'"{rel}"', f'"{data / rel}"')
+    shutil.copy(data / "breast_cancer.csv", tmp)  # ingestion is confined to the config's dir
+    text = text.replace(
+        '"breast_cancer.profile-signer.pub"', f'"{data}/breast_cancer.profile-signer.pub"'
+    )
     text = text.replace('"../expectations/', f'"{PROJECT_ROOT}/expectations/')
     text = text.replace('"breast_cancer.profile.json"', f'"{data / "breast_cancer.profile.json"}"')
     for key, value in dataset.items():

@@ -59,7 +59,7 @@ def test_unusable_pins_and_missing_keys_are_usage_errors(settings, tmp_path) -> 
 def test_a_waived_release_is_refused_naming_its_waivers() -> None:
     from tasks.trust import provenance as slsa
 
-    statement = {"predicate": {"buildDefinition": {"internalParameters": {}}}}
+    statement: dict = {"predicate": {"buildDefinition": {"internalParameters": {}}}}
     assert slsa.internal(statement) == {}  # the shape `waivers_of` reads
     statement["predicate"]["buildDefinition"]["internalParameters"] = {
         "waivers": [{"gate": "evaluate.quality", "setting": "evaluate.min_accuracy", "value": 0.5}]
@@ -71,7 +71,7 @@ def test_a_waived_release_is_refused_naming_its_waivers() -> None:
 
 
 def test_the_signed_file_lists_model_must_be_the_released_model() -> None:
-    registry = ModelRegistry(None, "m")  # type: ignore[arg-type] - refused before any call
+    registry = ModelRegistry(None, "m")  # type: ignore[arg-type]  # refused before any call
     name, ok, detail = registry.check_files(
         "1", signed={"model.skops": "a" * 64, "MLmodel": "c" * 64}, model_sha256="b" * 64
     )
