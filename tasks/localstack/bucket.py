@@ -264,7 +264,11 @@ def policy_drift(client: S3Client, *, bucket: str, expected: dict[str, Any]) -> 
     """
     try:
         live = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
-    except (ClientError, BotoCoreError, ValueError, KeyError) as exc:
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucketPolicy":
+            return ["the bucket has no policy at all"]
+        return [f"the bucket policy cannot be read ({exc.response.get('Error', {}).get('Code')})"]
+    except (BotoCoreError, ValueError, KeyError) as exc:
         return [f"the bucket policy cannot be read ({type(exc).__name__})"]
     have = {st.get("Sid"): _normal(st) for st in live.get("Statement", [])}
     want = {st["Sid"]: _normal(st) for st in expected["Statement"]}

@@ -45,8 +45,9 @@ PIPELINE_ACTIONS = [
     "GetObjectLegalHold",
     "GetBucketObjectLockConfiguration",
 ]
-# Writes the audit anchors (and reads them back); the bucket policy denies every
-# identity deleting, hiding or re-versioning them, and the pipeline identity writing them.
+# Writes the audit anchors, COMPLIANCE-locked (hence PutObjectRetention, which the bucket
+# policy denies on anchors to every other identity), and reads them back; the policy
+# denies every identity deleting or hiding them, and every other one writing them.
 AUDITOR_ACTIONS = ["Read", "Write", "List", "PutObjectRetention", "GetObjectRetention"]
 APPROVER_ACTIONS = ["Read", "Write", "List"]  # writes approvals only (bucket policy)
 PROMOTER_ACTIONS = ["Read", "Write", "List"]  # writes the champion record only
