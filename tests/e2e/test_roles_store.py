@@ -175,12 +175,16 @@ def test_missing_keys_or_signing_pub_is_a_usage_error(roles, tmp_path) -> None:
     try:
         out = pipe.run("verify", CHAMPION)
         assert out.returncode == 2 and "signing.pub is missing" in one_line(out.stderr)
+        out = pipe.run("run", "--quiet")
+        assert out.returncode == 2 and "signing.pub is missing" in one_line(out.stderr)
     finally:
         shutil.move(moved, keys / "signing.pub")
     shutil.move(keys, tmp_path / "keys")
     try:
         out = pipe.run("fetch", CHAMPION, "--out", str(tmp_path / "out"))
         assert out.returncode == 2 and "no keys directory" in one_line(out.stderr)
+        out = pipe.run("run", "--quiet")
+        assert out.returncode == 2 and "keys were removed" in one_line(out.stderr)
     finally:
         shutil.move(tmp_path / "keys", keys)
 

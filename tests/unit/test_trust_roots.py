@@ -98,3 +98,10 @@ def test_version_history_names_replaced_hidden_and_added_objects() -> None:
     assert not any(p.startswith("release.dsse.json") for p in found)
     clean = {k: h for k, h in history.items() if k == "release.dsse.json"}
     assert version_problems(clean, {"release.dsse.json": None}) == []
+
+
+def test_a_missing_signing_pub_is_a_key_error_not_a_crash(settings) -> None:
+    keys.create(settings.keys_dir)
+    (settings.keys_dir / keys.PUBLIC_KEY).unlink()
+    with pytest.raises(keys.KeyFileError, match="is missing"):
+        keys.require(settings.keys_dir)
