@@ -147,3 +147,29 @@ def test_a_dropped_rule_is_policy_drift(s3_settings, s3_endpoint, as_role, bucke
     finally:
         admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps(live))
     assert policy_drift(reader, bucket=bucket, expected=expected) == []
+
+
+def test_what_the_store_cannot_refuse_as_the_readme_says(as_role, bucket) -> None:
+    """The two gaps the README states, measured: the admin bypasses governance retention
+    despite the Deny of s3:BypassGovernanceRetention, and a new version over a release
+    object is accepted (the version-history check of `verify` is what catches it)."""
+    admin, trainer = as_role["admin"], as_role["pipeline"]
+    key = f"models/m-{uuid.uuid4().hex}/1/report.json"
+    first = put_immutable(trainer, bucket=bucket, key=key, body=b"signed")
+    second = _put(trainer, bucket, key)["VersionId"]  # no If-None-Match: a new version
+    assert second != first
+    policy = admin.get_bucket_policy(Bucket=bucket)["Policy"]
+    only_bypass = [  # KeepReleases narrowed to the one action that should stop the admin
+        {**st, "Action": ["s3:BypassGovernanceRetention"]} if st["Sid"] == "KeepReleases" else st
+        for st in json.loads(policy)["Statement"]
+    ]
+    narrowed = {**json.loads(policy), "Statement": only_bypass}
+    admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps(narrowed))
+    try:
+        admin.delete_object(
+            Bucket=bucket, Key=key, VersionId=second, BypassGovernanceRetention=True
+        )
+    finally:
+        admin.put_bucket_policy(Bucket=bucket, Policy=policy)
+    listed = as_role["reader"].list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert [v["VersionId"] for v in listed] == [first]
