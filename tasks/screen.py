@@ -195,7 +195,9 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
     ds, gates = s.dataset, StageGates(ctx)
     raw, sig_raw = _read(ds.reference_profile), _read(signature_path(ds.reference_profile))
     try:
-        keys, key_error = trusted_keys(s.keys_dir, ds.profile_signers), ""
+        # Trust roots pinned: the data steward signs the profile, never the trainer.
+        keys = trusted_keys(s.keys_dir, ds.profile_signers, trainer=not s.trust.signers)
+        key_error = ""
     except ProfileError as exc:
         keys, key_error = None, str(exc)
     result, verified = run_check_with(

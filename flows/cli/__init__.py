@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="s3://BUCKET/.../release.dsse.json, models:/NAME@champion or models:/NAME/VERSION",
     )
     verify.add_argument("--report", help="write the JSON verification report here")
+    _consumer_options(verify)
     verify.set_defaults(func=cmd_verify)
 
     fetch = sub.add_parser(
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument(
         "--out", required=True, help="a new (or empty) directory for the release's files"
     )
+    _consumer_options(fetch)
     fetch.set_defaults(func=cmd_fetch)
 
     audit = sub.add_parser("audit", parents=[common], help="the hash-chained audit log")
@@ -135,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     governance.add_commands(sub, common)
     return parser
+
+
+def _consumer_options(parser: argparse.ArgumentParser) -> None:
+    """The trust options of a consumer of releases (`verify`, `fetch`)."""
+    parser.add_argument(
+        "--trusted-keys",
+        nargs="+",
+        metavar="PEM",
+        help="the trainer's public keys (your own copy): trust only these, never the state "
+        "directory's keyring (default: [trust] signers, else the keyring)",
+    )
+    parser.add_argument(
+        "--no-waivers",
+        action="store_true",
+        help="refuse a release made with a waiver (exit 1); default: [trust] refuse_waivers",
+    )
 
 
 def _interrupt(signum: int, _frame: object) -> None:

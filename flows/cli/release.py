@@ -14,19 +14,24 @@ from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
 
 
-def _verified(settings: Settings, model_ref: str, workdir: Path) -> tuple[Any, list[Any]]:
-    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`).
+def _verified(
+    settings: Settings, model_ref: str, workdir: Path, args: argparse.Namespace
+) -> tuple[Any, list[Any]]:
+    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`) against
+    the consumer's trust root, as the read-only ``reader`` identity.
 
     ``models:/NAME@champion`` follows the signed champion record in the bucket (never
     the registry): its signature, the MLflow alias beside it and the approvals it rests
     on are checks of their own (`tasks.governance.check`)."""
+    from tasks.trust.roots import trust_root
+
+    root = trust_root(settings, getattr(args, "trusted_keys", None))  # before any service
     environment.configure(settings)
     from tasks.common.s3 import s3_client
     from tasks.common.tracking import CHAMPION
     from tasks.governance import check as governed
     from tasks.trust import release
     from tasks.trust.envelope import key_provider
-    from tasks.trust.signing import trusted_keys
 
     uri, expected = model_ref, None
     champion = model_ref.startswith("models:/") and model_ref.endswith(f"@{CHAMPION}")
@@ -36,7 +41,8 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> tuple[Any, l
         # The registry only says where to look: all is checked.
         name, version, uri = ModelRegistry.resolve(settings, model_ref)
         expected = {"name": name, "version": version}
-    with stack.s3_service(settings) as endpoint:
+    say(root.detail)
+    with stack.s3_service(settings, role="reader") as endpoint:
         client = s3_client(endpoint)
         pre: list[tuple[str, bool, str]] = []
         record = None
@@ -56,11 +62,12 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> tuple[Any, l
             client,
             bucket=bucket,
             release_key=key,
-            public_key=trusted_keys(settings.keys_dir),
+            public_key=root.keys,
             key_provider=key_provider(settings, purpose="decrypt"),
             max_bytes=settings.dataset.max_bytes,
             workdir=workdir,
             expected=expected,
+            signer=root.signer,
         )
         if record is not None and result.ok:
             more, approved = governed.approval_checks(client, settings, result, record)
@@ -73,8 +80,16 @@ def _verified(settings: Settings, model_ref: str, workdir: Path) -> tuple[Any, l
         # signed release's own: never the config's model (verify needs no --config).
         registry = ModelRegistry(mlflow_client(settings), expected["name"])
         result.checks.append(
-            registry.check_files(expected["version"], signed=result.model["files"])
+            registry.check_files(
+                expected["version"],
+                signed=result.model["files"],
+                model_sha256=str(result.release["model"]["sha256"]),
+            )
         )
+    if result.ok and (getattr(args, "no_waivers", False) or settings.trust.refuse_waivers):
+        from tasks.trust.roots import waiver_check
+
+        result.checks.append(waiver_check(result.provenance))
     return result, approved
 
 
@@ -116,7 +131,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="verify-") as workdir:
-        result, approved = _verified(settings, args.model_ref, Path(workdir))
+        result, approved = _verified(settings, args.model_ref, Path(workdir), args)
     _print_verification(result, approved)
     write_report(args.report, _verification_report(result, approved))
     say(f"verified {result.uri}" if result.ok else f"NOT verified: {result.uri}")
@@ -134,7 +149,7 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        result, approved = _verified(settings, args.model_ref, staging)
+        result, approved = _verified(settings, args.model_ref, staging, args)
         _print_verification(result, approved)
         if not result.ok:
             say(f"NOT verified: {result.uri}; nothing written to {out}")
@@ -145,11 +160,12 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     emit(str(out))
+    pinned = [*(args.trusted_keys or []), *settings.trust.signers]
     say(
         f"fetched {result.uri} into {out}: "
         f"{', '.join(sorted(p.name for p in out.iterdir()))}; check it without this project: "
         f"model_signing verify key {out} --signature {out}/model.sig --public_key "
-        f"{settings.keys_dir / 'signing.pub'}"
+        f"{pinned[0] if pinned else settings.keys_dir / 'signing.pub'}"
     )
     return EXIT_OK
 
@@ -165,14 +181,25 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     environment.configure(settings)
     from tasks.common.anchors import check_anchors
     from tasks.common.s3 import s3_client
-    from tasks.trust.release import scan_releases
+    from tasks.trust.release import OBJECTS, scan_releases
+    from tasks.trust.versions import scan_release_histories
 
-    st = settings.storage
+    st, drift, replaced = settings.storage, [], []
     try:
-        with stack.s3_service(settings) as endpoint:
+        with stack.s3_service(settings, role="reader") as endpoint:
             client = s3_client(endpoint)
             anchored, detail = check_anchors(settings, client)
             incomplete, deleted = scan_releases(client, bucket=st.bucket, prefix=st.prefix)
+            replaced = scan_release_histories(
+                client, bucket=st.bucket, prefix=st.prefix, names=OBJECTS
+            )
+            if settings.embedded_s3:
+                from tasks.localstack.bucket import policy_drift
+                from tasks.localstack.seaweedfs import expected_policy
+
+                drift = policy_drift(
+                    client, bucket=st.bucket, expected=expected_policy(settings, endpoint.url)
+                )
     except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
         anchored, detail, incomplete, deleted = False, f"cannot read them ({explain(exc)})", [], []
     say(f"anchors in s3://{st.bucket}: {detail}")
@@ -183,4 +210,12 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         )
     if deleted:
         say(f"release objects hidden by delete markers: {', '.join(deleted)}")
-    return EXIT_OK if anchored and not deleted else EXIT_BLOCKED
+    if replaced:
+        say(f"releases changed after release: {'; '.join(replaced)}")
+    if drift:
+        say(
+            f"the bucket policy is not the one the pipeline sets ({', '.join(drift)}): someone "
+            "with the admin identity changed it; find who, then restart the store to restore it"
+        )
+    ok = anchored and not deleted and not replaced and not drift
+    return EXIT_OK if ok else EXIT_BLOCKED

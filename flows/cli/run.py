@@ -18,7 +18,7 @@ from tasks.common.environment import PREFECT_START_TIMEOUT
 from tasks.common.errors import signal_number
 from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
-from tasks.trust.keys import has_keys, require
+from tasks.trust.keys import ensure_keys, has_keys, require
 
 RUN_EXIT_CODES = """exit codes:
   0        deployed: every gate passed, the release verified, the champion moved;
@@ -42,6 +42,8 @@ def _data_arg(value: str | None) -> str | None:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if has_keys(settings.keys_dir):
         require(settings.keys_dir)  # a key gone missing refuses the run before it starts
+    elif settings.audit_path.exists():  # runs happened here: the keys were removed (exit 2)
+        ensure_keys(settings.keys_dir, had_runs=lambda: True)
     data = _data_arg(args.data)
     # A path typed at the shell is the operator's choice: confine ingestion to its
     # directory. Deployment parameters stay confined to dataset.data_root.

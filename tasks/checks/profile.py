@@ -272,14 +272,22 @@ def load_signer_key(path: Path) -> PublicKey:
         ) from None
 
 
-def trusted_keys(keys_dir: Path, signers: Iterable[Path]) -> dict[str, PublicKey]:
+def trusted_keys(
+    keys_dir: Path, signers: Iterable[Path], *, trainer: bool = True
+) -> dict[str, PublicKey]:
     """The pipeline's own public key (if it has one yet) and the configured signers.
+
+    Args:
+        trainer: Whether the trainer's own key may sign the profile. False when trust
+            roots are pinned (``[trust] signers``): then only the data steward's keys
+            (``dataset.profile_signers``) count, so a trainer cannot rebuild, re-sign
+            and re-pin the profile from poisoned data.
 
     Raises:
         ProfileError: a configured signer file is missing or not a P-256 or Ed25519 PEM key.
     """
     keys: dict[str, PublicKey] = {}
-    if (keys_dir / "signing.pub").is_file():
+    if trainer and (keys_dir / "signing.pub").is_file():
         for kid, key in pipeline_keys(keys_dir).items():
             keys["pipeline" if key == load_public_key(keys_dir) else f"pipeline-{kid[:16]}"] = key
     for path in signers:
@@ -319,7 +327,8 @@ def verify_profile(
             )
         return payload, name
     raise ProfileError(
-        "no valid signature by a trusted key (the pipeline's key or dataset.profile_signers)"
+        "no valid signature by a trusted key (the pipeline's key or dataset.profile_signers; "
+        "with [trust] signers pinned, dataset.profile_signers only: the data steward signs)"
     )
 
 

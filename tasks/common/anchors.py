@@ -5,10 +5,12 @@ rewrite the whole chain from the edit onwards, or delete it. So at the end of ev
 run the chain's head (sequence number and hash) is written to the deployment bucket
 by an identity of its own (the embedded store's ``auditor``), under a bucket policy
 that denies every identity deleting, hiding (delete markers) or re-locking anchors and
-the pipeline identity writing them; object lock keeps every version for the
-retention period. `check_anchors` reads anchor *versions*: a delete marker, a second
-version, an anchored head missing from the chain, or a missing, empty or shorter log
-all fail verification.
+every other identity writing them. Each anchor is written COMPLIANCE-locked for
+``storage.object_lock_days``: until then no identity, the admin included and even with
+the policy dropped, can delete that version (measured on SeaweedFS). `check_anchors`
+reads anchor *versions*: a delete marker, a second version, an anchor without the
+compliance lock, an anchored head missing from the chain, or a missing, empty or
+shorter log all fail verification.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def anchor_head(settings: Settings, client: Any, *, run_id: str) -> str:
             body=body,
             sse=sse,
             kms_key_id=settings.storage.kms_key_id,
+            compliance_days=settings.storage.object_lock_days,
         )
     return key
 
@@ -81,6 +84,13 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
     rewritten = sorted(k.removeprefix(PREFIX) for k, n in per_key.items() if n > 1)
     if rewritten:
         return False, f"audit anchor(s) given a second version: {', '.join(rewritten[:3])}"
+    weak = _unlocked_after_upgrade(client, bucket, versions)
+    if weak:
+        return False, (
+            f"{len(weak)} audit anchor(s) lack the compliance lock every anchor gets (first "
+            f"{weak[0].removeprefix(PREFIX)}): the pipeline did not write them (someone with "
+            "the auditor's credentials did)"
+        )
     heads = _local_heads(settings)
     anchors = []
     for v in versions:
@@ -111,6 +121,32 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
                 f"run {anchor['run_id']}: the log was rewritten or truncated"
             )
     return True, f"{len(anchors)} anchored heads match (newest: entry {newest})"
+
+
+def _unlocked_after_upgrade(client: Any, bucket: str, versions: list[dict[str, Any]]) -> list[str]:
+    """Anchors written without a COMPLIANCE lock since the first one that has it.
+
+    Anchors are compliance-locked (no identity, the admin included, can delete them
+    before the retention ends: measured on SeaweedFS, where a Deny of
+    ``s3:BypassGovernanceRetention`` does not stop the admin). Anchors of earlier
+    versions, only governance-locked, are accepted if they predate the first locked one.
+    """
+    modes = {}
+    for v in versions:
+        try:
+            got = client.get_object_retention(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+            modes[v["VersionId"]] = got.get("Retention", {}).get("Mode")
+        except Exception:  # noqa: BLE001 - no retention readable: not locked
+            modes[v["VersionId"]] = None
+    locked = [v["LastModified"] for v in versions if modes[v["VersionId"]] == "COMPLIANCE"]
+    if not locked:
+        return []
+    since = min(locked)
+    return sorted(
+        v["Key"]
+        for v in versions
+        if modes[v["VersionId"]] != "COMPLIANCE" and v["LastModified"] >= since
+    )
 
 
 def _read_anchor(client: Any, bucket: str, version: dict[str, Any]) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,11 @@ def put_immutable(
     sse: str = "AES256",
     kms_key_id: str | None = None,
     metadata: dict[str, str] | None = None,
+    compliance_days: int | None = None,
 ) -> str:
-    """Write an object that must not exist yet, encrypted and checksummed.
+    """Write an object that must not exist yet, encrypted and checksummed; with
+    `compliance_days`, locked in COMPLIANCE mode for that long (no identity, the
+    admin included, can delete that version or shorten its lock before then).
 
     Raises:
         ObjectExists: the key already exists (the stored object is untouched).
@@ -105,6 +109,9 @@ def put_immutable(
     }
     if kms_key_id:
         kwargs["SSEKMSKeyId"] = kms_key_id
+    if compliance_days is not None:
+        kwargs["ObjectLockMode"] = "COMPLIANCE"
+        kwargs["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=compliance_days)
     try:
         resp = client.put_object(**kwargs)
     except ClientError as exc:

@@ -278,6 +278,22 @@ class StorageConfig(_Section):
     object_lock_days: int = Field(default=30, gt=0)
 
 
+class TrustConfig(_Section):
+    """Where consumers (`verify`, `fetch`) take their trust from: reviewed like code.
+
+    ``signers``: public keys (PEM, P-256 or Ed25519) of the trainer, active and retired,
+    pinned here, outside the state directory the trainer writes. With pins, releases
+    are checked against them only (never the state dir's keyring), and the reference
+    profile only against ``dataset.profile_signers`` (not the trainer's key). Empty (the
+    bundled single-machine default): the state dir's keyring is the trust root.
+    ``refuse_waivers``: consumers refuse a release whose provenance carries a waiver.
+    """
+
+    # FORK: pin your trainer's public key(s) here and keep this file under review.
+    signers: list[Path] = Field(default_factory=list)
+    refuse_waivers: bool = False
+
+
 class LocalStackConfig(_Section):
     """Ports of the embedded services (all on 127.0.0.1)."""
 
@@ -330,6 +346,7 @@ class Settings(BaseSettings):
     model: ModelConfig
     evaluate: EvaluateConfig = EvaluateConfig()
     storage: StorageConfig = StorageConfig()
+    trust: TrustConfig = TrustConfig()
     local: LocalStackConfig = LocalStackConfig()
     governance: GovernanceConfig = GovernanceConfig()
     mlflow_tracking_uri: str | None = None  # None: SQLite under the state dir
@@ -412,6 +429,9 @@ class Settings(BaseSettings):
         gov = self.governance
         gov.approvers = [p if p.is_absolute() else (base / p).resolve() for p in gov.approvers]
         gov.promoters = [p if p.is_absolute() else (base / p).resolve() for p in gov.promoters]
+        self.trust.signers = [
+            p if p.is_absolute() else (base / p).resolve() for p in self.trust.signers
+        ]
         if "://" not in ds.source and not Path(ds.source).is_absolute():
             ds.source = str((base / ds.source).resolve())
         self.state_dir = self.state_dir.expanduser().resolve()

@@ -157,11 +157,24 @@ class ModelRegistry:
             raise ConfigError(f"{ref} has no deployment_uri tag: it was never deployed")
         return name, str(mv.version), str(uri)
 
-    def check_files(self, version: str, *, signed: Mapping[str, str]) -> tuple[str, bool, str]:
+    def check_files(
+        self, version: str, *, signed: Mapping[str, str], model_sha256: str | None = None
+    ) -> tuple[str, bool, str]:
         """MLflow's copy of `version` holds exactly the files the provenance signed
-        (a model file edited in the artifact store fails): a `verify` check."""
+        (a model file edited in the artifact store fails), and the signed file list's
+        skops model is the released model (`model_sha256`): a `verify` check."""
         import mlflow
 
+        if model_sha256 is not None:
+            skops = {k: v for k, v in signed.items() if k.endswith(".skops")}
+            if list(skops.values()) != [model_sha256]:
+                return (
+                    "mlflow.artifact",
+                    False,
+                    "the signed file list's model "
+                    f"({', '.join(f'{k} {v[:12]}' for k, v in skops.items()) or 'none'}) is not "
+                    f"the released model ({model_sha256[:12]}): the registry holds another model",
+                )
         try:
             mv = self.client.get_model_version(self.name, version)
             # The SQLite store keeps the logged model in the version's source only.

@@ -1,12 +1,12 @@
-"""How clients reach the embedded SeaweedFS, who they may be, and the server's secrets.
+"""How clients reach the embedded SeaweedFS and who they may be.
 
-Two S3 identities are generated on first use and kept in
-``<state>/s3/credentials.json`` (0600): ``admin`` sets the bucket up;
-``pipeline``, which every command gets, cannot weaken it; ``auditor`` writes the
-audit anchors, which the bucket policy lets nobody delete, hide or overwrite (and the
-pipeline identity not even write). The same file holds
-the JWT signing keys that close filer and volume HTTP and the key that encrypts
-stored objects, so losing it loses the data. The state dir's TLS certificate is
+One S3 identity per role, each generated on first use in its own 0600 file
+(`tasks.localstack.credentials`): ``admin`` only sets the bucket up; ``pipeline`` (the
+trainer) cannot weaken it, nor delete, hide or re-lock a release; ``auditor`` writes
+the audit anchors; ``approver`` writes approvals, ``promoter`` the champion record,
+``reader`` only reads (the bucket policy of `tasks.localstack.bucket` narrows each).
+The server's own secrets (JWT keys closing filer and volume HTTP, the key that
+encrypts stored objects) are in their own file. The state dir's TLS certificate is
 also the gRPC mutual-TLS identity of every component. Secrets reach ``weed``
 through its environment, never its argv.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tasks.common.files import write_atomic
 from tasks.common.s3 import S3Endpoint
 from tasks.common.settings import Settings
-from tasks.localstack.processes import StackError
+from tasks.localstack import credentials
 from tasks.localstack.tls import ensure_tls, tls_files
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ PIPELINE_ARN = "arn:aws:iam::000000000000:user/pipeline"  # SeaweedFS's default 
 # The S3 identity of each role: "pipeline" is the trainer's. The governance roles
 # (approver, promoter) and the read-only reader have their own, so that no role's
 # credentials are another's.
-IDENTITIES = ("admin", "pipeline", "auditor", "approver", "promoter", "reader")
+IDENTITIES = credentials.ROLES
 ADMIN_ACTIONS = ["Admin", "Read", "Write", "List", "Tagging"]
 # No Admin: cannot create/delete buckets, change policy, encryption, lock or retention.
 PIPELINE_ACTIONS = [
@@ -46,24 +45,18 @@ PIPELINE_ACTIONS = [
     "GetObjectLegalHold",
     "GetBucketObjectLockConfiguration",
 ]
-# Writes the audit anchors (and reads them back); the bucket policy denies every
-# identity deleting, hiding or re-versioning them, and the pipeline identity writing them.
-AUDITOR_ACTIONS = ["Read", "Write", "List"]
+# Writes the audit anchors, COMPLIANCE-locked (hence PutObjectRetention, which the bucket
+# policy denies on anchors to every other identity), and reads them back; the policy
+# denies every identity deleting or hiding them, and every other one writing them.
+AUDITOR_ACTIONS = ["Read", "Write", "List", "PutObjectRetention", "GetObjectRetention"]
 APPROVER_ACTIONS = ["Read", "Write", "List"]  # writes approvals only (bucket policy)
 PROMOTER_ACTIONS = ["Read", "Write", "List"]  # writes the champion record only
 READER_ACTIONS = ["Read", "List", "GetObjectRetention", "GetObjectLegalHold"]
-SERVICE_SECRETS = (
-    "jwt_volume_write",
-    "jwt_volume_read",
-    "jwt_filer_write",
-    "jwt_filer_read",
-    "sse_key",
-)
 
 
 def endpoint_at(settings: Settings, url: str, *, identity: str = "pipeline") -> S3Endpoint:
     """The embedded server at ``url``, as ``identity`` (one of `IDENTITIES`)."""
-    keys = credentials(settings)[identity]
+    keys = credentials.role_keys(settings, identity)
     return S3Endpoint(
         url=url,
         region=settings.storage.region,
@@ -98,66 +91,13 @@ def healthy(endpoint: S3Endpoint) -> bool:
     return True
 
 
-def credentials(settings: Settings) -> dict[str, Any]:
-    """Load or create ``<state>/s3/credentials.json`` (0600).
-
-    Returns:
-        ``{IDENTITY: {"access_key", "secret_key"}, "service": {SERVICE_SECRETS}}``.
-
-    Raises:
-        StackError: the file exists but is damaged; it is never silently replaced (an
-            identity added by a newer version is added, nothing else changes).
-    """
-    path = settings.state_dir / "s3" / "credentials.json"
-    if path.is_file():
-        if path.stat().st_mode & 0o077:
-            log.warning("%s was readable by others; restricting it to 0600", path)
-            path.chmod(0o600)
-        try:
-            creds: dict[str, Any] = json.loads(path.read_text())
-            added = [n for n in IDENTITIES if n not in creds]  # made by an older version
-            for name in added:
-                creds[name] = _new_identity()
-            if added:
-                write_atomic(path, json.dumps(creds, indent=2).encode())
-            ok = all(
-                isinstance(creds[n][k], str)
-                for n, k in (
-                    *((n, k) for n in IDENTITIES for k in ("access_key", "secret_key")),
-                    *(("service", k) for k in SERVICE_SECRETS),
-                )
-            )
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise StackError(
-                f"{path} is damaged. Restore it from a backup: it holds the key "
-                "of the stored objects' encryption"
-            )
-        return creds
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    creds = {name: _new_identity() for name in IDENTITIES}
-    creds["service"] = {k: secrets.token_hex(32) for k in SERVICE_SECRETS}
-    write_atomic(path, json.dumps(creds, indent=2).encode())
-    log.info("generated S3 credentials in %s", path)
-    return creds
-
-
-def _new_identity() -> dict[str, str]:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    return {
-        "access_key": "SP" + "".join(secrets.choice(alphabet) for _ in range(18)),
-        "secret_key": secrets.token_urlsafe(30),
-    }
-
-
 def write_identities(settings: Settings) -> Path:
     """Write the S3 identities file ``weed`` reads (``-s3.config``), 0600.
 
     Returns:
         Its path, ``<state>/s3/identities.json``.
     """
-    creds = credentials(settings)
+    creds = credentials.all_role_keys(settings)
     path = settings.state_dir / "s3" / "identities.json"
     write_atomic(
         path,
@@ -190,7 +130,7 @@ def weed_secrets(settings: Settings) -> dict[str, str]:
 
     JWT keys close filer and volume HTTP; the state dir's cert is the gRPC mTLS identity.
     """
-    service = credentials(settings)["service"]
+    service = credentials.service_secrets(settings)
     tls = ensure_tls(settings.state_dir)
     env = {
         "WEED_JWT_SIGNING_KEY": service["jwt_volume_write"],

@@ -20,13 +20,14 @@ import time
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.common.environment import service_env
 from tasks.common.s3 import S3Endpoint, s3_client
 from tasks.common.settings import Settings
-from tasks.localstack.bucket import ensure_deploy_bucket
+from tasks.localstack.bucket import deploy_bucket_policy, ensure_deploy_bucket
 from tasks.localstack.identities import (
     PIPELINE_ARN,
     endpoint_at,
@@ -240,6 +241,16 @@ def _socket_dir(state: Path) -> Path:
     return path
 
 
+def expected_policy(settings: Settings, url: str) -> dict[str, Any]:
+    """The policy `ensure_bucket` sets on the embedded store served at `url`."""
+    return deploy_bucket_policy(
+        settings.storage.bucket,
+        secure_transport=url.lower().startswith("https://"),
+        posture_readers=[PIPELINE_ARN],
+        prefix=settings.storage.prefix,
+    )
+
+
 def ensure_bucket(settings: Settings, endpoint: S3Endpoint) -> None:
     """Create or repair the deployment bucket with the admin identity. Idempotent.
 
@@ -253,7 +264,7 @@ def ensure_bucket(settings: Settings, endpoint: S3Endpoint) -> None:
             admin,
             bucket=bucket,
             posture_readers=[PIPELINE_ARN],
-            not_anchor_writers=[PIPELINE_ARN],
+            prefix=settings.storage.prefix,
             object_lock_days=settings.storage.object_lock_days,
         )
     except (ClientError, BotoCoreError) as exc:

@@ -37,13 +37,15 @@ __all__ = [
 
 
 @contextmanager
-def s3_service(settings: Settings) -> Iterator[S3Endpoint]:
-    """Yield an S3 endpoint for the length of the block.
+def s3_service(settings: Settings, *, role: str = "pipeline") -> Iterator[S3Endpoint]:
+    """Yield an S3 endpoint for the length of the block, as the identity of `role`.
 
     External S3 (``storage.endpoint_url`` set) is yielded as configured. Otherwise
     the embedded SeaweedFS: the one `local_up` left running, or one started now
-    (free ports) and stopped on exit, even on exceptions. The deployment bucket
-    is ensured with the admin identity; the endpoint carries the pipeline one.
+    (free ports) and stopped on exit, even on exceptions. The deployment bucket is
+    set up with the admin identity when the server starts, and by a training run
+    (``pipeline``) on a kept-up server; a command of any other role never reads the
+    admin's credentials. The endpoint carries `role`'s identity only.
 
     Raises:
         StackError: SeaweedFS is missing, cannot start, or is unhealthy.
@@ -58,15 +60,16 @@ def s3_service(settings: Settings) -> Iterator[S3Endpoint]:
         )
         return
     entry = processes.read_services(settings).get("s3", {})
-    if _running(settings, "s3", entry):
-        endpoint = identities.endpoint_at(settings, entry["url"])
-        seaweedfs.ensure_bucket(settings, endpoint)
+    if _running(settings, "s3", entry, role=role):
+        endpoint = identities.endpoint_at(settings, entry["url"], identity=role)
+        if role == "pipeline":
+            seaweedfs.ensure_bucket(settings, endpoint)
         yield endpoint
         return
     child, endpoint, ports = seaweedfs.start(settings, s3_port=None)
     try:
         seaweedfs.ensure_bucket(settings, endpoint)
-        yield endpoint
+        yield identities.endpoint_at(settings, endpoint.url, identity=role)
     finally:
         seaweedfs.stop(child, ports)
 
@@ -178,10 +181,12 @@ def prefect_api_url(settings: Settings) -> str | None:
     return f"{entry['url']}/api" if _running(settings, "prefect", entry) else None
 
 
-def _running(settings: Settings, name: str, entry: dict[str, Any] | None) -> bool:
-    """The recorded process is still ours and answers its health check."""
+def _running(
+    settings: Settings, name: str, entry: dict[str, Any] | None, *, role: str = "pipeline"
+) -> bool:
+    """The recorded process is still ours and answers its health check (S3: as `role`)."""
     if not entry or not processes.is_ours(entry):
         return False
     if name == "s3":
-        return identities.healthy(identities.endpoint_at(settings, entry["url"]))
+        return identities.healthy(identities.endpoint_at(settings, entry["url"], identity=role))
     return ui_servers.healthy(name, entry["url"])

@@ -180,6 +180,11 @@ def require(keys_dir: Path) -> dict[str, Any]:
         KeyFileError: a key is missing, too widely readable, or not the recorded one.
     """
     ring = load_keyring(keys_dir)
+    if not (keys_dir / PUBLIC_KEY).is_file():
+        raise KeyFileError(
+            f"{keys_dir / PUBLIC_KEY} is missing: restore the keys directory from your backup "
+            "(releases are verified against it; it is never re-derived silently)"
+        )
     for kind, name in FILES.items():
         path = keys_dir / name
         if kind == "signing" and not path.exists() and (keys_dir / LEGACY_SIGNING).exists():

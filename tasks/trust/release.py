@@ -14,7 +14,9 @@ file of the signed release directory (`tasks.sign`), the model encrypted:
 
 Every object is written with If-None-Match, so a release is never overwritten;
 `verify_release` also refuses an artifact whose current version is not the
-released one (an overwrite attempt leaves a newer version behind). After every
+released one, and any object of the release whose version history holds another
+version or a delete marker (`tasks.trust.versions`: a release replaced in place, even
+with a newly signed record, is named). After every
 digest and signature of ours, it rebuilds the release directory and checks the
 OpenSSF signature over it, exactly as a consumer's ``model_signing verify`` does.
 """
@@ -33,7 +35,8 @@ from tasks.trust import modelsig
 from tasks.trust import provenance as slsa
 from tasks.trust.envelope import EnvelopeError, decrypt, key_provider
 from tasks.trust.modelio import load_model_bytes
-from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, trusted_keys, verify
+from tasks.trust.signing import IN_TOTO_TYPE, RELEASE_TYPE, SignatureError, verify
+from tasks.trust.versions import APPROVALS, CHAMPION_RECORD, check_release_versions
 
 if TYPE_CHECKING:
     from tasks.common.settings import Settings
@@ -47,6 +50,7 @@ REPORT = "report.json"
 SIGNATURE = modelsig.SIGNATURE
 PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT)  # stored as they are (with SSE)
 RELEASE = "release.dsse.json"
+OBJECTS = (ARTIFACT, *PLAIN_FILES, RELEASE)  # every object of a release, the record last
 
 
 class ReleaseError(PipelineError, ValueError):
@@ -149,6 +153,8 @@ def scan_releases(client: Any, *, bucket: str, prefix: str) -> tuple[list[str], 
     for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=root):
         for v in page.get("Versions", []):
             base, _, name = v["Key"].rpartition("/")
+            if name == CHAMPION_RECORD or f"/{APPROVALS}/" in f"{base}/":
+                continue  # the governance roles' records, not releases
             objects.setdefault(base, set()).add(name)
         for m in page.get("DeleteMarkers", []):
             if m.get("IsLatest"):
@@ -171,6 +177,7 @@ def verify_release(
     max_bytes: int,
     workdir: Path,
     expected: dict[str, str] | None = None,
+    signer: str = "the pipeline's key",
 ) -> VerifiedRelease:
     """Fetch, check signatures and digests, decrypt and safely load a release.
 
@@ -180,6 +187,7 @@ def verify_release(
             decrypted) for the OpenSSF signature check; `fetch` keeps it.
         expected: The model name and version the caller reached this release by (a
             registry alias, a tag): the signed release must be that model's own.
+        signer: Whose keys `public_key` holds, for the report (`tasks.trust.roots`).
 
     Returns the checks done; stops at the first that fails (later ones would
     read data that is no longer trustworthy).
@@ -200,8 +208,11 @@ def verify_release(
                 False,
                 describe_missing_release(client, bucket=bucket, release_key=release_key),
             )
-        rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
-        step("release.signature", True, "signed by the pipeline's key")
+        try:
+            rel = verify(json.loads(raw), public_key=public_key, payload_type=RELEASE_TYPE)
+        except SignatureError as exc:
+            step("release.signature", False, f"{exc}; trusted here: {signer}")
+        step("release.signature", True, f"signed by {signer}")
         result.release = rel
         step(
             "release.schema",
@@ -245,7 +256,7 @@ def verify_release(
             verify(json.loads(plain[PROVENANCE]), public_key=public_key, payload_type=IN_TOTO_TYPE)
         )
         result.provenance = statement
-        step("provenance.signature", True, "SLSA provenance v1 signed by the pipeline's key")
+        step("provenance.signature", True, f"SLSA provenance v1 signed by {signer}")
         model = result.model
         subject = slsa.subject_digests(statement).get(MODEL)
         step(
@@ -274,6 +285,10 @@ def verify_release(
             "the artifact's current version is the released one"
             if head.get("VersionId") == art["version_id"]
             else "the artifact was overwritten after release",
+        )
+        step(
+            "release.versions",
+            *check_release_versions(client, bucket=bucket, release_key=release_key, record=rel),
         )
         step(
             "artifact.sse",
@@ -326,13 +341,18 @@ def verify_with_settings(
     expected: dict[str, str] | None = None,
 ) -> VerifiedRelease:
     """`verify_release` of the release at `uri` with the keys and limits of `settings`
-    (the pipeline's trusted public keys, its decrypting key provider, its size cap)."""
+    (its trust root: the pinned keys, else the keyring; its decrypting key provider,
+    its size cap)."""
+    from tasks.trust.roots import trust_root
+
     bucket, key = parse_s3_uri(uri)
+    root = trust_root(settings)  # pinned keys when [trust] signers lists them
     return verify_release(
         client,
         bucket=bucket,
         release_key=key,
-        public_key=trusted_keys(settings.keys_dir),
+        public_key=root.keys,
+        signer=root.signer,
         key_provider=key_provider(settings, purpose="decrypt"),
         max_bytes=settings.dataset.max_bytes,
         workdir=workdir,

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -235,6 +236,22 @@ def test_a_waiver_is_shown_everywhere(hard: Pipeline, tmp_path: Path) -> None:
     out = hard.run("verify", report["deployment"]["uri"])  # from the signed provenance
     assert out.returncode == 0 and "WAIVED evaluate.quality" in out.stderr, out.stderr
     assert reason in out.stderr
+    # A consumer that refuses waived releases: the switch, or the config's default.
+    uri = report["deployment"]["uri"]
+    out = hard.run("verify", uri, "--no-waivers")
+    assert out.returncode == 1 and "FAIL release.waivers" in out.stderr, out.stderr
+    assert "evaluate.quality (evaluate.min_accuracy = 0.5)" in out.stderr
+    refusing = {**hard.env, "SECURE_PIPELINE_TRUST__REFUSE_WAIVERS": "true"}
+    fetched = tmp_path / "fetched"
+    out = subprocess.run(
+        [CLI, "fetch", uri, "--out", str(fetched)],
+        env=refusing,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1 and "FAIL release.waivers" in out.stderr, out.stderr
+    assert not fetched.exists()
 
 
 # --- 5. bounded input, and signals end commands cleanly -------------------------------------
@@ -351,20 +368,40 @@ def test_an_orphan_is_reported_as_an_incomplete_release_and_the_next_run_deploys
 
 
 def test_a_deleted_artifact_is_named_by_verify(hard: Pipeline, tmp_path: Path) -> None:
+    """The trainer cannot delete a release object; the admin can, only by dropping the
+    policy (what the README's security model says): verify and audit verify name it."""
     code, report, err = hard.train(tmp_path)
     assert code == 0, err
     pipeline, _, bucket = clients(hard)
-    base = report["deployment"]["uri"].removeprefix(f"s3://{bucket}/").rsplit("/", 1)[0]
-    marker = pipeline.delete_object(Bucket=bucket, Key=f"{base}/model.skops.enc")
+    key = report["deployment"]["uri"].removeprefix(f"s3://{bucket}/").rsplit("/", 1)[0]
+    key += "/model.skops.enc"
+    with pytest.raises(ClientError, match="AccessDenied"):
+        pipeline.delete_object(Bucket=bucket, Key=key)
+    admin = admin_client(hard)
+    policy = admin.get_bucket_policy(Bucket=bucket)["Policy"]
+    admin.delete_bucket_policy(Bucket=bucket)
+    marker = admin.delete_object(Bucket=bucket, Key=key)
+    admin.put_bucket_policy(Bucket=bucket, Policy=policy)
     try:
         out = hard.run("verify", report["deployment"]["uri"])
         assert out.returncode == 1 and "delete marker" in out.stderr, out.stderr
         assert "ClientError" not in out.stderr
+        out = hard.run("audit", "verify")
+        assert out.returncode == 1 and f"{key} was deleted" in out.stderr, out.stderr
     finally:
-        pipeline.delete_object(
-            Bucket=bucket, Key=f"{base}/model.skops.enc", VersionId=marker["VersionId"]
-        )
+        admin.delete_bucket_policy(Bucket=bucket)
+        admin.delete_object(Bucket=bucket, Key=key, VersionId=marker["VersionId"])
+        admin.put_bucket_policy(Bucket=bucket, Policy=policy)
     assert hard.run("verify", report["deployment"]["uri"]).returncode == 0
+
+
+def admin_client(pipe: Pipeline) -> Any:
+    """The admin identity of the kept-up store (an insider holding the admin's file)."""
+    from tasks.common.s3 import s3_client
+    from tasks.localstack.stack import s3_service
+
+    with s3_service(pipe.settings(), role="admin") as endpoint:
+        return s3_client(endpoint)
 
 
 # --- 10 and 11. bad configuration input -----------------------------------------------------

@@ -67,3 +67,21 @@ def test_a_missing_empty_or_short_log_fails(anchored, admin_s3) -> None:
     settings.audit_path.unlink()
     ok, detail = check_anchors(settings, admin_s3)
     assert not ok and "missing or empty" in detail
+
+
+def test_an_anchor_without_the_compliance_lock_is_evidence(anchored, admin_s3) -> None:
+    """Every anchor is written compliance-locked: one that is not (written by hand with
+    the auditor's credentials) after the first locked one fails verification."""
+    import json
+
+    settings, bucket, _ = anchored
+    status = AuditLog(settings.audit_path).verify()
+    seq = status.entries - 1
+    admin_s3.put_object(
+        Bucket=bucket,
+        Key=f"audit-anchors/{seq + 1:010d}-{'0' * 64}.json",
+        Body=json.dumps({"seq": seq + 1, "hash": "0" * 64, "run_id": "x", "intact": True}),
+        ServerSideEncryption="AES256",
+    )
+    ok, detail = check_anchors(settings, admin_s3)
+    assert not ok and "lack the compliance lock" in detail

@@ -254,17 +254,18 @@ def test_pipeline_identity_cannot_delete_a_locked_version(s3, bucket):
 
 def test_secrets_stay_out_of_logs_and_argv(s3_settings, s3, bucket):
     put_immutable(s3, bucket=bucket, key=_key(), body=b"x")
-    creds = json.loads((s3_settings.state_dir / "s3" / "credentials.json").read_text())
+    s3_dir = s3_settings.state_dir / "s3"
+    assert not (s3_dir / "credentials.json").exists()  # one file per role, one for the server
     values = [
-        creds["admin"]["secret_key"],
-        creds["pipeline"]["secret_key"],
-        *creds["service"].values(),
+        *(json.loads(p.read_text())["secret_key"] for p in (s3_dir / "roles").glob("*.json")),
+        *json.loads((s3_dir / "service.json").read_text()).values(),
     ]
+    assert len(values) == len(identities.IDENTITIES) + 5
     for path in (s3_settings.state_dir / "logs").iterdir():
         text = path.read_text(errors="replace")
         assert not any(v in text for v in values), path
-    for path in (s3_settings.state_dir / "s3").iterdir():
-        assert path.stat().st_mode & 0o777 == 0o600, path
+    for path in s3_dir.rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
     cmdlines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
     assert not any(v.encode() in c for v in values for c in cmdlines)
 
