@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -272,14 +273,18 @@ def run_pipeline(
             "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
         report.audit_anchor = anchor_audit_task(ctx, anchor_client)
-        mlflow_run = record_outcome(
-            settings,
-            report,
-            flow_run_id=ctx.run_id,
-            model_run_id=model.mlflow_run_id if model is not None else None,
-            model_version=model.version if model is not None else None,
-            release_dir=signed.directory if signed is not None else None,
-        )
+        # An interrupted run that never reached MLflow is not worth its import (several
+        # seconds on a busy machine) when a SIGTERM gives seconds: the report, the audit
+        # log and Prefect hold its end.
+        if interrupted is None or "mlflow" in sys.modules:
+            mlflow_run = record_outcome(
+                settings,
+                report,
+                flow_run_id=ctx.run_id,
+                model_run_id=model.mlflow_run_id if model is not None else None,
+                model_version=model.version if model is not None else None,
+                release_dir=signed.directory if signed is not None else None,
+            )
     if report_path:
         report.write(Path(report_path))
     _artifacts(settings, report, mlflow_run)

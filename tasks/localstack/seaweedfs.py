@@ -166,6 +166,9 @@ def weed_argv(settings: Settings, weed: Path, ports: dict[str, int]) -> list[str
     sockets = _socket_dir(state)
     argv = [
         str(weed),
+        # Every log line to stderr, which `spawn` appends to <state>/logs/seaweedfs.log
+        # (0600); by default glog also wrote files to /tmp/weed.* (outside the state dir).
+        "-logtostderr=true",
         "mini",
         f"-dir={state / 'seaweedfs'}",
         "-ip=127.0.0.1",
