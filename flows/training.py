@@ -40,6 +40,7 @@ from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
 from tasks.common.s3 import s3_client
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
+from tasks.common.signals import deferred
 from tasks.common.tracking import ModelRegistry, record_outcome, run_url
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
@@ -184,6 +185,20 @@ def run_pipeline(
         data=data or settings.dataset.source,
         waivers=settings.active_waivers,
     )
+    with contextlib.ExitStack() as recording:
+        return _stages_and_record(ctx, report, had_audit, data, report_path, recording)
+
+
+def _stages_and_record(
+    ctx: RunContext,
+    report: RunReport,
+    had_audit: bool,
+    data: str | None,
+    report_path: str | None,
+    recording: contextlib.ExitStack,
+) -> dict[str, object] | State[Any]:
+    """The stages in order, then the record of how the run ended (signals held)."""
+    settings = ctx.settings
     gates: list[GateResult] = []
     current: list[str] = ["start"]  # the stage running now (named by a block)
     model: TrainedModel | None = None
@@ -263,6 +278,8 @@ def run_pipeline(
             name = signal.Signals(signal_number(exc)).name
             report.status, interrupted = "interrupted", exc
             report.error = f"stopped by {name}; the champion did not move, rerun when ready"
+        # From here the run writes down how it ended: a signal now waits for that.
+        recording.enter_context(deferred(lambda: interrupted is not None))
         report.gates = [g.as_report() for g in gates]
         if model is not None and report.status != "deployed":
             try:  # nobody should promote a version that did not ship

@@ -24,10 +24,12 @@ from tasks.trust.keys import has_keys, require
 
 RUN_EXIT_CODES = """exit codes:
   0        deployed: every gate passed, the release verified, the champion moved
+           (a second line warns if the audit log's head could not be anchored)
   1        blocked by a gate (the line names it, what was measured and the threshold)
   2        bad usage or configuration (a missing key included)
   3        crashed (the line says the cause; the previous champion stays)
-  130/143  interrupted by SIGINT/SIGTERM (recorded; the services it started stopped)
+  130/143  interrupted by SIGINT/SIGTERM, to the command or its whole process group
+           (Ctrl-C, `timeout`, systemd): recorded, the services it started stopped
 
 Each stage prints one line as it finishes (gates passed, seconds), a long one says
 every 10 s that it still runs; then the verdict line. --quiet prints only the verdict."""
@@ -74,7 +76,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         return _run(settings, args, data, data_root)
 
 
-def _run(settings: Settings, args: argparse.Namespace, data: str | None, data_root: str | None) -> int:
+def _run(
+    settings: Settings, args: argparse.Namespace, data: str | None, data_root: str | None
+) -> int:
     from prefect import tags
     from prefect.exceptions import TerminationSignal
 
@@ -118,6 +122,13 @@ def _run(settings: Settings, args: argparse.Namespace, data: str | None, data_ro
     from tasks.common.report import RunReport
 
     say(RunReport(**report).reason)
+    if report["status"] == "deployed" and not report.get("audit_anchor"):
+        # The model is out (exit 0 means deployed); the gap in the audit trail is said.
+        say(
+            "warning: the audit log's head could not be anchored in the bucket "
+            "(audit.anchor_failed in the audit log): run `secure-pipeline audit verify` "
+            "and check the store and its auditor identity; the next run anchors it"
+        )
     if signum is not None:
         return 128 + signum
     return {"deployed": EXIT_OK, "blocked": EXIT_BLOCKED}.get(report["status"], EXIT_CRASH)

@@ -68,7 +68,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
             pass_fds=pass_fds,
-            preexec_fn=preexec_fn,  # noqa: PLW1509 - async-signal-safe (one prctl call)
+            preexec_fn=preexec_fn,
         )
     _DETACHED.append(child)
     return child

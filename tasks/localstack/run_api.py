@@ -13,6 +13,7 @@ drained into it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -126,7 +127,5 @@ def _drain_workers() -> None:
     from prefect.logging.handlers import APILogWorker
 
     for worker in (EventsWorker, APILogWorker):
-        try:
+        with contextlib.suppress(Exception):  # best effort: the run is recorded already
             worker.drain_all(timeout=5)
-        except Exception:  # noqa: BLE001, S110 - best effort: the run is recorded already
-            pass

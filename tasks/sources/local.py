@@ -27,7 +27,6 @@ from tasks.sources.rules import (
     parse_sidecar,
 )
 
-
 MAX_LINKS = 40  # symlinks followed for one path, as the kernel's limit (ELOOP)
 
 
