@@ -181,9 +181,11 @@ def check_dependencies(
 def _files_detail(files: FileScan) -> list[str]:
     parts = []
     if files.unrecorded:
+        pth = [f for f in files.unrecorded if f.endswith(".pth")]  # run at every start-up
+        named = ", ".join(pth[:3]) if pth else files.unrecorded[0]
         parts.append(
             f"{len(files.unrecorded)} file(s) in site-packages belong to no installed "
-            f"distribution (no RECORD lists them; first: {files.unrecorded[0]}): a "
+            f"distribution (no RECORD lists them; {named}): a "
             "dropped-in .pth or module runs code nobody pinned; delete them, or rebuild "
             "with `make clean install`, and find out who wrote them"
         )
