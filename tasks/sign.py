@@ -85,13 +85,14 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def check_environment() -> GateResult:
+def check_environment(cache: Path | None = None) -> GateResult:
     """`sign.dependencies` on this environment: names and versions against the locks,
-    every installed file against its RECORD, the locks against the recorded commit."""
+    every installed file against its RECORD (`cache`: the directory of the
+    authenticated cache of verified files), the locks against the recorded commit."""
     return check_dependencies(
         LOCK_FILE,
         DEV_LOCK_FILE,
-        files=scan_installed(),
+        files=scan_installed(cache=cache),
         lock=compare_with_commit(git_commit(), PROJECT_ROOT, [LOCK_FILE, DEV_LOCK_FILE]),
     )
 
@@ -305,7 +306,7 @@ def sign(
     stage = StageGates(ctx)
     stage.enforce(
         run_check("sign.model_digest", check_model_digest, model),
-        run_check(DEPENDENCIES, check_environment),
+        run_check(DEPENDENCIES, check_environment, ctx.settings.state_dir / "cache"),
     )
     try:
         signed = write_release(

@@ -136,14 +136,21 @@ def test_a_pth_and_module_dropped_into_site_packages_block_the_run(
     # with the attack of the finding: a .pth that imports a module at every start-up.
     venv = Path(sys.prefix)
     copy = tmp_path / "venv"
-    subprocess.run(["cp", "-al", str(venv), str(copy)], check=True)  # noqa: S603, S607
+    subprocess.run(["cp", "-al", str(venv), str(copy)], check=True)
     site = next(copy.glob("lib/python3*/site-packages"))
     (site / "zz_patch.pth").write_text("import zz_patch\n")
     (site / "zz_patch.py").write_text("import os\nos.environ['ZZ_PATCHED'] = '1'\n")
     report = tmp_path / "r.json"
     out = subprocess.run(
-        [str(copy / "bin" / "python"), "-m", "flows.cli", "run", "--quiet"]
-        + ["--report", str(report)],
+        [
+            str(copy / "bin" / "python"),
+            "-m",
+            "flows.cli",
+            "run",
+            "--quiet",
+            "--report",
+            str(report),
+        ],
         env=kept.env,
         capture_output=True,
         text=True,
