@@ -20,9 +20,10 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -273,10 +274,15 @@ def _stages_and_record(
             report.status, report.blocked_by = "blocked", exc.gate.name
             progress.finished(current[0], exc.results, report.stages.get(current[0]))
         except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
+            # Prefect's task engine, hit by a signal before its task run exists, raises
+            # ValueError("Task run is not set") from the interruption: still a signal.
+            interrupted = _signal_behind(exc)
             report.status, report.error = "failed", explain(exc)
         except (KeyboardInterrupt, TerminationSignal) as exc:  # SIGINT or SIGTERM
-            name = signal.Signals(signal_number(exc)).name
-            report.status, interrupted = "interrupted", exc
+            interrupted = exc
+        if interrupted is not None:
+            name = signal.Signals(signal_number(interrupted)).name
+            report.status = "interrupted"
             report.error = f"stopped by {name}; the champion did not move, rerun when ready"
         # From here the run writes down how it ended: a signal now waits for that.
         recording.enter_context(deferred(lambda: interrupted is not None))
@@ -290,11 +296,9 @@ def _stages_and_record(
             "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
         report.audit_anchor = anchor_audit_task(ctx, anchor_client)
-        # An interrupted run that never reached MLflow is not worth its import (several
-        # seconds on a busy machine) when a SIGTERM gives seconds: the report, the audit
-        # log and Prefect hold its end.
-        if interrupted is None or "mlflow" in sys.modules:
-            mlflow_run = record_outcome(
+
+        def outcome() -> str | None:
+            return record_outcome(
                 settings,
                 report,
                 flow_run_id=ctx.run_id,
@@ -302,6 +306,15 @@ def _stages_and_record(
                 model_version=model.version if model is not None else None,
                 release_dir=signed.directory if signed is not None else None,
             )
+
+        if interrupted is None:
+            mlflow_run = outcome()
+        elif "mlflow" in sys.modules:
+            # A SIGTERM gives seconds, and MLflow cut off mid-write can hold SQLite's lock
+            # for its busy timeout: its record of an interrupted run is bounded, and an
+            # interrupted run that never reached MLflow skips it (not worth the import).
+            # The report, the audit log and Prefect hold the run's end either way.
+            mlflow_run = _bounded(outcome, INTERRUPTED_MLFLOW_SECONDS)
     if report_path:
         report.write(Path(report_path))
     _artifacts(settings, report, mlflow_run)
@@ -312,6 +325,32 @@ def _stages_and_record(
     if report.status != "deployed":
         return Failed(message=report.reason)
     return report.model_dump()
+
+
+INTERRUPTED_MLFLOW_SECONDS = 3.0
+
+
+def _signal_behind(exc: BaseException) -> BaseException | None:
+    """The SIGINT/SIGTERM interruption `exc` was raised while handling, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, TerminationSignal)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _bounded(fn: Callable[[], str | None], seconds: float) -> str | None:
+    """`fn()` on a daemon thread, given `seconds`: its result, or None if it took longer
+    (the thread is abandoned; the command ends soon after, and SQLite's journal keeps
+    MLflow's store consistent)."""
+    result: list[str | None] = []
+    worker = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return result[0] if result else None
 
 
 def _artifacts(settings: Settings, report: RunReport, mlflow_run: str | None) -> None:

@@ -114,6 +114,9 @@ def start(
                     raise
                 log.info("SeaweedFS exited during start-up (a port taken?); retrying")
                 continue
+            except BaseException:  # SIGINT/SIGTERM while it starts: stop it, then unwind
+                stop(child, ports)
+                raise
             log.info("SeaweedFS serves S3 at %s (data in %s)", url, data)
             return child, endpoint, ports
     finally:

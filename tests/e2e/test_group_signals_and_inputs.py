@@ -110,8 +110,9 @@ def test_a_signal_to_the_process_group_ends_the_run_within_seconds(
     assert took < 10, f"{took:.1f} s after {sig.name} to the group at {point}"
     assert "interrupted" in err.strip().splitlines()[-1] and "Traceback" not in err, err
     assert json.loads(report.read_text())["status"] == "interrupted"
-    last = json.loads((cold.state_dir / "audit" / "audit.jsonl").read_text().splitlines()[-1])
-    assert last["event"] == "run.end" and last["status"] == "interrupted"
+    entries = [json.loads(e) for e in (cold.state_dir / "audit" / "audit.jsonl").open()]
+    ends = [e for e in entries if e["event"] == "run.end"]
+    assert len(ends) == 1 and ends[0]["status"] == "interrupted"
     time.sleep(0.5)
     assert not Path(f"/proc/{weed}").exists(), "the store the command started still runs"
     assert not _ours(cold.state_dir), "stray processes"
