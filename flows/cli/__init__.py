@@ -173,6 +173,10 @@ def entry() -> NoReturn:
     stopped (the `with` blocks have exited).
     """
     code = main()
+    if "prefect" in sys.modules:  # what its workers still hold (a `run` drained already)
+        from tasks.localstack.run_api import drain_workers
+
+        drain_workers()
     logging.shutdown()
     _flush_outputs()
     os._exit(code)

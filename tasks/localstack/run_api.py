@@ -84,7 +84,10 @@ def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
             ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (default 120 s).
     """
     if kept_up is not None:
-        yield kept_up
+        try:
+            yield kept_up
+        finally:
+            drain_workers()  # the command ends without the interpreter's atexit hooks
         return
     env = {**os.environ, **service_env(settings)}
     env.pop("PREFECT_API_URL", None)
@@ -113,12 +116,12 @@ def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
         )
         yield f"{url}/api"
     finally:
-        _drain_workers()
+        drain_workers()
         terminate([child.pid])
         child.wait()
 
 
-def _drain_workers() -> None:
+def drain_workers() -> None:
     """Let Prefect's event and log workers deliver what they hold while the API still
     answers (else they log every undelivered event at ERROR when the process exits)."""
     if "prefect" not in sys.modules:
