@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +29,16 @@ from pathlib import Path
 from tasks.common.environment import PREFECT_START_TIMEOUT, service_env
 from tasks.common.settings import Settings
 from tasks.localstack import ui_servers
-from tasks.localstack.processes import log_file, spawn, terminate, wait_until_healthy
+from tasks.localstack.processes import (
+    StackError,
+    log_file,
+    spawn,
+    terminate,
+    wait_until_healthy,
+)
 
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
@@ -95,30 +104,56 @@ def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
     # (scheduler, late runs) in a server that lives for one run.
     env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
     env |= {"PREFECT__SERVER_FINAL": "1"}
-    port = _free_port()
-    log_path = log_file(settings, "prefect-api")
-    child = spawn(
-        _argv(port),
-        env=env,
-        log_path=log_path,
-        cwd=settings.state_dir,
-        preexec_fn=_die_with_parent,
-    )
+    child, url = _start(settings, env)
     try:
-        url = f"http://127.0.0.1:{port}"
-        timeout = float(os.environ.get(PREFECT_START_TIMEOUT) or 120)
-        wait_until_healthy(
-            "the temporary Prefect API",
-            partial(ui_servers.healthy, "prefect", url),
-            child,
-            log_path,
-            timeout,
-        )
         yield f"{url}/api"
     finally:
         drain_workers()
         terminate([child.pid])
         child.wait()
+
+
+def _start(settings: Settings, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the server and wait until it answers; on a busy machine, once more on a
+    new port. Whatever happens (a signal included), a server not handed back is stopped.
+
+    Raises:
+        StackError: it did not answer twice; the message says what to do.
+    """
+    log_path = log_file(settings, "prefect-api")
+    timeout = float(os.environ.get(PREFECT_START_TIMEOUT) or 120)
+    for attempt in (1, 2):
+        port = _free_port()
+        child = spawn(
+            _argv(port),
+            env=env,
+            log_path=log_path,
+            cwd=settings.state_dir,
+            preexec_fn=_die_with_parent,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_healthy(
+                "the temporary Prefect API",
+                partial(ui_servers.healthy, "prefect", url),
+                child,
+                log_path,
+                timeout,
+            )
+            return child, url
+        except BaseException as exc:
+            terminate([child.pid])
+            child.wait()
+            if attempt == 2 or not isinstance(exc, StackError):
+                if isinstance(exc, StackError):
+                    raise StackError(
+                        f"{exc}, twice: wait for the machine to be less busy, raise "
+                        f"{PREFECT_START_TIMEOUT}, or keep a server up with "
+                        "`secure-pipeline local up`"
+                    ) from None
+                raise
+            log.warning("the temporary Prefect API was slow to start; retrying once")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def drain_workers() -> None:
