@@ -235,10 +235,10 @@ def test_a_file_that_does_not_parse_is_refused_by_the_format_gate(
 def test_a_failed_anchor_after_a_deploy_is_said_and_audit_verify_counts_the_gap(
     kept: Pipeline, tmp_path: Path
 ) -> None:
-    creds_path = kept.state_dir / "s3" / "credentials.json"
+    creds_path = kept.state_dir / "s3" / "roles" / "auditor.json"
     original = creds_path.read_bytes()
     creds = json.loads(original)
-    creds["auditor"]["secret_key"] = "x" * 40  # the store refuses the anchor's signature
+    creds["secret_key"] = "x" * 40  # the store refuses the anchor's signature
     creds_path.write_text(json.dumps(creds))
     try:
         code, report, err = kept.train(tmp_path)
