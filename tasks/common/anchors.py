@@ -120,7 +120,14 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
                 f"entry {anchor['seq']} no longer matches the head anchored in the bucket by "
                 f"run {anchor['run_id']}: the log was rewritten or truncated"
             )
-    return True, f"{len(anchors)} anchored heads match (newest: entry {newest})"
+    later = max(heads) - newest
+    pending = (
+        f"; {later} later entr{'y is' if later == 1 else 'ies are'} not anchored yet (the "
+        "next run or governance act anchors them)"
+        if later
+        else ""
+    )
+    return True, f"{len(anchors)} anchored heads match (newest: entry {newest}){pending}"
 
 
 def _unlocked_after_upgrade(client: Any, bucket: str, versions: list[dict[str, Any]]) -> list[str]:
