@@ -268,7 +268,14 @@ def test_a_profile_resigned_by_the_trainer_blocks_the_run_when_keys_are_pinned(
     )
     code, report, err = pipe.train(tmp_path, "--config", str(with_steward(config, steward_pub)))
     assert code == 1 and report["status"] == "blocked", err
-    suite_gate = next(g for g in report["gates"] if g["name"] == "validate.suite_integrity")
+    # Validation ran beside the screen and passed: its gates are in the audit log.
+    log = (pipe.state_dir / "audit" / "audit.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in log]
+    [suite_gate] = [
+        e
+        for e in entries
+        if e.get("run_id") == report["flow_run_id"] and e.get("gate") == "validate.suite_integrity"
+    ]
     assert suite_gate["passed"] and suite_gate["metrics"]["signed_by"] == "steward.pub"
     failed = [g for g in report["gates"] if not g["passed"]]
     assert failed[0]["name"] == "screen.profile_integrity", failed
