@@ -398,10 +398,10 @@ def test_approving_a_release_that_fails_verification_is_refused(
     gov: Pipeline, keys: dict[str, Path]
 ) -> None:
     """Version 2 exists, but its model object was given a new version after release
-    (the trainer's identity cannot refuse-proof this): approve exits 1, audited."""
-    settings = gov.settings()
+    (which the store cannot refuse the trainer's identity): approve exits 1, audited."""
     from tasks.trust.release import release_prefix
 
+    settings = gov.settings()
     bucket = settings.storage.bucket
     base = release_prefix(settings.storage.prefix, MODEL, "2")
     trainer = _client(gov, "pipeline")
@@ -409,7 +409,7 @@ def test_approving_a_release_that_fails_verification_is_refused(
     body = trainer.get_object(Bucket=bucket, Key=key)["Body"].read()
     trainer.put_object(Bucket=bucket, Key=key, Body=body + b"x", ServerSideEncryption="AES256")
     err = _refused(gov, "approve", V2, "--key", str(keys["stranger"]), says="does not verify")
-    assert "model.skops.enc has 2 versions" in err, err
+    assert "artifact.current_version: the artifact was overwritten after release" in err, err
     last = _audit(gov)[-1]
     assert last["event"] == "approval.refused" and "does not verify" in last["reason"]
     assert gov.champion() == "1"
