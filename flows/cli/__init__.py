@@ -14,8 +14,11 @@ happen only after the environment is configured, because they read it at import 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
+from typing import NoReturn
 
 from flows.cli import governance
 from flows.cli.admin import cmd_keys, cmd_local
@@ -33,7 +36,15 @@ STEWARD_KEY_HELP = (
     "half listed in dataset.profile_signers) instead of the pipeline's key"
 )
 
-__all__ = ["EXIT_BLOCKED", "EXIT_CRASH", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = [
+    "EXIT_BLOCKED",
+    "EXIT_CRASH",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "entry",
+    "main",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _flush_outputs()
     return code
+
+
+def entry() -> NoReturn:
+    """The ``secure-pipeline`` console script: `main`, then end the process at once.
+
+    The interpreter's own finalisation (freeing every module and object of a run with
+    pandas, scikit-learn, MLflow and Prefect loaded) took 6 s of CPU on a busy 2-core
+    machine, after the verdict was printed and everything was recorded: a SIGTERM from
+    systemd or `timeout` must end the command within seconds. Logs are flushed first;
+    every file the command writes is closed by then, and the services it started are
+    stopped (the `with` blocks have exited).
+    """
+    code = main()
+    if "prefect" in sys.modules:  # what its workers still hold (a `run` drained already)
+        from tasks.localstack.run_api import drain_workers
+
+        drain_workers()
+    logging.shutdown()
+    _flush_outputs()
+    os._exit(code)
 
 
 def _flush_outputs() -> None:

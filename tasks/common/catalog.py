@@ -243,9 +243,10 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "sign.dependencies",
         "supply chain: a tampered environment",
-        "installed packages vs the runtime and dev lock pins",
-        "0 drifted, 0 unlisted",
-        "tasks.sign:check_dependencies",
+        "installed packages vs the runtime and dev lock pins, every site-packages file "
+        "vs its RECORD hash, the locks vs the recorded commit",
+        "0 drifted, 0 unlisted, 0 modified or unrecorded files, locks as committed",
+        "tasks.sign:check_environment",
     ),
     Gate(
         "sign.provenance",
