@@ -31,6 +31,11 @@ from tasks.common.settings import ConfigError, load_settings
 from tasks.localstack import stack
 from tasks.trust.keys import KeyFileError
 
+STEWARD_KEY_HELP = (
+    "sign as the data steward with this private key (PEM, ECDSA P-256, 0600; its public "
+    "half listed in dataset.profile_signers) instead of the pipeline's key"
+)
+
 __all__ = [
     "EXIT_BLOCKED",
     "EXIT_CRASH",
@@ -97,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
+    profile.add_argument("--key", help=STEWARD_KEY_HELP)
     profile.set_defaults(func=cmd_profile)
 
     init = sub.add_parser(
@@ -124,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     suite.add_argument("--out", required=True, help="suite path (JSON)")
     suite.add_argument("--notes", help="notes stored in the suite")
+    suite.add_argument("--key", help=STEWARD_KEY_HELP + " (writes OUT.sig)")
     suite.set_defaults(func=cmd_suite)
 
     refresh = sub.add_parser(

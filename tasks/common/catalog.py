@@ -81,8 +81,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "validate.suite_integrity",
         "loosened suite (insider)",
-        "suite sha256",
-        "pinned in config",
+        "suite sha256; with `[trust] signers`, the signature in `SUITE.sig`",
+        "pinned in config; signed by a `dataset.profile_signers` key",
         "tasks.validate:check_suite_integrity",
         "dataset.suite_sha256",
     ),

@@ -283,8 +283,10 @@ class TrustConfig(_Section):
 
     ``signers``: public keys (PEM, P-256 or Ed25519) of the trainer, active and retired,
     pinned here, outside the state directory the trainer writes. With pins, releases
-    are checked against them only (never the state dir's keyring), and the reference
-    profile only against ``dataset.profile_signers`` (not the trainer's key). Empty (the
+    are checked against them only (never the state dir's keyring), they are who counts
+    as the trainer for the two-person rule, and the reference profile and the
+    expectation suite (``<suite>.sig``) only against ``dataset.profile_signers`` (not the
+    trainer's key). Empty (the
     bundled single-machine default): the state dir's keyring is the trust root.
     ``refuse_waivers``: consumers refuse a release whose provenance carries a waiver.
     """

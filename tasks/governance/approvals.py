@@ -11,8 +11,9 @@ release with other waivers.
 
 `collect` reads every approval on file for a release and keeps only those that
 hold: signed by a key listed in ``governance.approvers``, stored under that key's own
-id, bound to this release and its waivers, and not by the trainer (a key of the
-pipeline's keyring, or the one that signed the release). Each key counts once.
+id, bound to this release and its waivers, and not by the trainer (a key pinned by
+``[trust] signers``, else of the pipeline's keyring, or the one that signed the
+release: `roles.trainer_keys`). Each key counts once.
 """
 
 from __future__ import annotations
