@@ -219,8 +219,7 @@ def _verified_model(
             s3, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
         if not result.ok:
-            check, _, detail = next((c for c in result.checks if not c[1]), ("?", False, ""))
-            raise release.ReleaseError(f"does not verify ({check}: {detail})")
+            raise release.ReleaseError(f"does not verify ({result.failure})")
         body = (Path(tmp) / release.MODEL).read_bytes()
     pipeline = load_model_bytes(body, expected_sha256=result.model["sha256"])
     if not isinstance(pipeline, Pipeline):

@@ -127,8 +127,7 @@ def inspect_release(client: Any, settings: Settings, name: str, version: str) ->
             client, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
     if not verified.ok:
-        check, _, detail = next((c for c in verified.checks if not c[1]), ("?", False, ""))
-        raise rel.ReleaseError(f"{uri} does not verify ({check}: {detail})")
+        raise rel.ReleaseError(f"{uri} does not verify ({verified.failure})")
     return facts(client, verified)
 
 
