@@ -38,11 +38,12 @@ from tasks.common.anchors import bucket_has_history
 from tasks.common.context import Dataset, RunContext
 from tasks.common.errors import explain, signal_number
 from tasks.common.gates import GateFailed, GateResult
+from tasks.common.outcome import record_outcome, run_url
+from tasks.common.registry import ModelRegistry
 from tasks.common.report import RunReport
 from tasks.common.s3 import s3_client
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
 from tasks.common.signals import deferred
-from tasks.common.tracking import ModelRegistry, record_outcome, run_url
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
 from tasks.governance.pause import wait_for_approval

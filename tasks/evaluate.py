@@ -39,8 +39,9 @@ from tasks.checks.probes import (
 )
 from tasks.common.context import RunContext, StageGates, stage_task
 from tasks.common.gates import GateResult, check, run_check
+from tasks.common.registry import ModelRegistry
 from tasks.common.settings import EvaluateConfig
-from tasks.common.tracking import ModelRegistry, mlflow_client
+from tasks.common.tracking import mlflow_client
 from tasks.train import TrainedModel
 
 __all__ = [

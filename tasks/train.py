@@ -35,15 +35,10 @@ from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.errors import PipelineError
 from tasks.common.files import hash_tree
 from tasks.common.gates import GateResult, check, run_check
+from tasks.common.outcome import mlflow_run_name, mlflow_run_tags
+from tasks.common.registry import ModelRegistry
 from tasks.common.settings import DatasetConfig, ModelConfig
-from tasks.common.tracking import (
-    ModelRegistry,
-    configure_mlflow,
-    mlflow_client,
-    mlflow_run_name,
-    mlflow_run_tags,
-    redact_uri,
-)
+from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
 from tasks.models import (
     fit_pipeline,
     model_params,

@@ -36,7 +36,7 @@ def _verified(
     uri, expected = model_ref, None
     champion = model_ref.startswith("models:/") and model_ref.endswith(f"@{CHAMPION}")
     if model_ref.startswith("models:/") and not champion:
-        from tasks.common.tracking import ModelRegistry
+        from tasks.common.registry import ModelRegistry
 
         # The registry only says where to look: all is checked.
         name, version, uri = ModelRegistry.resolve(settings, model_ref)
@@ -74,7 +74,8 @@ def _verified(
             pre += more
         result.checks[:0] = pre
     if expected is not None and result.ok:
-        from tasks.common.tracking import ModelRegistry, mlflow_client
+        from tasks.common.registry import ModelRegistry
+        from tasks.common.tracking import mlflow_client
 
         # The model the reference names, which verify_release has just checked is the
         # signed release's own: never the config's model (verify needs no --config).

@@ -196,7 +196,8 @@ def _earlier(version: str, champion: str | None) -> bool:
 
 def sync_alias(settings: Settings, release: Release) -> None:
     """The MLflow alias ``champion``, a view of the record: tag and move it."""
-    from tasks.common.tracking import ModelRegistry, mlflow_client
+    from tasks.common.registry import ModelRegistry
+    from tasks.common.tracking import mlflow_client
 
     ModelRegistry(mlflow_client(settings), release.name).promote(
         release.version, deployment_uri=release.uri
@@ -218,7 +219,8 @@ def on_deploy(
     Returns:
         None when the champion moved, else what the release awaits (for the report).
     """
-    from tasks.common.tracking import ModelRegistry, mlflow_client
+    from tasks.common.registry import ModelRegistry
+    from tasks.common.tracking import mlflow_client
 
     release = approvals.facts(client, verified)
     need = approvals.needed(settings, release)

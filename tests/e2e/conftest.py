@@ -76,6 +76,25 @@ class Pipeline:
             out = client.list_object_versions(Bucket=settings.storage.bucket, Prefix=prefix)
         return sorted(f"{v['Key']}@{v['VersionId']}" for v in out.get("Versions", []))
 
+    def prefect_api(self, method: str, path: str, body: Any = None) -> Any:
+        """One call to the kept-up Prefect server's REST API, answered as JSON.
+
+        The server answers 503 while its SQLite file is busy (the flow run writes
+        states and logs at the same moment): Prefect's own client retries those, so
+        the tests do too (six tries, backing off), and fail on anything else."""
+        import time
+
+        import httpx
+
+        url = f"http://127.0.0.1:{self.env['SECURE_PIPELINE_LOCAL__PREFECT_PORT']}/api{path}"
+        for attempt in range(6):
+            resp = httpx.request(method, url, json=body, timeout=30)
+            if resp.status_code != 503:
+                break
+            time.sleep(0.5 * 2**attempt)
+        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else None
+
     def champion(self) -> str | None:
         from mlflow.exceptions import MlflowException
 

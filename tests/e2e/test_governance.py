@@ -92,9 +92,6 @@ def gov(keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iter
 def _paused_waived_run(pipe: Pipeline, report: Path) -> None:
     """Version 2, waived, with ``pause_for_approval``: the flow run pauses; it is
     resumed through Prefect's API with no approval on file and stays awaiting."""
-    import httpx
-
-    api = f"http://127.0.0.1:{pipe.env['SECURE_PIPELINE_LOCAL__PREFECT_PORT']}/api"
     env = {
         **pipe.env,
         "SECURE_PIPELINE_WAIVERS": json.dumps(WAIVER),
@@ -112,14 +109,11 @@ def _paused_waived_run(pipe: Pipeline, report: Path) -> None:
         query = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
         while not paused and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(3)
-            paused = httpx.post(f"{api}/flow_runs/filter", json=query, timeout=30).json()
+            paused = pipe.prefect_api("POST", "/flow_runs/filter", query)
         assert paused, "the run never paused"
         run_id = paused[0]["id"]
         form = {"release": "approved, trust me", "waivers": "none", "note": "clicked"}
-        resumed = httpx.post(
-            f"{api}/flow_runs/{run_id}/resume", json={"run_input": form}, timeout=30
-        )
-        assert resumed.status_code < 300, resumed.text
+        pipe.prefect_api("POST", f"/flow_runs/{run_id}/resume", {"run_input": form})
         err = proc.communicate(timeout=300)[1]
     finally:
         proc.kill()
@@ -127,7 +121,7 @@ def _paused_waived_run(pipe: Pipeline, report: Path) -> None:
     data = json.loads(report.read_text())
     assert data["status"] == "awaiting_approval" and data["model"]["version"] == "2"
     assert data["approval"]["note"].startswith("resumed without the signed approvals it needs")
-    final = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()["state"]
+    final = pipe.prefect_api("GET", f"/flow_runs/{run_id}")["state"]
     assert final["type"] == "COMPLETED" and final["name"] == "AwaitingApproval"
     assert "awaiting approval" in final["message"] and "evaluate.quality" in final["message"]
 

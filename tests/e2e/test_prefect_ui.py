@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -19,23 +18,14 @@ from tests.e2e.conftest import Pipeline
 pytestmark = pytest.mark.e2e
 
 
-def _api(pipe: Pipeline) -> str:
-    return f"http://127.0.0.1:{pipe.env['SECURE_PIPELINE_LOCAL__PREFECT_PORT']}/api"
-
-
 def _flow_run(pipe: Pipeline, run_id: str) -> dict[str, Any]:
-    api = _api(pipe)
-    run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
-    logs = httpx.post(
-        f"{api}/logs/filter",
-        json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200},
-        timeout=30,
-    ).json()
-    artifacts = httpx.post(
-        f"{api}/artifacts/filter",
-        json={"artifacts": {"flow_run_id": {"any_": [run_id]}}},
-        timeout=30,
-    ).json()
+    run = pipe.prefect_api("GET", f"/flow_runs/{run_id}")
+    logs = pipe.prefect_api(
+        "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+    )
+    artifacts = pipe.prefect_api(
+        "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    )
     return {"run": run, "logs": [entry["message"] for entry in logs], "artifacts": artifacts}
 
 
@@ -125,7 +115,7 @@ def test_the_uis_show_a_blocked_run_and_its_gates_in_a_browser(
         filter_string=f"tags.`prefect.flow_run_id` = '{report['flow_run_id']}'",
     )
     assert run.data.tags["blocked_by"] == report["blocked_by"]
-    from tasks.common.tracking import run_url
+    from tasks.common.outcome import run_url
 
     url = run_url(kept_up.settings(), run.info.run_id)  # the link the Prefect run holds
     assert url is not None and "workflowType=machine_learning" in url

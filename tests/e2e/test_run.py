@@ -204,10 +204,6 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
     import subprocess
     import time
 
-    import httpx
-
-    status = json.loads(kept_up.run("local", "status").stdout)
-    api = status["prefect"]["url"].rstrip("/") + "/api"
     proc = subprocess.Popen(
         [CLI, "serve", "--cron", "15 3 * * *"],
         env=kept_up.env,
@@ -219,8 +215,11 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
         deadline, found = time.monotonic() + 90, []
         while time.monotonic() < deadline and not found:
             time.sleep(2)
-            resp = httpx.post(f"{api}/deployments/filter", json={}, timeout=10)
-            found = [d for d in resp.json() if d["name"] == "nightly"]
+            found = [
+                d
+                for d in kept_up.prefect_api("POST", "/deployments/filter", {})
+                if d["name"] == "nightly"
+            ]
         assert found, "the deployment was not registered"
         schedules = [s["schedule"].get("cron") for s in found[0]["schedules"]]
         assert schedules == ["15 3 * * *"]

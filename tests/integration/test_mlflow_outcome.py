@@ -18,18 +18,11 @@ import pytest
 
 from tasks.common.errors import PipelineError
 from tasks.common.gates import GateResult
+from tasks.common.outcome import CLASSIC_VIEW, QUICK_HTTP, record_outcome, run_url
+from tasks.common.registry import ModelRegistry
 from tasks.common.report import RunReport
 from tasks.common.settings import Settings, load_settings
-from tasks.common.tracking import (
-    CLASSIC_VIEW,
-    EXPERIMENT_KIND,
-    QUICK_HTTP,
-    ModelRegistry,
-    configure_mlflow,
-    mlflow_client,
-    record_outcome,
-    run_url,
-)
+from tasks.common.tracking import EXPERIMENT_KIND, configure_mlflow, mlflow_client
 from tasks.train import EXAMPLE_ROWS, input_example
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tasks.common.registry import ModelRegistry
 from tasks.common.settings import ConfigError
-from tasks.common.tracking import ModelRegistry
 from tasks.trust import keys
 from tasks.trust.roots import trust_root, waiver_check
 from tasks.trust.versions import version_problems
