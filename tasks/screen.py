@@ -178,6 +178,34 @@ def guard_pii(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResu
     return dataclasses.replace(dataset, frame=handled), gates.results
 
 
+def reference_profile(
+    ctx: RunContext, columns: list[Any]
+) -> tuple[GateResult, dict[str, Any] | None]:
+    """``screen.profile_integrity`` and the verified profile (None unless it passed):
+    signed by a trusted key, unchanged, pinned if pinned, and describing exactly the
+    config's inputs for a table with these `columns`. The screen and the monitoring
+    flow's drift check compare data with it."""
+    s = ctx.settings
+    ds = s.dataset
+    raw, sig_raw = _read(ds.reference_profile), _read(signature_path(ds.reference_profile))
+    try:
+        # Trust roots pinned: the data steward signs the profile, never the trainer.
+        keys = trusted_keys(s.keys_dir, ds.profile_signers, trainer=not s.trust.signers)
+        key_error = ""
+    except ProfileError as exc:
+        keys, key_error = None, str(exc)
+    return run_check_with(
+        "screen.profile_integrity",
+        check_profile_integrity,
+        raw,
+        sig_raw,
+        keys=keys,
+        expected_sha256=ds.reference_profile_sha256,
+        key_error=key_error,
+        inputs=ds.inputs([str(c) for c in columns]),
+    )
+
+
 def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]]:
     """Verify the reference profile, then screen the data for poisoning against it.
 
@@ -192,25 +220,8 @@ def screen(ctx: RunContext, dataset: Dataset) -> tuple[Dataset, list[GateResult]
         GateFailed: the profile is untrusted, or the data looks poisoned.
     """
     s = ctx.settings
-    ds, gates = s.dataset, StageGates(ctx)
-    raw, sig_raw = _read(ds.reference_profile), _read(signature_path(ds.reference_profile))
-    try:
-        # Trust roots pinned: the data steward signs the profile, never the trainer.
-        keys = trusted_keys(s.keys_dir, ds.profile_signers, trainer=not s.trust.signers)
-        key_error = ""
-    except ProfileError as exc:
-        keys, key_error = None, str(exc)
-    result, verified = run_check_with(
-        "screen.profile_integrity",
-        check_profile_integrity,
-        raw,
-        sig_raw,
-        keys=keys,
-        expected_sha256=ds.reference_profile_sha256,
-        key_error=key_error,
-        inputs=ds.inputs([str(c) for c in dataset.frame.columns]),
-    )
-    profile = gates.enforce_with(result, verified)
+    gates = StageGates(ctx)
+    profile = gates.enforce_with(*reference_profile(ctx, list(dataset.frame.columns)))
     gates.enforce(
         poisoning_gates(dataset.frame, profile, limits=s.screen, seed=secrets.randbelow(2**32))
     )

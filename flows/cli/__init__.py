@@ -1,14 +1,14 @@
-"""The `secure-pipeline` command: run, verify, fetch, audit, init, suite, profile, keys,
-local, serve, refresh, approve, promote, rollback.
+"""The `secure-pipeline` command: run, monitor, verify, fetch, audit, init, suite,
+profile, keys, local, serve, refresh, approve, promote, rollback.
 
 Exit codes of `run`: 0 deployed, 1 blocked by a gate, 2 bad usage or
 configuration, 3 crashed, 128 + the signal when interrupted (130 SIGINT, 143
 SIGTERM: the run is recorded as interrupted and the services it started are
-stopped). This module holds the parser and the entry point `main`; the commands live
-by duty in `run` (run, serve), `release` (verify, fetch, audit), `onboard` (init,
-suite, profile, refresh), `admin` (keys, local) and `governance` (approve, promote,
-rollback). Heavy imports (Prefect, MLflow)
-happen only after the environment is configured, because they read it at import time.
+stopped). This module holds the parser and the entry point `main`; the commands live by
+duty in `run` (run, serve), `monitor` (monitor), `release` (verify, fetch, audit),
+`onboard` (init, suite, profile, refresh), `admin` (keys, local) and `governance`
+(approve, promote, rollback). Heavy imports (Prefect, MLflow) happen only after the
+environment is configured, because they read it at import time.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import NoReturn
 from flows.cli import governance
 from flows.cli.admin import cmd_keys, cmd_local
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, EXIT_USAGE, mute, say
+from flows.cli.monitor import MONITOR_EXIT_CODES, cmd_monitor
 from flows.cli.onboard import cmd_init, cmd_profile, cmd_refresh, cmd_suite
 from flows.cli.release import cmd_audit, cmd_fetch, cmd_verify
 from flows.cli.run import RUN_EXIT_CODES, cmd_run, cmd_serve
@@ -67,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="print only the verdict line (for scripts)"
     )
     run.set_defaults(func=cmd_run)
+
+    monitor = sub.add_parser(
+        "monitor",
+        parents=[common],
+        help="check the deployed champion, the audit trail and a batch of new data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=MONITOR_EXIT_CODES,
+    )
+    monitor.add_argument("--data", help="the batch (path or URI); default: monitoring.source")
+    monitor.add_argument("--report", help="write the JSON run report here")
+    monitor.add_argument("--verbose", action="store_true", help="show Prefect's console logs")
+    monitor.add_argument(
+        "--quiet", action="store_true", help="print only the verdict line (for scripts)"
+    )
+    monitor.set_defaults(func=cmd_monitor)
 
     verify = sub.add_parser("verify", parents=[common], help="verify a deployed model")
     verify.add_argument(
@@ -150,8 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.add_argument("kind", nargs="?", choices=["signing", "master"], help="key to rotate")
     keys_cmd.set_defaults(func=cmd_keys)
 
-    serve = sub.add_parser("serve", parents=[common], help="serve the scheduled deployment")
-    serve.add_argument("--cron", default="0 2 * * *", help="schedule (default: nightly 02:00)")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve the scheduled deployments (training, monitoring)"
+    )
+    serve.add_argument(
+        "--cron", default="0 2 * * *", help="training's schedule (default: nightly 02:00)"
+    )
+    serve.add_argument(
+        "--monitor-cron", help="monitoring's schedule (default: monitoring.schedule, hourly)"
+    )
     serve.set_defaults(func=cmd_serve)
     governance.add_commands(sub, common)
     return parser

@@ -9,89 +9,27 @@ from typing import Any
 
 from flows.cli.common import EXIT_BLOCKED, EXIT_OK, emit, say, write_report
 from tasks.common import environment
-from tasks.common.errors import explain
 from tasks.common.settings import ConfigError, Settings
-from tasks.localstack import stack
 
 
 def _verified(
     settings: Settings, model_ref: str, workdir: Path, args: argparse.Namespace
 ) -> tuple[Any, list[Any]]:
-    """Resolve MODEL_REF, then verify the release it names (rebuilt in `workdir`) against
-    the consumer's trust root, as the read-only ``reader`` identity.
-
-    ``models:/NAME@champion`` follows the signed champion record in the bucket (never
-    the registry): its signature, the MLflow alias beside it and the approvals it rests
-    on are checks of their own (`tasks.governance.check`)."""
+    """`tasks.trust.consumer.verify_reference` with the command's trust options."""
+    from tasks.trust.consumer import verify_reference
     from tasks.trust.roots import trust_root
 
-    root = trust_root(settings, getattr(args, "trusted_keys", None))  # before any service
+    trust_root(settings, getattr(args, "trusted_keys", None))  # a bad root: before any service
     environment.configure(settings)
-    from tasks.common.s3 import s3_client
-    from tasks.common.tracking import CHAMPION
-    from tasks.governance import check as governed
-    from tasks.trust import release
-    from tasks.trust.envelope import key_provider
-
-    uri, expected = model_ref, None
-    champion = model_ref.startswith("models:/") and model_ref.endswith(f"@{CHAMPION}")
-    if model_ref.startswith("models:/") and not champion:
-        from tasks.common.registry import ModelRegistry
-
-        # The registry only says where to look: all is checked.
-        name, version, uri = ModelRegistry.resolve(settings, model_ref)
-        expected = {"name": name, "version": version}
-    say(root.detail)
-    with stack.s3_service(settings, role="reader") as endpoint:
-        client = s3_client(endpoint)
-        pre: list[tuple[str, bool, str]] = []
-        record = None
-        approved: list[Any] = []
-        if champion:
-            name = model_ref.removeprefix("models:/").rpartition("@")[0]
-            record, pre = governed.record_checks(client, settings, name)
-            if record is None:
-                return release.VerifiedRelease(uri=model_ref, checks=pre), []
-            uri = str(record.release_uri)
-            expected = {"name": name, "version": str(record.version)}
-        try:
-            bucket, key = release.parse_s3_uri(uri)
-        except release.ReleaseError as exc:
-            raise ConfigError(str(exc)) from None
-        result = release.verify_release(
-            client,
-            bucket=bucket,
-            release_key=key,
-            public_key=root.keys,
-            key_provider=key_provider(settings, purpose="decrypt"),
-            max_bytes=settings.dataset.max_bytes,
-            workdir=workdir,
-            expected=expected,
-            signer=root.signer,
-        )
-        if record is not None and result.ok:
-            more, approved = governed.approval_checks(client, settings, result, record)
-            pre += more
-        result.checks[:0] = pre
-    if expected is not None and result.ok:
-        from tasks.common.registry import ModelRegistry
-        from tasks.common.tracking import mlflow_client
-
-        # The model the reference names, which verify_release has just checked is the
-        # signed release's own: never the config's model (verify needs no --config).
-        registry = ModelRegistry(mlflow_client(settings), expected["name"])
-        result.checks.append(
-            registry.check_files(
-                expected["version"],
-                signed=result.model["files"],
-                model_sha256=str(result.release["model"]["sha256"]),
-            )
-        )
-    if result.ok and (getattr(args, "no_waivers", False) or settings.trust.refuse_waivers):
-        from tasks.trust.roots import waiver_check
-
-        result.checks.append(waiver_check(result.provenance))
-    return result, approved
+    checked = verify_reference(
+        settings,
+        model_ref,
+        workdir,
+        trusted_keys=getattr(args, "trusted_keys", None),
+        refuse_waivers=getattr(args, "no_waivers", False),
+    )
+    say(checked.root)
+    return checked.result, checked.approved
 
 
 def _print_verification(result: Any, approved: list[Any]) -> None:
@@ -172,51 +110,10 @@ def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from tasks.common.audit import AuditLog
+    from tasks.common.audit_check import audit_findings
 
-    status = AuditLog(settings.audit_path).verify()
-    say(f"audit log {settings.audit_path}: {status.detail}; head {status.head[:16]}")
-    if not status.intact:
-        return EXIT_BLOCKED
-    # Always against the bucket: a deleted or emptied log is exactly what anchors catch.
     environment.configure(settings)
-    from tasks.common.anchors import check_anchors
-    from tasks.common.s3 import s3_client
-    from tasks.trust.release import OBJECTS, scan_releases
-    from tasks.trust.versions import scan_release_histories
-
-    st, drift, replaced = settings.storage, [], []
-    try:
-        with stack.s3_service(settings, role="reader") as endpoint:
-            client = s3_client(endpoint)
-            anchored, detail = check_anchors(settings, client)
-            incomplete, deleted = scan_releases(client, bucket=st.bucket, prefix=st.prefix)
-            replaced = scan_release_histories(
-                client, bucket=st.bucket, prefix=st.prefix, names=OBJECTS
-            )
-            if settings.embedded_s3:
-                from tasks.localstack.bucket import policy_drift
-                from tasks.localstack.seaweedfs import expected_policy
-
-                drift = policy_drift(
-                    client, bucket=st.bucket, expected=expected_policy(settings, endpoint.url)
-                )
-    except Exception as exc:  # noqa: BLE001 - unverifiable anchors are a failed verification
-        anchored, detail, incomplete, deleted = False, f"cannot read them ({explain(exc)})", [], []
-    say(f"anchors in s3://{st.bucket}: {detail}")
-    if incomplete:
-        say(
-            f"incomplete releases (a deploy stopped before its release record; never "
-            f"released, nothing points at them): {', '.join(incomplete)}"
-        )
-    if deleted:
-        say(f"release objects hidden by delete markers: {', '.join(deleted)}")
-    if replaced:
-        say(f"releases changed after release: {'; '.join(replaced)}")
-    if drift:
-        say(
-            f"the bucket policy is not the one the pipeline sets ({', '.join(drift)}): someone "
-            "with the admin identity changed it; find who, then restart the store to restore it"
-        )
-    ok = anchored and not deleted and not replaced and not drift
-    return EXIT_OK if ok else EXIT_BLOCKED
+    found = audit_findings(settings)
+    for line in found.lines(settings):
+        say(line)
+    return EXIT_OK if found.ok else EXIT_BLOCKED

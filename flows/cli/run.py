@@ -11,6 +11,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, say
 from tasks.common import environment
@@ -21,6 +22,9 @@ from tasks.localstack.run_api import run_api
 from tasks.sources import SourceRefused
 from tasks.sources.local import MAX_LINKS, walk_inside
 from tasks.trust.keys import ensure_keys, has_keys, require
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 RUN_EXIT_CODES = """exit codes:
   0        deployed: every gate passed, the release verified, the champion moved;
@@ -83,10 +87,33 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def _run(
     settings: Settings, args: argparse.Namespace, data: str | None, data_root: str | None
 ) -> int:
-    from prefect import tags
+    from flows.training import run_tags, secure_training
+
+    return run_flow(
+        settings,
+        args,
+        secure_training,
+        tags=run_tags(settings),
+        parameters={"data": data, "data_root": data_root},
+        exit_codes={"deployed": EXIT_OK, "awaiting_approval": EXIT_OK, "blocked": EXIT_BLOCKED},
+    )
+
+
+def run_flow(
+    settings: Settings,
+    args: argparse.Namespace,
+    flow: Any,
+    *,
+    tags: list[str],
+    parameters: dict[str, Any],
+    exit_codes: dict[str, int],
+) -> int:
+    """Run `flow` once in this process (on the temporary Prefect API the caller holds),
+    print its stage lines and verdict, and return the exit code its report's status
+    maps to in `exit_codes` (anything else: a crash, or the interrupting signal's)."""
+    from prefect import tags as prefect_tags
     from prefect.exceptions import TerminationSignal
 
-    from flows.training import run_tags, secure_training
     from tasks.common import progress
 
     report_path = Path(args.report or settings.state_dir / "reports" / f"{uuid.uuid4()}.json")
@@ -100,18 +127,17 @@ def _run(
     signum: int | None = None
     try:
         with contextlib.ExitStack() as stack_:
-            stack_.enter_context(tags(*run_tags(settings)))
+            stack_.enter_context(prefect_tags(*tags))
             if not args.verbose:
                 # Libraries print progress to stderr (MLflow, GX); keep it in a file so
                 # the terminal gets one line. Prefect's UI holds the full run logs.
                 sink = stack_.enter_context(console_log.open("w", encoding="utf-8"))
                 stack_.enter_context(contextlib.redirect_stderr(sink))
-            secure_training(
+            flow(
                 config=str(settings.config_file),
-                data=data,
                 report_path=str(report_path),
-                data_root=data_root,
                 return_state=True,
+                **parameters,
             )
     except (KeyboardInterrupt, TerminationSignal) as exc:  # Prefect wraps SIGTERM in the run
         signum = signal_number(exc)
@@ -126,8 +152,9 @@ def _run(
     from tasks.common.report import RunReport
 
     say(RunReport(**report).reason)
-    if report["status"] in ("deployed", "awaiting_approval") and not report.get("audit_anchor"):
-        # The model is out (exit 0 means deployed); the gap in the audit trail is said.
+    succeeded = [status for status, code in exit_codes.items() if code == EXIT_OK]
+    if report["status"] in succeeded and not report.get("audit_anchor"):
+        # The verdict stands (exit 0); the gap in the audit trail is said.
         say(
             "warning: the audit log's head could not be anchored in the bucket "
             "(audit.anchor_failed in the audit log): run `secure-pipeline audit verify` "
@@ -135,28 +162,41 @@ def _run(
         )
     if signum is not None:
         return 128 + signum
-    return {"deployed": EXIT_OK, "awaiting_approval": EXIT_OK, "blocked": EXIT_BLOCKED}.get(
-        report["status"], EXIT_CRASH
-    )
+    return exit_codes.get(report["status"], EXIT_CRASH)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve both deployments from this process: training (``--cron``, nightly) and
+    monitoring (``--monitor-cron``, default ``monitoring.schedule``: hourly)."""
     os.umask(0o077)  # as for run: the runs it serves write only owner-readable files
     api = stack.prefect_api_url(settings)
     if api is None:
         raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")
     environment.configure(settings, prefect_api_url=api)
-    from flows.training import CONFIG_DIRS, run_tags, secure_training
+    from prefect import serve
+
+    from flows.kernel import CONFIG_DIRS
+    from flows.monitoring import secure_monitoring
+    from flows.training import run_tags, secure_training
 
     config = Path(str(settings.config_file)).resolve()
     # The deployment's runs may take their config from this directory (and data/).
     os.environ[CONFIG_DIRS] = os.pathsep.join(
         p for p in (os.environ.get(CONFIG_DIRS, ""), str(config.parent)) if p
     )
-    secure_training.serve(
+    training = secure_training.to_deployment(
         name="nightly",
         cron=args.cron,
         parameters={"config": str(config)},
         tags=run_tags(settings),
     )
+    monitoring = secure_monitoring.to_deployment(
+        name="monitoring",
+        cron=args.monitor_cron or settings.monitoring.schedule,
+        parameters={"config": str(config)},
+        tags=[*run_tags(settings), "monitoring"],
+    )
+    # `to_deployment` is sync-compatible: called here, outside an event loop, it returns
+    # the deployment itself.
+    serve(cast("RunnerDeployment", training), cast("RunnerDeployment", monitoring))
     return EXIT_OK

@@ -29,6 +29,11 @@ class Gate:
     def stage(self) -> str:
         return self.name.split(".", 1)[0]
 
+    @property
+    def flow(self) -> str:
+        """The flow that runs it: ``monitoring`` for ``monitor.*``, else ``training``."""
+        return "monitoring" if self.stage == "monitor" else "training"
+
 
 GATES: tuple[Gate, ...] = (
     Gate(
@@ -276,6 +281,38 @@ GATES: tuple[Gate, ...] = (
         "all checks",
         "tasks.deploy:check_roundtrip",
     ),
+    # The monitoring flow (flows/monitoring.py); its batch also passes ingest.*, pii.*
+    # and screen.profile_integrity above.
+    Gate(
+        "monitor.integrity",
+        "tampered, deleted or replaced deployed model; champion moved by hand",
+        "the champion record, alias and release verify as `verify` checks them",
+        "all checks pass",
+        "tasks.monitor:check_integrity",
+    ),
+    Gate(
+        "monitor.audit",
+        "hidden or rewritten history",
+        "audit chain, anchors, release version histories, bucket policy",
+        "intact, anchored, 0 deleted or replaced",
+        "tasks.monitor:check_audit",
+    ),
+    Gate(
+        "monitor.drift",
+        "data drift, pipeline breakage, poisoning in production",
+        "per column and group (bin, category, missing, out of range): Fisher + Holm",
+        "alpha 0.01 per batch, shift >= 0.05 or 0.5x reference, >= 0.01",
+        "tasks.monitor:check_drift",
+        "monitoring.alpha",
+    ),
+    Gate(
+        "monitor.quality",
+        "silent model decay",
+        "accuracy on a labelled batch (one-sided binomial test); estimate without labels",
+        "not significantly below the floor (evaluate.min_accuracy, else 0.9)",
+        "tasks.monitor:check_quality",
+        "monitoring.min_accuracy",
+    ),
 )
 
 BY_NAME: dict[str, Gate] = {g.name: g for g in GATES}
@@ -341,4 +378,10 @@ SAFE_RANGES: tuple[SafeRange, ...] = (
     SafeRange("screen.max_near_duplicate_rate", "screen.near_duplicates", at_most=0.10),
     SafeRange("screen.max_outlier_rate_excess", "screen.outliers", at_most=0.08),
     SafeRange("screen.max_backdoor_score", "screen.backdoor", at_most=0.04),
+    # Monitoring: fewer alarms than this is a watchman asleep.
+    SafeRange("monitoring.alpha", "monitor.drift", at_least=1e-4),
+    SafeRange("monitoring.min_shift", "monitor.drift", at_most=0.15),
+    SafeRange("monitoring.min_relative_shift", "monitor.drift", at_most=1.0),
+    SafeRange("monitoring.floor", "monitor.drift", at_most=0.05),
+    SafeRange("monitoring.min_accuracy", "monitor.quality", at_least=0.5),
 )

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +42,12 @@ log = logging.getLogger(__name__)
 # needed to read the run).
 RELEASE_ARTIFACTS = ("provenance.dsse.json", "sbom.cdx.json", "report.json")
 # MLflow run status per pipeline status (anything else, "blocked" too: FAILED).
-RUN_STATUS = {"deployed": "FINISHED", "awaiting_approval": "FINISHED", "interrupted": "KILLED"}
+RUN_STATUS = {
+    "deployed": "FINISHED",
+    "awaiting_approval": "FINISHED",
+    "healthy": "FINISHED",
+    "interrupted": "KILLED",
+}
 # While the outcome is recorded, an MLflow server that does not answer costs seconds, not
 # MLflow's default of 7 retries with exponential backoff and a 120 s timeout per
 # request (minutes). Variables the user set win.
@@ -92,6 +97,8 @@ def outcome_summary(report: RunReport) -> str:
         "deployed": "Deployed",
         "awaiting_approval": "Awaiting approval",
         "blocked": f"Blocked by {report.blocked_by}",
+        "healthy": "Healthy",
+        "alert": f"Alert from {report.blocked_by}",
         "interrupted": "Interrupted",
     }.get(report.status, "Failed")
     text = f"{head}: {_gate_summary(report)}"
@@ -124,6 +131,7 @@ def record_outcome(
     model_run_id: str | None,
     model_version: str | None,
     release_dir: Path | None,
+    files: Sequence[Path] = (),
 ) -> str | None:
     """Write the run's outcome to MLflow; call it once, at the end of every run.
 
@@ -134,7 +142,8 @@ def record_outcome(
     has, such as evaluate's, is not logged twice), ``stage.<name>.seconds``, the tags
     ``status``, ``blocked_by``, ``gate.<gate>`` (passed/failed/waived), the run's
     description, the report as ``run_report.json`` and, from `release_dir`, the signed
-    release's evidence under ``release/``. The run ends FINISHED when deployed, KILLED
+    release's evidence under ``release/``, and `files` (a monitoring run's page) at the
+    run's root. The run ends FINISHED when deployed, KILLED
     when interrupted, FAILED otherwise. The registered `model_version` gets
     `outcome_summary` as its description.
 
@@ -154,6 +163,8 @@ def record_outcome(
                 client.set_tag(model_run_id, "prefect.flow_run_id", flow_run_id)
                 run_id = model_run_id
             _log_outcome(client, run_id, report, release_dir, new=model_run_id is None)
+            for path in files:
+                client.log_artifact(run_id, str(path))
             client.set_terminated(run_id, status=status)
     except Exception as exc:  # noqa: BLE001 - the verdict and the report matter more
         log.warning(

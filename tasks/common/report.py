@@ -20,8 +20,12 @@ from tasks.common.gates import GateResult
 class RunReport(BaseModel):
     # awaiting_approval: every gate passed and the release is in the bucket, verified;
     # the champion did not move (`approval` says what the release waits for).
-    status: Literal["deployed", "awaiting_approval", "blocked", "failed", "interrupted"] = "failed"
+    # healthy / alert: a monitoring run's verdicts (alert: `blocked_by` names the gate).
+    status: Literal[
+        "deployed", "awaiting_approval", "blocked", "healthy", "alert", "failed", "interrupted"
+    ] = "failed"
     blocked_by: str | None = None
+    flow: Literal["training", "monitoring"] = "training"
     flow_run_id: str
     dataset: dict[str, Any] | None = None
     gates: list[dict[str, Any]] = Field(default_factory=list)
@@ -34,6 +38,10 @@ class RunReport(BaseModel):
     waivers: list[dict[str, Any]] = Field(default_factory=list)
     # Wall seconds per stage, in the order they ran (a blocked stage included).
     stages: dict[str, float] = Field(default_factory=dict)
+    # A monitoring run's measurements: champion, drift, quality, its page.
+    monitor: dict[str, Any] | None = None
+    # Where the run's Prometheus metrics went: the textfile, pushed or why not.
+    metrics: dict[str, Any] | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -70,12 +78,19 @@ class RunReport(BaseModel):
                 f"by listed approvers{waived}; the champion did not move{note}. Next: "
                 f"`{a['approve']}`, then `{a['promote']}`"
             )
-        if self.status == "blocked":
+        if self.status in ("blocked", "alert"):
             gate = next(g for g in self.gates if not g["passed"])
             result = GateResult(
                 **{k: gate[k] for k in ("name", "passed", "metrics", "threshold", "detail")}
             )
-            return f"blocked by {result.name}: {result.explain()}"
+            failing = sum(not g["passed"] for g in self.gates)
+            more = f" (and {failing - 1} more gate(s), in the report)" if failing > 1 else ""
+            word = "blocked by" if self.status == "blocked" else "alert from"
+            return f"{word} {result.name}: {result.explain()}{more}"
+        if self.status == "healthy":
+            champion = (self.monitor or {}).get("champion") or {}
+            who = f"models:/{champion['name']}/{champion['version']}" if champion else "model"
+            return f"healthy: {who}, {len(self.gates)} gates passed"
         if self.status == "interrupted":
             return f"interrupted: {self.error}"
         return f"failed: {self.error or 'unexpected error'}"
@@ -83,13 +98,17 @@ class RunReport(BaseModel):
     def write(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.model_dump(), indent=2, default=str) + "\n")
 
+    @property
+    def _fail_word(self) -> str:
+        return "ALERT" if self.flow == "monitoring" else "BLOCK"
+
     def gate_rows(self) -> list[dict[str, str]]:
         """The gate table as rows that read at a normal width: digests shortened to 12
         characters, long values cut (the full values are in the JSON report)."""
         return [
             {
                 "gate": g["name"],
-                "result": "pass" if g["passed"] else "BLOCK",
+                "result": "pass" if g["passed"] else self._fail_word,
                 "measured": cell(g["metrics"]),
                 "threshold": cell(g["threshold"]),
                 "detail": short(g["detail"], 160),
@@ -98,7 +117,7 @@ class RunReport(BaseModel):
         ]
 
     def markdown(self) -> str:
-        lines = [f"# Secure training run: **{self.status}**", "", self.reason, ""]
+        lines = [f"# Secure {self.flow} run: **{self.status}**", "", self.reason, ""]
         for w in self.waivers:
             lines.append(
                 f"- **Waiver** for `{w['gate']}`: `{w['setting']} = {w['value']}` (safe "
@@ -115,7 +134,7 @@ class RunReport(BaseModel):
             ]
         lines += ["| gate | result | measured | threshold | detail |", "|---|---|---|---|---|"]
         for row in self.gate_rows():
-            verdict = "pass" if row["result"] == "pass" else "**BLOCK**"
+            verdict = "pass" if row["result"] == "pass" else f"**{row['result']}**"
             lines.append(
                 f"| `{row['gate']}` | {verdict} | {row['measured']} | {row['threshold']} | "
                 f"{row['detail'].replace('|', '/')} |"

@@ -136,6 +136,20 @@ def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> Non
     assert code == 0, err
     uri = report["deployment"]["uri"]
     assert cold.run("verify", uri).returncode == 0
+    # An edited audit line: the monitoring flow alerts from monitor.audit (the champion
+    # itself still verifies). This state is the test's own, so the line is put back and
+    # the anchor written meanwhile may stay.
+    log = cold.state_dir / "audit" / "audit.jsonl"
+    original = log.read_text()
+    lines = original.splitlines()
+    entry = json.loads(lines[3])
+    entry["passed"] = not entry.get("passed")
+    lines[3] = json.dumps(entry, sort_keys=True)
+    log.write_text("\n".join(lines) + "\n")
+    out = cold.run("monitor", "--quiet")  # no batch: integrity and audit only
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("alert from monitor.audit") and "line 4" in out.stderr
+    log.write_text(original)
     settings = cold.settings()
     key = uri.split("/", 3)[3].rsplit("/", 1)[0] + "/model.skops.enc"
     with s3_service(settings) as endpoint:  # an insider with write access
@@ -149,6 +163,12 @@ def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> Non
     assert out.returncode == 1, out.stderr
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
     assert any(c["name"] == "artifact.current_version" and not c["passed"] for c in checks)
+    # The monitoring flow sees it too, from the champion's side.
+    out = cold.run("monitor", "--report", str(tmp_path / "m.json"))
+    assert out.returncode == 1, out.stderr
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["status"] == "alert" and report["blocked_by"] == "monitor.integrity", report
+    assert "does not verify" in out.stderr.strip().splitlines()[-1], out.stderr
 
 
 def test_edited_audit_line_fails_audit_verify(kept_up: Pipeline) -> None:
@@ -223,6 +243,12 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
         assert found, "the deployment was not registered"
         schedules = [s["schedule"].get("cron") for s in found[0]["schedules"]]
         assert schedules == ["15 3 * * *"]
+        watch = [
+            d
+            for d in kept_up.prefect_api("POST", "/deployments/filter", {})
+            if d["name"] == "monitoring"
+        ]
+        assert [s["schedule"].get("cron") for s in watch[0]["schedules"]] == ["0 * * * *"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

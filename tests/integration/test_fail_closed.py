@@ -1,6 +1,7 @@
 """Every gate fails closed, systemically: for each gate in the catalog, its check is
 made to raise, and the real flow (Prefect, MLflow, SeaweedFS) must end blocked by
-that very gate: not deployed, not crashed, not blocked by another gate.
+that very gate: not deployed, not crashed, not blocked by another gate. The monitoring
+flow's gates likewise end a monitoring run in an alert from that very gate.
 
 One state directory and one kept-up SeaweedFS serve every case, so each case costs a
 flow run (a few seconds), not a stack start.
@@ -18,9 +19,14 @@ import pytest
 from tasks.common.catalog import GATES, Gate
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
 from tasks.localstack import stack
+from tests.conftest import BUNDLED_CSV
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
+
+
+TRAINING = [g for g in GATES if g.flow == "training"]
+MONITORING = [g for g in GATES if g.flow == "monitoring"]
 
 
 class CheckFault(RuntimeError):
@@ -58,10 +64,10 @@ def test_a_clean_run_deploys(run_env: tuple[Settings, pytest.MonkeyPatch], tmp_p
     below is caused by its fault)."""
     report = run_flow(tmp_path)
     assert report["status"] == "deployed", report.get("error") or report.get("blocked_by")
-    assert {g["name"] for g in report["gates"]} == {g.name for g in GATES}
+    assert {g["name"] for g in report["gates"]} == {g.name for g in TRAINING}
 
 
-@pytest.mark.parametrize("gate", GATES, ids=lambda g: g.name)
+@pytest.mark.parametrize("gate", TRAINING, ids=lambda g: g.name)
 def test_a_raising_check_blocks_the_run_at_its_gate(
     run_env: tuple[Settings, pytest.MonkeyPatch],
     tmp_path: Path,
@@ -84,3 +90,35 @@ def test_a_raising_check_blocks_the_run_at_its_gate(
     result = next(g for g in report["gates"] if g["name"] == gate.name)
     assert not result["passed"] and "CheckFault" in result["detail"], result
     assert report["deployment"] is None
+
+
+def monitor_flow(tmp: Path) -> dict:
+    from flows.monitoring import secure_monitoring
+
+    report = tmp / "monitor.json"
+    state = secure_monitoring(report_path=str(report), data=str(BUNDLED_CSV), return_state=True)
+    assert report.is_file(), state
+    return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("gate", MONITORING, ids=lambda g: g.name)
+def test_a_raising_monitoring_check_alerts_at_its_gate(
+    run_env: tuple[Settings, pytest.MonkeyPatch],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gate: Gate,
+) -> None:
+    """After the clean run above deployed a champion: a monitoring run whose check
+    raises ends ``alert`` from that gate (the other gates still ran)."""
+    module_name, _, attr = gate.check.partition(":")
+    module = importlib.import_module(module_name)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise CheckFault("injected")
+
+    monkeypatch.setattr(module, attr, broken)
+    report = monitor_flow(tmp_path)
+    assert report["status"] == "alert", (report["status"], report.get("error"))
+    failed = [g for g in report["gates"] if not g["passed"]]
+    assert [g["name"] for g in failed] == [gate.name], failed
+    assert "CheckFault" in failed[0]["detail"]

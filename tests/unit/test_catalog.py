@@ -13,7 +13,7 @@ from tasks.common.catalog import BY_NAME, GATES, Gate
 from tasks.common.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-STAGES = ("ingest", "screen", "validate", "train", "evaluate", "sign", "deploy")
+STAGES = ("ingest", "screen", "validate", "train", "evaluate", "sign", "deploy", "monitor")
 
 
 def readme_gate_rows() -> list[tuple[str, ...]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import subprocess
 import sys
@@ -90,16 +91,42 @@ def test_run_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     assert "exit codes:" in out and "blocked by a gate" in out and "--quiet" in out
 
 
-def test_the_blocked_automation_is_valid_prefect_and_expects_the_blocked_state() -> None:
+def test_monitor_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["monitor", "--help"])
+    out = capsys.readouterr().out
+    assert "exit codes:" in out and "healthy" in out and "alert" in out and "--data" in out
+
+
+def test_the_automations_are_valid_prefect_and_expect_the_blocked_and_alert_states() -> None:
     import yaml
     from prefect.events.schemas.automations import AutomationCore
 
     from tasks.common.settings import PROJECT_ROOT
 
     data = yaml.safe_load((PROJECT_ROOT / "infra/prefect/automations.yaml").read_text())
-    (automation,) = [AutomationCore.model_validate(a) for a in data["automations"]]
-    assert automation.trigger.expect == {"prefect.flow-run.Blocked"}  # type: ignore[union-attr]
-    assert automation.actions[0].type == "send-notification"
+    blocked, alert = [AutomationCore.model_validate(a) for a in data["automations"]]
+    assert blocked.trigger.expect == {"prefect.flow-run.Blocked"}  # type: ignore[union-attr]
+    assert alert.trigger.expect == {"prefect.flow-run.Alert"}  # type: ignore[union-attr]
+    assert alert.trigger.match_related.get("prefect.resource.name") == "secure-monitoring"  # type: ignore[union-attr]
+    assert all(a.actions[0].type == "send-notification" for a in (blocked, alert))
+
+
+def test_the_prefect_yaml_declares_both_flows_with_their_schedules() -> None:
+    import yaml
+
+    from tasks.common.settings import PROJECT_ROOT
+
+    data = yaml.safe_load((PROJECT_ROOT / "infra/prefect/prefect.yaml").read_text())
+    found = {d["entrypoint"]: d["schedules"][0]["cron"] for d in data["deployments"]}
+    assert found == {
+        "flows/training.py:secure_training": "0 2 * * *",
+        "flows/monitoring.py:secure_monitoring": "0 * * * *",
+    }
+    for entry in found:  # each entrypoint names a flow that exists
+        path, _, flow = entry.partition(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert getattr(module, flow).name.startswith("secure-")
 
 
 # --- a closed output pipe (`| head -1`) is the reader's choice, never a failure -----------
