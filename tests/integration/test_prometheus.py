@@ -1,7 +1,8 @@
 """The run metrics against a real Prometheus and Pushgateway (Debian's, installed by
 `make prometheus`): pushed reports read back with PromQL, the repo's alert rules fire,
-promtool accepts the rules, the example config and the textfile, and every query of
-the Grafana dashboard names exported metrics only and evaluates on that Prometheus.
+promtool accepts the rules (and their unit tests, infra/monitoring/alerts_test.yml), the
+example config and the textfile, and every query of the Grafana dashboard names exported
+metrics only and evaluates on that Prometheus.
 
 Both servers run on free 127.0.0.1 ports with their storage in a temporary directory
 (scrape and rule evaluation every second), started once for the module and killed
@@ -14,6 +15,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -256,11 +258,12 @@ def test_the_alert_rules_fire(servers: Servers, pushed: Pushed) -> None:
     assert states.get("SecurePipelineNeverSucceeded") == {"pending"}
 
 
-def test_promtool_accepts_rules_config_and_textfile(pushed: Pushed) -> None:
+def test_promtool_checks_rules_config_and_textfile(pushed: Pushed) -> None:
     promtool = require(PROMTOOL)
     for args in (
         ["check", "rules", str(MONITORING / "alerts.yml")],
         ["check", "config", str(MONITORING / "prometheus.yml")],
+        ["test", "rules", str(MONITORING / "alerts_test.yml")],  # each rule, fires and not
     ):
         done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -298,11 +301,13 @@ def _metric_names(expr: str) -> set[str]:
 
 
 def test_dashboard_and_rules_name_exported_metrics_only() -> None:
-    exprs = [e for e, _ in _dashboard_exprs()] + _rule_exprs()
+    board = json.loads((MONITORING / "dashboard.json").read_text())
+    variables = [v["definition"] for v in board["templating"]["list"] if "definition" in v]
+    exprs = [e for e, _ in _dashboard_exprs()] + _rule_exprs() + variables
     used = set().union(*(_metric_names(e) for e in exprs))
     assert used <= set(METRIC_NAMES), used - set(METRIC_NAMES)
     # The panels the dashboard promises: drift, gates, last successes, alerts, accuracy.
-    board = " ".join(e for e, _ in _dashboard_exprs())
+    queries = " ".join(e for e, _ in _dashboard_exprs())
     for needed in (
         "secure_pipeline_drift_psi",
         "secure_pipeline_drift_moved",
@@ -311,7 +316,7 @@ def test_dashboard_and_rules_name_exported_metrics_only() -> None:
         "secure_pipeline_alert",
         "secure_pipeline_accuracy",
     ):
-        assert needed in board, needed
+        assert needed in queries, needed
 
 
 def test_every_dashboard_query_evaluates(servers: Servers, pushed: Pushed) -> None:
