@@ -253,9 +253,10 @@ def push(
 ) -> str | None:
     """PUT the registry to the Pushgateway; None when it took it, else why not (one line).
 
-    Only http and https URLs without credentials are used (urllib would otherwise read a
-    ``file://`` URL as if it were a gateway); the error names the gateway by scheme, host
-    and port only.
+    Only http and https URLs without credentials are used: prometheus_client would put
+    ``http://`` in front of any other scheme and push to whatever that parses as, and
+    credentials in a URL end up in logs. The error names the gateway by scheme, host and
+    port only.
     """
     parts = urlsplit(gateway)
     if parts.scheme not in ("http", "https") or not parts.hostname:
