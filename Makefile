@@ -16,7 +16,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 .PHONY: help
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: install
 install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
@@ -26,7 +26,7 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
 .PHONY: test
-test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
+test: $(STAMP) browser prometheus ## Run the whole test suite (unit, integration, end to end)
 	$(BIN)/python -m pytest
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
@@ -41,6 +41,28 @@ browser: ## Make sure Debian's chromium is installed (apt-get as root; tests nee
 			>/dev/null && test -x $(CHROMIUM); \
 	else \
 		echo "$(CHROMIUM) missing: run 'sudo apt-get install chromium' (or 'sudo make browser')" >&2; \
+		exit 1; \
+	fi
+
+# The metrics tests start Debian's Prometheus and Pushgateway on free loopback ports of
+# their own. Installing them must not start the packaged services (9090/9091): the
+# install runs under a policy-rc.d that refuses every service start (Docker images ship
+# one; it is added for the install only when missing), and never waits on systemd.
+PROM_BINS := /usr/bin/prometheus /usr/bin/prometheus-pushgateway /usr/bin/promtool
+
+.PHONY: prometheus
+prometheus: ## Make sure Debian's prometheus and pushgateway are installed (apt-get as root)
+	@if ls $(PROM_BINS) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing prometheus and prometheus-pushgateway for the metrics tests (apt-get, once)"; \
+		policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && added=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus prometheus-pushgateway >/dev/null; rc=$$?; \
+		if [ -n "$$added" ]; then rm -f $$policy; fi; \
+		[ $$rc = 0 ] && ls $(PROM_BINS) >/dev/null; \
+	else \
+		echo "$(PROM_BINS) missing: run 'sudo apt-get install prometheus prometheus-pushgateway' (or 'sudo make prometheus')" >&2; \
 		exit 1; \
 	fi
 
