@@ -13,13 +13,16 @@ The kernel then guarantees, for every run of either flow:
 * a crash ends ``failed`` with its cause in one line; SIGINT/SIGTERM end
   ``interrupted``, and the record of the run is written before the signal ends it
   (signals wait while the report, the audit entry and the MLflow record are written);
-* the report is written (``--report``), and the run's Prefect artifacts are the gate
+* the run's Prometheus metrics are written (`tasks.monitoring.metrics`: a textfile
+  per flow, pushed to a Pushgateway when one is configured; never the verdict), the
+  report is written (``--report``), and the run's Prefect artifacts are the gate
   table, the report and a link to its MLflow run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -200,6 +203,7 @@ def execute(
                 # and one that never reached MLflow skips it (not worth the import). The
                 # report, the audit log and Prefect hold the run's end either way.
                 mlflow_run = bounded(lambda: record(run), INTERRUPTED_MLFLOW_SECONDS)
+        _metrics(run, kind)
         if report_path:
             report.write(Path(report_path))
         _artifacts(run, kind, mlflow_run)
@@ -235,6 +239,27 @@ def bounded(fn: Callable[[], str | None], seconds: float) -> str | None:
     worker.start()
     worker.join(seconds)
     return result[0] if result else None
+
+
+def _metrics(run: Run, kind: FlowKind) -> None:
+    """The run's Prometheus metrics: the textfile, and the Pushgateway when configured.
+    Never the run's verdict: where they went (or why not) is the report's ``metrics``
+    entry and, on failure, one warning line in the run's log."""
+    from tasks.monitoring.metrics import record_metrics
+
+    report = run.report
+    try:
+        outcome = record_metrics(run.ctx.settings, report.model_dump(), flow=kind.name)
+    except OSError as exc:
+        report.metrics = {"path": None, "pushed": None, "error": explain(exc)}
+    else:
+        report.metrics = {
+            "path": str(outcome.path),
+            "pushed": outcome.pushed,
+            "error": outcome.error,
+        }
+    if report.metrics["error"]:
+        logging.getLogger(__name__).warning("metrics: %s", report.metrics["error"])
 
 
 def _artifacts(run: Run, kind: FlowKind, mlflow_run: str | None) -> None:

@@ -65,7 +65,17 @@ def check_integrity(settings: Settings, endpoint: Any, workdir: Path, seen: Watc
     name = settings.model.name
     ref = f"models:/{name}@{CHAMPION}"
     threshold = {"champion": ref, "failed_checks": 0}
-    result = verify_reference(settings, ref, workdir, endpoint=endpoint).result
+    if not settings.trust.signers and not settings.keys_dir.is_dir():
+        return failed(
+            "monitor.integrity",
+            threshold=threshold,
+            detail=f"no champion: nothing was ever deployed from {settings.state_dir} (no "
+            "keys); run `secure-pipeline run` first, or pin the trainer's key in [trust] signers",
+        )
+    try:
+        result = verify_reference(settings, ref, workdir, endpoint=endpoint).result
+    except PipelineError as exc:  # an unusable trust root or reference: said, fails closed
+        return failed("monitor.integrity", threshold=threshold, detail=f"{ref}: {exc}")
     metrics = {
         "checks": len(result.checks),
         "failed_checks": sum(not ok for _, ok, _ in result.checks),
