@@ -95,7 +95,9 @@ def capped(groups: Sequence[Group], limit: int = MAX_GROUPS) -> list[Bar]:
     )
     keep = set(rank[: limit - 1])
     rest = [g for i, g in enumerate(groups) if i not in keep]
-    bars = [Bar(g.label, g.reference, g.batch, g.flagged) for i, g in enumerate(groups) if i in keep]
+    bars = [
+        Bar(g.label, g.reference, g.batch, g.flagged) for i, g in enumerate(groups) if i in keep
+    ]
     bars.append(
         Bar(
             f"others ({len(rest)} groups)",
@@ -128,7 +130,10 @@ def _row(index: int, bar: Bar, scale: float) -> str:
     parts.append(
         f'<text x="{_LABEL_X}" y="{y + 15}" text-anchor="end"{weight}>{tip}{esc(label)}</text>'
     )
-    for offset, value, colour in ((3, bar.reference, REFERENCE_COLOUR), (11, bar.batch, BATCH_COLOUR)):
+    for offset, value, colour in (
+        (3, bar.reference, REFERENCE_COLOUR),
+        (11, bar.batch, BATCH_COLOUR),
+    ):
         number = finite(value)
         width = 0.0 if number <= 0 else max(1.0, number / scale * _BAR_W)
         parts.append(

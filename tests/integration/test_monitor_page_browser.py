@@ -39,8 +39,12 @@ def test_monitor_page_renders_offline_in_chromium(tmp_path: Path) -> None:
     except BrowserMissing as exc:
         pytest.fail(str(exc), pytrace=False)
     html = render_page(
-        title="Monitoring of breast_cancer", status="alert", gates=GATES, drift=_report(),
-        quality=QUALITY, facts=FACTS,
+        title="Monitoring of breast_cancer",
+        status="alert",
+        gates=GATES,
+        drift=_report(),
+        quality=QUALITY,
+        facts=FACTS,
     )
     page = write_page(tmp_path, "3f2a9c1e-0000", html)
     shot = screenshot(page.as_uri(), artifact_path("monitor-page.png"), width=1280, height=2400)

@@ -16,7 +16,7 @@ from tasks.monitoring import charts
 from tasks.monitoring.page import CSP, MAX_CHARTS, MAX_LISTED, render_page, write_page
 from tasks.monitoring.types import ColumnDrift, DriftReport, Group, QualityReport
 
-HOSTILE = '<script>alert(1)</script>'
+HOSTILE = "<script>alert(1)</script>"
 QUOTED = 'a"b\' onmouseover="x'
 URLISH = "https://evil.example/x?a=1"
 FACTS = {
@@ -37,8 +37,14 @@ def _bins(shift: float = 0.0, n: int = 8) -> list[Group]:
     return [*groups, last]
 
 
-def _column(name: str, *, moved: bool = False, kind: str = "numeric", psi: float = 0.01,
-            groups: list[Group] | None = None) -> ColumnDrift:
+def _column(
+    name: str,
+    *,
+    moved: bool = False,
+    kind: str = "numeric",
+    psi: float = 0.01,
+    groups: list[Group] | None = None,
+) -> ColumnDrift:
     return ColumnDrift(
         column=name,
         kind=kind,  # type: ignore[arg-type]
@@ -90,7 +96,11 @@ GATES: list[GateResult] = [
     passed("monitor.quality", metrics={"accuracy": 0.9412}, threshold={"min": 0.85}),
 ]
 QUALITY = QualityReport(
-    rows=400, labelled=True, accuracy=0.9412, estimated_accuracy=None, floor=0.85,
+    rows=400,
+    labelled=True,
+    accuracy=0.9412,
+    estimated_accuracy=None,
+    floor=0.85,
     method="accuracy on the batch's labels (one-sided binomial test against the floor)",
 )
 
@@ -138,8 +148,12 @@ def assert_self_contained(page: str) -> _Doc:
 
 def test_page_is_self_contained_and_escapes_hostile_names() -> None:
     page = render_page(
-        title=f"Monitoring of {HOSTILE}", status="alert", gates=GATES, drift=_report(),
-        quality=QUALITY, facts=FACTS,
+        title=f"Monitoring of {HOSTILE}",
+        status="alert",
+        gates=GATES,
+        drift=_report(),
+        quality=QUALITY,
+        facts=FACTS,
     )
     doc = assert_self_contained(page)
     text = " ".join(doc.text)
@@ -153,7 +167,8 @@ def test_page_is_self_contained_and_escapes_hostile_names() -> None:
     # Verdicts first, then every gate in a table.
     assert re.search(r'id="verdict-integrity">.*?passed', page)
     assert "monitor.drift" in text and "moved=3" in text and "alpha=0.01" in text
-    assert page.index('id="verdict-audit"') < page.index('id="quality"') < page.index('id="gates"') < page.index('id="drift"')
+    order = ['id="verdict-audit"', 'id="quality"', 'id="gates"', 'id="drift"']
+    assert [page.index(o) for o in order] == sorted(page.index(o) for o in order)
     assert 'class="failed" data-gate="monitor.drift"' in page
     # Quality: measured accuracy against the floor, with the method in words.
     assert "measured accuracy 0.941" in text and "at or above the floor" in text
@@ -194,14 +209,29 @@ def test_groups_in_reading_order_and_capped() -> None:
     assert len(bars) == charts.MAX_GROUPS and bars[-1].label == "others (76 groups)"
     assert any(b.label == "'k99'" and b.flagged for b in bars)  # a flagged group stays visible
     assert sum(b.reference for b in bars) == pytest.approx(1.0)
+    nan = float("nan")
+    odd = _column("odd", psi=nan, groups=[Group("[0, 1)", nan, float("inf"), nan, True)])
+    page = render_page(
+        title="m",
+        status="alert",
+        gates=[],
+        drift=DriftReport(rows=1, reference_rows=1, alpha=0.01, threshold={}, columns=[odd]),
+        quality=None,
+        facts={},
+    )
+    assert "psi <b>n/a</b>" in page and "0% \u2192 0% flagged" in page  # no NaN drawn
     svg = charts.group_chart(_column("wide", kind="categorical", groups=many))
     assert svg.count(f'fill="{charts.BATCH_COLOUR}"') == charts.MAX_GROUPS + 1  # + legend
 
 
 def test_a_2000_column_report_gives_a_page_of_bounded_size() -> None:
     wide = [
-        _column(f"c{i:05d} " + "x" * 200, moved=i % 3 == 0, psi=i / 2000,
-                groups=[Group(f"'v{j}'", 1 / 40, 1 / 40) for j in range(40)])
+        _column(
+            f"c{i:05d} " + "x" * 200,
+            moved=i % 3 == 0,
+            psi=i / 2000,
+            groups=[Group(f"'v{j}'", 1 / 40, 1 / 40) for j in range(40)],
+        )
         for i in range(2000)
     ]
     report = DriftReport(rows=10**6, reference_rows=10**6, alpha=0.01, threshold={}, columns=wide)
@@ -211,7 +241,7 @@ def test_a_2000_column_report_gives_a_page_of_bounded_size() -> None:
     assert_self_contained(page)
     size = len(page.encode())
     print(f"\n2,000 columns of 40 groups: {size / 1024:.0f} KiB")
-    assert size < 1_500_000
+    assert size < 1_000_000  # measured 0.6 MB; the caps, not the 2,000 columns, set it
     hidden = 2000 - MAX_CHARTS - MAX_LISTED
     assert f"{hidden} more columns" in page and "667 of 2000 columns moved" in page
     assert page.count('<svg class="chart"') == MAX_CHARTS
@@ -219,9 +249,7 @@ def test_a_2000_column_report_gives_a_page_of_bounded_size() -> None:
 
 def test_without_a_batch_the_page_shows_the_verdicts_only() -> None:
     gates = [GATES[0], failed("monitor.audit", metrics={"broken_at": 4}, detail="re-anchor")]
-    page = render_page(
-        title="m", status="failed", gates=gates, drift=None, quality=None, facts={}
-    )
+    page = render_page(title="m", status="failed", gates=gates, drift=None, quality=None, facts={})
     doc = assert_self_contained(page)
     text = " ".join(" ".join(doc.text).split())
     assert 'class="badge fail">FAILED<' in page
@@ -232,7 +260,11 @@ def test_without_a_batch_the_page_shows_the_verdicts_only() -> None:
 
 def test_estimated_quality_and_missing_verdicts_are_named() -> None:
     estimate = QualityReport(
-        rows=50, labelled=False, accuracy=None, estimated_accuracy=0.8, floor=0.85,
+        rows=50,
+        labelled=False,
+        accuracy=None,
+        estimated_accuracy=0.8,
+        floor=0.85,
         method="average confidence (assumes the model stays calibrated on the batch)",
     )
     page = render_page(
