@@ -56,7 +56,7 @@ margin:0 auto;padding:16px;max-width:1240px;color:#1b1f24;background:#fff;
 -webkit-print-color-adjust:exact;print-color-adjust:exact}}
 h1{{font-size:22px;margin:0 0 6px;overflow-wrap:anywhere}}
 h2{{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}}
-h3{{font-size:15px;margin:0 0 4px;overflow-wrap:anywhere}}
+h3{{font-size:15px;margin:0 0 4px;overflow-wrap:anywhere}}section>h3{{margin:18px 0 6px}}
 .badge{{display:inline-block;padding:2px 10px;border-radius:4px;font-weight:700;color:#fff;
 font-size:14px;vertical-align:middle}}
 .ok{{background:#1a7f37}}.alert{{background:#9a3d00}}.fail{{background:#cf222e}}
