@@ -142,8 +142,6 @@ def _settle(run: Run, seen: Watched) -> None:
     """The report's monitoring section and the page, once every check has run."""
     from tasks.monitoring.page import render_page, write_page
 
-    from tasks.common.files import PUBLIC
-
     report = run.report
     report.monitor = {
         "champion": seen.champion or None,
@@ -170,7 +168,6 @@ def _settle(run: Run, seen: Watched) -> None:
     except OSError as exc:  # the verdict stands without its picture
         run.ctx.audit.append("monitor.page_failed", run_id=run.ctx.run_id, error=str(exc)[:200])
         return
-    seen.page.chmod(PUBLIC)
     report.monitor["page"] = str(seen.page)
 
 
