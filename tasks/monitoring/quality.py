@@ -112,15 +112,21 @@ def quality_gate(q: QualityReport, alpha: float) -> GateResult:
     the estimate, which is not a verdict."""
     threshold: dict[str, Any] = {"min_accuracy": q.floor, "alpha": alpha}
     if not q.labelled or q.accuracy is None:
-        estimate = "none" if q.estimated_accuracy is None else f"{q.estimated_accuracy:.3f}"
+        if q.estimated_accuracy is None:
+            how = "none: the model gives no probabilities"
+        else:
+            how = (
+                f"{q.estimated_accuracy:.3f}, confidence-based: right only for calibrated "
+                "probabilities and inputs that shifted without changing what they mean"
+            )
         return check(
             GATE,
             ok=True,
             metrics={"labelled": False, "rows": q.rows, "estimated_accuracy": q.estimated_accuracy},
             threshold=threshold,
             detail=(
-                f"no labels in the batch: estimated accuracy {estimate} against the floor "
-                f"{q.floor} ({q.method}); an estimate, not a verdict: label a sample to measure"
+                f"no labels in the batch: estimated accuracy {how} (floor {q.floor}); an "
+                "estimate, not a verdict: label a sample of the batch to measure it"
             ),
         )
     right = round(q.accuracy * q.rows)
