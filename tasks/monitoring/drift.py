@@ -111,6 +111,9 @@ def _numeric(frame: pd.DataFrame, column: str, stats: Mapping[str, Any]) -> _Cou
     missing_ref = float(np.sum(stats["missing"]))
     finite = np.isfinite(values)
     n_missing = float(len(values) - np.count_nonzero(finite))
+    if np.isinf(values).any():  # an infinity is missing, as in the reference (rare: copy)
+        values = np.where(finite, values, np.nan)
+    del finite
     if not len(edges):  # the reference held no value at all: present vs missing
         return _Counted(
             column,
@@ -123,18 +126,14 @@ def _numeric(frame: pd.DataFrame, column: str, stats: Mapping[str, Any]) -> _Cou
         )
     n_bins = max(len(edges) - 1, 1)
     ref_bins = np.asarray(stats["counts"], dtype=np.float64).reshape(n_bins, -1).sum(axis=1)
+    # Counts only, no bin per row: rows below each left edge (NaN compares False), one
+    # comparison per edge (about 20x faster than a binary search per row at 1M rows).
     with np.errstate(invalid="ignore"):
-        low = np.count_nonzero(values < edges[0])
+        below = np.array([np.count_nonzero(values < e) for e in edges[:n_bins]], dtype=np.int64)
         high = np.count_nonzero(values > edges[-1])
-    # one code per row: NaN and out-of-range rows are counted above, so they are dropped
-    # from the bin count by giving them the bin beyond the last one (sliced off below)
-    if len(edges) > 2:
-        idx = np.searchsorted(edges[1:-1], values, side="right")
-    else:
-        idx = np.zeros(len(values), dtype=np.intp)
-    with np.errstate(invalid="ignore"):
-        idx[~finite | (values < edges[0]) | (values > edges[-1])] = n_bins
-    bins = np.bincount(idx, minlength=n_bins + 1)[:n_bins].astype(np.float64)
+    low = int(below[0])
+    inside_or_low = len(values) - int(n_missing) - high  # finite rows up to the last edge
+    bins = np.diff(np.append(below, inside_or_low)).astype(np.float64)
     labels = [*_bin_labels(edges), f"below {_num(edges[0])}", f"above {_num(edges[-1])}"]
     return _Counted(
         column,

@@ -157,7 +157,8 @@ def test_bins_match_the_screens_counting(bc, bc_profile):
     `tasks.checks.conditional.numeric_groups` counts them (the screens' machinery)."""
     stats = bc_profile["conditional"]["numeric"]["mean radius"]
     edges = np.asarray(stats["edges"])
-    values = np.concatenate([edges, edges[:-1] + 1e-9, [edges[0] - 1, edges[-1] + 1, np.nan]])
+    extra = [edges[0] - 1, edges[-1] + 1, np.nan, np.inf, -np.inf]
+    values = np.concatenate([edges, edges[:-1] + 1e-9, edges[1:] - 1e-9, extra])
     batch = bc.iloc[np.arange(len(values)) % len(bc)].assign(**{"mean radius": values})
     col = next(c for c in measure_drift(batch, bc_profile).columns if c.column == "mean radius")
     theirs = numeric_groups(edges, values, np.zeros(len(values), dtype=np.int64), 1)
