@@ -31,6 +31,7 @@ from prefect.states import Failed, State
 from flows.kernel import TRAINING, Run, deployment_config, execute
 from tasks.common import progress
 from tasks.common.anchors import bucket_has_history
+from tasks.common.audit import AuditLog
 from tasks.common.context import Dataset, RunContext
 from tasks.common.gates import GateResult
 from tasks.common.outcome import record_outcome
@@ -127,7 +128,9 @@ def run_pipeline(
     """The flow's body: every stage in order, inside a Prefect flow run and the run
     kernel (`flows.kernel`: audit, verdicts, signals, report, artifacts)."""
     ctx = RunContext(settings=settings, run_id=str(runtime.flow_run.id or uuid.uuid4()))
-    had_audit = settings.audit_path.exists() and settings.audit_path.stat().st_size > 0
+    # Keys were made here once (a monitoring run before the first training leaves audit
+    # entries and an anchor, but never keys): their absence now means they were removed.
+    had_audit = AuditLog(settings.audit_path).recorded("keys.created")
     made = _Made()
     return execute(
         ctx,

@@ -62,7 +62,7 @@ def pipeline_signer(settings: Settings) -> Any:
     from tasks.trust.signing import Signer
 
     ring, created = keys.ensure_keys(
-        settings.keys_dir, had_runs=lambda: settings.audit_path.exists()
+        settings.keys_dir, had_runs=lambda: AuditLog(settings.audit_path).recorded("keys.created")
     )
     if created:
         AuditLog(settings.audit_path).append("keys.created", keys=keys.key_ids(ring), by="init")

@@ -43,4 +43,5 @@ def cmd_monitor(settings: Settings, args: argparse.Namespace) -> int:
             tags=[*run_tags(settings), "monitoring"],
             parameters={"data": data, "data_root": data_root},
             exit_codes={"healthy": EXIT_OK, "alert": EXIT_BLOCKED},
+            fail_word="ALERT",
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, say
 from tasks.common import environment
+from tasks.common.audit import AuditLog
 from tasks.common.errors import signal_number
 from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
@@ -71,7 +72,7 @@ def _data_arg(value: str | None) -> tuple[str | None, str | None]:
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if has_keys(settings.keys_dir):
         require(settings.keys_dir)  # a key gone missing refuses the run before it starts
-    elif settings.audit_path.exists():  # runs happened here: the keys were removed (exit 2)
+    elif AuditLog(settings.audit_path).recorded("keys.created"):  # they were removed (exit 2)
         ensure_keys(settings.keys_dir, had_runs=lambda: True)
     data, data_root = _data_arg(args.data)
     # Whatever the run writes (reports, logs, MLflow's store, Prefect's home) is the
@@ -107,6 +108,7 @@ def run_flow(
     tags: list[str],
     parameters: dict[str, Any],
     exit_codes: dict[str, int],
+    fail_word: str = "BLOCKED",
 ) -> int:
     """Run `flow` once in this process (on the temporary Prefect API the caller holds),
     print its stage lines and verdict, and return the exit code its report's status
@@ -122,7 +124,8 @@ def run_flow(
     console_log = settings.state_dir / "logs" / "last-run.log"
     console_log.parent.mkdir(parents=True, exist_ok=True)
 
-    progress.attach(None if args.quiet else sys.stderr)  # before stderr goes to the log
+    # Before stderr goes to the log.
+    progress.attach(None if args.quiet else sys.stderr, fail_word=fail_word)
 
     signum: int | None = None
     try:

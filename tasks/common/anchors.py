@@ -28,8 +28,10 @@ PREFIX = "audit-anchors/"
 
 
 def bucket_has_history(settings: Settings, client: Any) -> bool:
-    """Whether the bucket holds anchors or releases (any version, delete markers too)."""
-    for prefix in (PREFIX, settings.storage.prefix.strip("/") + "/"):
+    """Whether the bucket holds releases (any version, delete markers too): something
+    was signed for this bucket. Anchors alone do not count: a monitoring run before
+    the first training anchors its audit entries, and it never had keys."""
+    for prefix in (settings.storage.prefix.strip("/") + "/",):
         page = client.list_object_versions(Bucket=settings.storage.bucket, Prefix=prefix, MaxKeys=1)
         if page.get("Versions") or page.get("DeleteMarkers"):
             return True

@@ -79,6 +79,16 @@ class AuditLog:
             os.fsync(fh.fileno())
         return str(entry["hash"])
 
+    def recorded(self, event: str) -> bool:
+        """Whether any entry is of kind `event` (a plain scan: for a decision such as
+        "keys were created here", not a verification; `verify` checks the chain)."""
+        needle = json.dumps({"event": event})[1:-1].encode()  # '"event": "<event>"'
+        try:
+            with self.path.open("rb") as fh:
+                return any(needle in line for line in fh)
+        except FileNotFoundError:
+            return False
+
     def verify(self) -> ChainStatus:
         """Recompute the chain; report the first line that does not hold."""
         if not self.path.exists():

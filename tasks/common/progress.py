@@ -24,13 +24,15 @@ TICK = 10.0  # seconds between the "still running" lines of a long stage
 
 _lock = threading.Lock()
 _out: TextIO | None = None
+_fail_word = "BLOCKED"  # a stage with a failed gate: BLOCKED (training), ALERT (monitoring)
 
 
-def attach(stream: TextIO | None) -> None:
-    """Print stage lines to `stream` from now on (None: print nothing)."""
-    global _out
+def attach(stream: TextIO | None, *, fail_word: str = "BLOCKED") -> None:
+    """Print stage lines to `stream` from now on (None: print nothing); a stage with a
+    failed gate is shown as `fail_word`."""
+    global _out, _fail_word
     with _lock:
-        _out = stream
+        _out, _fail_word = stream, fail_word
 
 
 def _say(text: str) -> None:
@@ -50,7 +52,7 @@ def _say(text: str) -> None:
 def stage_line(name: str, results: Sequence[GateResult], seconds: float | None) -> str:
     """``  validate   BLOCKED  11/12 gates passed   2.6 s`` (aligned columns)."""
     passed = sum(r.passed for r in results)
-    verdict = "ok" if passed == len(results) else "BLOCKED"
+    verdict = "ok" if passed == len(results) else _fail_word
     took = f"{seconds:6.1f} s" if seconds is not None else ""
     return f"  {name:<9} {verdict:<8} {passed:>2}/{len(results):<2} gates passed {took}"
 
