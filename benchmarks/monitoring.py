@@ -74,19 +74,20 @@ def _peak_mb() -> float:
 # --- the batch ----------------------------------------------------------------------
 
 
-def write_batch(data: Path) -> Path:
-    """The drifted 1M-row batch (kept: deterministic), from the bench's large table."""
+def write_batch(data: Path, rows: int = BATCH_ROWS) -> Path:
+    """The drifted batch in `data` (kept: deterministic), from the bench's table of
+    `rows` rows (seed 3, written first if absent: the training section's large table)."""
     import numpy as np
     import pandas as pd
 
     from benchmarks.table import write_table
 
-    out = data / f"monitoring_batch_{BATCH_ROWS}_{BATCH_SEED}.csv"
+    out = data / f"monitoring_batch_{rows}_{BATCH_SEED}.csv"
     if out.exists():
         return out
-    source = data / f"table_{BATCH_ROWS}_{BATCH_SEED}.csv"
+    source = data / f"table_{rows}_{BATCH_SEED}.csv"
     if not source.exists():
-        write_table(source.with_suffix(".part"), BATCH_ROWS, seed=BATCH_SEED).rename(source)
+        write_table(source.with_suffix(".part"), rows, seed=BATCH_SEED).rename(source)
     rng = np.random.default_rng(11)
     part = out.with_suffix(".part")
     with part.open("w", newline="") as sink:
