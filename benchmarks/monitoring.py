@@ -267,6 +267,7 @@ def run(bench: Bench, config: Path, repeats: int) -> dict[str, Any]:
         "read": (ours, [str(batch)]),
         "read_ev": (evidently, [str(batch)]),
     }
+    load = [round(x, 2) for x in os.getloadavg()]  # a shared machine: say how busy it was
     for kind in KINDS:  # untimed warm-up: file caches, .pyc files of a fresh venv
         _measure(bench, argv[kind][0], kind, *argv[kind][1])
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
@@ -280,7 +281,8 @@ def run(bench: Bench, config: Path, repeats: int) -> dict[str, Any]:
                 f"moved {m.get('moved', '-')}{note}\n"
             )
             sys.stdout.flush()
-    return {"rows": BATCH_ROWS, "batch": str(batch), "drifts": DRIFTS, "runs": runs}
+    load += [round(x, 2) for x in os.getloadavg()]
+    return {"rows": BATCH_ROWS, "batch": str(batch), "drifts": DRIFTS, "load": load, "runs": runs}
 
 
 def failures(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -294,7 +296,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         return statistics.median(m[key] for m in results["runs"][kind])
 
     out: dict[str, Any] = {"rows": results["rows"], "injected": sorted(results["drifts"])}
-    out["drifts"] = results["drifts"]
+    out["drifts"], out["load"] = results["drifts"], results.get("load")
     for kind in KINDS:
         out[kind] = {
             k: med(kind, k)
@@ -351,6 +353,7 @@ def markdown(s: dict[str, Any], checks: list[tuple[str, float, str, bool]]) -> s
         "- injected: " + "; ".join(f"{c} {w}" for c, w in s["drifts"].items()),
         f"- ours flagged: {', '.join(s['ours']['moved']) or 'none'}",
         f"- Evidently flagged: {', '.join(s['evidently']['moved']) or 'none'}",
+        f"- load average (1, 5, 15 min) at the start, then at the end: {s.get('load')}",
         "",
         "| target | measured | bound | |",
         "|---|---|---|---|",
