@@ -91,17 +91,17 @@ def tables() -> dict[str, tuple[dict[str, Any], Draw, dict[str, tuple[list[str],
             _set_share("target", 0, 0.15, only_other=True),
         ),
     }
-    north = {"only_other": True}
+    other = {"only_other": True}  # only rows not already holding the value
     mixed_drifts: dict[str, tuple[list[str], Inject]] = {
         "income x1.3": (["income"], _scale(["income"], 1.3)),
         "income x1.1": (["income"], _scale(["income"], 1.1)),
-        "region 'north' +15 points": (["region"], _set_share("region", "north", 0.15, **north)),
-        "region 'north' +5 points": (["region"], _set_share("region", "north", 0.05, **north)),
+        "region 'north' +15 points": (["region"], _set_share("region", "north", 0.15, **other)),
+        "region 'north' +5 points": (["region"], _set_share("region", "north", 0.05, **other)),
         "tenure 20% missing": (["tenure"], _set_share("tenure", np.nan, 0.20)),
         "tenure 5% missing": (["tenure"], _set_share("tenure", np.nan, 0.05)),
         "plan unseen in 10%": (["plan"], _set_share("plan", "enterprise", 0.10)),
         "plan unseen in 2%": (["plan"], _set_share("plan", "enterprise", 0.02)),
-        "segment 'high' in 15% more": (["segment"], _set_share("segment", "high", 0.15, **north)),
+        "segment 'high' in 15% more": (["segment"], _set_share("segment", "high", 0.15, **other)),
     }  # fmt: skip
     return {
         "breast_cancer (bootstrap)": (bc_profile, bc_draw, bc_drifts),

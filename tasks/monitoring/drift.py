@@ -24,11 +24,20 @@ rows, and ``min_shift`` or ``min_relative_shift`` x its reference share), so a
 The population stability index (PSI) of each column over the same groups is reported
 for dashboards (0.5 row added to every group on both sides, so an empty group is
 finite); it plays no part in the verdict: its usual 0.1 / 0.25 rules of thumb are not
-calibrated for sample size (a 200-row batch of clean data often exceeds 0.1).
+calibrated for sample size (clean 200-row resamples of the bundled table: 41% of the
+columns above 0.1, some column above it in every batch; at 500 rows none).
 
-Counting is vectorised (one float array per numeric column at a time, one hash pass
-per categorical column): about a second for a 1M-row, 20-column batch
-(benchmarks/monitor_calibration.py).
+Measured (benchmarks/monitor_calibration.py, defaults): no false alarm in 200 clean
+500-row, 100 clean 5,000-row and 20 clean 100,000-row batches of either the bundled
+table (bootstrap resamples) or the mixed synthetic table (fresh draws): Holm, the
+two-sided Fisher test and the reference's equal-count bins all err on the quiet side.
+Detected in every batch at 500 rows: an input scaled 1.3x (the bundled table: 0.90),
+a category gaining 15 points, 5% more missing cells, an unseen category in 2% of rows,
+15% of labels moved to one class; at 5,000 rows also a 5-point category shift. Not
+detected: a 1.1x scale of the bundled table's inputs (0.12 at 5,000 rows: its 569
+reference rows are the limit). Counting is vectorised (one comparison per bin edge,
+one hash pass per categorical column): 0.8 s for a 1M-row batch of 31 columns,
+under 50 MB beyond the batch itself.
 """
 
 from __future__ import annotations

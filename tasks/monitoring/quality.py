@@ -24,6 +24,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from tasks.checks.poisoning import label_keys, profile_inputs
+from tasks.common.errors import PipelineError
 from tasks.common.gates import GateResult, check
 from tasks.monitoring.types import QualityReport
 
@@ -35,6 +36,10 @@ ESTIMATED = (
     "inputs' distribution shifted (P(label | inputs) unchanged)"
 )
 NO_PROBA = "no labels, and the model has no predict_proba: accuracy not estimated"
+
+
+class QualityInputError(PipelineError, ValueError):
+    """The batch cannot be scored (empty, or without an input the champion needs)."""
 
 
 def _inputs(pipeline: Any, profile: Mapping[str, Any]) -> list[str]:
@@ -67,19 +72,33 @@ def measure_quality(
     Args:
         pipeline: The champion (a fitted scikit-learn Pipeline over the input columns).
         frame: The batch after ingestion (inputs, maybe the label ``profile["target"]``).
-        profile: The verified reference profile (its target and inputs).
+        profile: The verified reference profile (its target; its inputs when the model
+            does not record the columns it was fitted on).
         floor: The accuracy the champion is held to (recorded in the report).
         alpha: Unused here (the gate tests at it); accepted so the flow passes the
             monitoring settings in one place.
+
+    Raises:
+        QualityInputError: the batch is empty or lacks an input of the champion.
     """
     del alpha  # the significance level belongs to the gate (`quality_gate`)
-    x = frame[_inputs(pipeline, profile)]
+    if not len(frame):
+        raise QualityInputError("the batch is empty: no rows to measure the champion on")
+    inputs = _inputs(pipeline, profile)
+    absent = [c for c in inputs if c not in frame.columns]
+    if absent:
+        more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
+        raise QualityInputError(
+            f"the batch lacks the champion's input(s) {absent[:10]}{more}: the monitored "
+            "source must carry every input the model was trained on"
+        )
+    x = frame[inputs]
     target = profile["target"]
     truth = frame[target] if target in frame.columns else None
     labelled = truth.notna().to_numpy() if truth is not None else np.zeros(len(frame), bool)
     estimate: float | None = None
     pred: np.ndarray | None = None
-    if hasattr(pipeline, "predict_proba") and len(frame):
+    if hasattr(pipeline, "predict_proba"):
         proba = np.asarray(pipeline.predict_proba(x))
         estimate = confidence_estimate(proba)
         if labelled.any():  # the predicted class, as predict() gives it, without a rerun

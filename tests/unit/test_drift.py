@@ -222,3 +222,19 @@ def test_false_alarms_on_clean_batches_are_rare(bc, bc_profile, mixed_profile):
         )
         alerts += bool(measure_drift(fresh(500, seed=100 + seed), mixed_profile).moved)
     assert alerts <= 1
+
+
+def test_a_constant_and_an_empty_reference_column():
+    """One reference value: one bin ("= 5"); no reference value: present vs missing."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=300), "const": 5.0, "gone": np.nan, "y": rng.integers(0, 2, 300)}
+    )
+    profile = build_profile(frame, target="y")
+    clean = frame.sample(200, replace=True, random_state=1)
+    report = measure_drift(clean, profile)
+    assert not report.moved
+    groups = {c.column: [g.label for g in c.groups] for c in report.columns}
+    assert groups["const"] == ["= 5", "below 5", "above 5", "missing"]
+    assert groups["gone"] == ["present", "missing"]
+    assert moved(measure_drift(clean.assign(const=6.0, gone=1.0), profile)) == {"const", "gone"}

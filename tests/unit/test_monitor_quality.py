@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tasks.checks.profile import build_profile
+from tasks.common.errors import PipelineError
 from tasks.common.settings import ModelConfig
 from tasks.models import fit_pipeline
 from tasks.monitoring.quality import measure_quality, quality_gate
@@ -132,3 +133,10 @@ def test_a_model_without_probabilities_has_no_estimate(reference, profile, batch
     labelled = batch[[*NUMERIC, "segment"]].fillna({c: 0 for c in NUMERIC})
     q = measure_quality(model, labelled, profile, floor=FLOOR, alpha=ALPHA)
     assert q.accuracy == pytest.approx(float(model.score(unlabelled, batch["segment"])))
+
+
+def test_a_batch_the_champion_cannot_score_is_refused(champion, profile, batch):
+    with pytest.raises(PipelineError, match="batch is empty"):
+        measure_quality(champion, batch.iloc[:0], profile, floor=FLOOR, alpha=ALPHA)
+    with pytest.raises(PipelineError, match=r"lacks the champion's input\(s\) \['plan'\]"):
+        measure_quality(champion, batch.drop(columns="plan"), profile, floor=FLOOR, alpha=ALPHA)
