@@ -3,6 +3,7 @@ this template, on the same machine in the same session. Ratios only: the targets
 name an absolute time.
 
     .venv/bin/python -m benchmarks.run [--rows 100000,1000000] [--repeats 3]
+                                       [--only training|monitoring]
 
 What runs (everything under ``<state dir>/bench/``, its own state directory included):
 
@@ -18,11 +19,13 @@ What runs (everything under ``<state dir>/bench/``, its own state directory incl
    the same bucket. One untimed warm-up of each comes first (file caches, .pyc files).
 4. The release path's encryption (`tasks.trust.envelope.encrypt`) against raw AES-GCM
    (`cryptography`) on the same 64 MiB.
+5. The monitoring section (`benchmarks.monitoring`): the drift check on a drifted
+   1M-row batch against Evidently's DataDriftPreset and a pandas read.
 
 It reports medians of wall time and peak RSS (VmHWM of the flow's process), the secure
 run's per-stage times (from its run report) and the plain flow's per-task times,
 writes ``bench.md``, ``bench.png`` and ``bench.json``, and exits 1 when a target is
-missed (or a run did not deploy).
+missed (or a run did not deploy or complete).
 """
 
 from __future__ import annotations
@@ -204,10 +207,13 @@ class Bench:
         # The tables live beside the reference; --data must resolve under data_root.
         text = config.read_text().replace('data_root = "."', f'data_root = "{self.data}"')
         config.write_text(text)
+        return config
+
+    def up(self, config: Path) -> None:
+        """The S3 server both training flows use, kept up until `stop`."""
         up = self._run([self.cli, "local", "up", "--no-ui", "--config", str(config)])
         if up.returncode != 0:
             raise SystemExit(f"could not start the S3 server: {up.stdout}{up.stderr}")
-        return config
 
     def stop(self, config: Path) -> None:
         self._run([self.cli, "local", "down", "--config", str(config)])
@@ -362,59 +368,77 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="100000,1000000", help="two sizes, small,large")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=("training", "monitoring"), help="one section")
     parser.add_argument("--out", help="default: <state dir>/bench")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1:])
         return 0
+    from benchmarks import monitoring
     from tasks.common.settings import load_settings
 
     sizes = [int(r) for r in args.rows.split(",")]
     if len(sizes) != 2 or sizes[0] >= sizes[1]:
         parser.error("--rows takes two sizes, the smaller first")
+    training = args.only != "monitoring"
     out = Path(args.out) if args.out else load_settings().state_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
     bench = Bench(out.resolve())
-    config = bench.prepare(sizes)
+    config = bench.prepare(sizes if training else [])
     results: dict[str, Any] = {"runs": {}}
-    try:
-        for i, rows in enumerate(sizes):
-            table = str(bench.data / f"table_{rows}_{2 + i}.csv")
-            runs: dict[str, list[dict[str, Any]]] = {"plain": [], "secure": []}
-            if i == 0:  # untimed warm-up
-                bench.measure("plain", table, str(config))
-                bench.measure("secure", table, str(config))
-            for r in range(args.repeats):
-                order = ("plain", "secure") if r % 2 == 0 else ("secure", "plain")
-                for kind in order:
-                    m = bench.measure(kind, table, str(config))
-                    runs[kind].append(m)
-                    note = "" if m.get("deployed") else f"  NOT DEPLOYED: {m.get('reason')}"
-                    sys.stdout.write(
-                        f"{rows:>9,} rows  {kind:<6} {m['wall']:7.1f} s  "
-                        f"{m.get('peak_mb', 0):6.0f} MB  {m.get('stages', '')}{note}\n"
-                    )
-                    sys.stdout.flush()
-            results["runs"][str(rows)] = runs
-        results["crypto"] = bench.measure("crypto", "5")
-    finally:
-        bench.stop(config)
+    if training:
+        bench.up(config)
+        try:
+            for i, rows in enumerate(sizes):
+                table = str(bench.data / f"table_{rows}_{2 + i}.csv")
+                runs: dict[str, list[dict[str, Any]]] = {"plain": [], "secure": []}
+                if i == 0:  # untimed warm-up
+                    bench.measure("plain", table, str(config))
+                    bench.measure("secure", table, str(config))
+                for r in range(args.repeats):
+                    order = ("plain", "secure") if r % 2 == 0 else ("secure", "plain")
+                    for kind in order:
+                        m = bench.measure(kind, table, str(config))
+                        runs[kind].append(m)
+                        note = "" if m.get("deployed") else f"  NOT DEPLOYED: {m.get('reason')}"
+                        sys.stdout.write(
+                            f"{rows:>9,} rows  {kind:<6} {m['wall']:7.1f} s  "
+                            f"{m.get('peak_mb', 0):6.0f} MB  {m.get('stages', '')}{note}\n"
+                        )
+                        sys.stdout.flush()
+                results["runs"][str(rows)] = runs
+            results["crypto"] = bench.measure("crypto", "5")
+        finally:
+            bench.stop(config)
+    if args.only != "training":
+        results["monitoring"] = monitoring.run(bench, config, args.repeats)
     failed = [
         m for runs in results["runs"].values() for ms in runs.values() for m in ms
         if not m.get("deployed")
     ]  # fmt: skip
+    failed += monitoring.failures(results["monitoring"]) if "monitoring" in results else []
     if failed:
         sys.stdout.write(f"{len(failed)} run(s) did not complete; no ratios\n")
         (out / "bench.json").write_text(json.dumps(results, indent=2))
         return 1
-    summary = summarise(results, args.repeats)
-    checks = targets(summary, str(sizes[0]), str(sizes[1]))
-    text = markdown(summary, checks)
+    summary: dict[str, Any] = {}
+    checks: list[tuple[str, float, str, bool]] = []
+    text = ""
+    if training:
+        summary = summarise(results, args.repeats)
+        checks = targets(summary, str(sizes[0]), str(sizes[1]))
+        text = markdown(summary, checks)
+        chart(summary, out / "bench.png")
+    if "monitoring" in results:
+        summary["monitoring"] = monitoring.summarise(results["monitoring"])
+        mchecks = monitoring.targets(summary["monitoring"])
+        text += monitoring.markdown(summary["monitoring"], mchecks)
+        checks += mchecks
     (out / "bench.md").write_text(text)
     (out / "bench.json").write_text(json.dumps({**results, "summary": summary}, indent=2))
-    chart(summary, out / "bench.png")
-    sys.stdout.write("\n" + text + f"\nwritten: {out}/bench.md, bench.png, bench.json\n")
+    written = "bench.md, bench.png, bench.json" if training else "bench.md, bench.json"
+    sys.stdout.write("\n" + text + f"\nwritten: {out}/{written}\n")
     return 0 if all(ok for *_, ok in checks) else 1
 
 
