@@ -43,8 +43,9 @@ def test_a_blocked_run_is_labelled_blocked_with_every_gate_in_its_log(
     gate = report["blocked_by"]
     assert gate.startswith("validate."), gate
 
-    # The terminal: one line per finished stage, the blocking one, then the verdict.
-    lines = proc.stderr.strip().splitlines()
+    # The terminal: one line per finished stage, the blocking one, then the verdict
+    # (on a busy machine a stage past 10 s also says it still runs: not a stage's end).
+    lines = [ln for ln in proc.stderr.strip().splitlines() if " running " not in ln]
     assert "Traceback" not in proc.stderr
     assert [ln.split()[0] for ln in lines[:-1]] == ["ingest", "pii", "validate"], lines
     assert lines[0].split()[1] == "ok" and lines[2].split()[1] == "BLOCKED"
