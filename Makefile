@@ -25,9 +25,14 @@ install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
 run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
+# Two pytest-xdist workers, one test file each at a time (module-scoped stacks stay in one
+# worker): the end-to-end runs mostly wait on subprocesses and service start-up.
+# FORK: TEST_WORKERS=0 runs the suite serially, more workers need more cores.
+TEST_WORKERS ?= 2
+
 .PHONY: test
 test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
 CHROMIUM := /usr/bin/chromium
