@@ -25,10 +25,10 @@ install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
 run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
-# Two pytest-xdist workers, one test file each at a time (module-scoped stacks stay in one
-# worker): the end-to-end runs mostly wait on subprocesses and service start-up.
-# FORK: TEST_WORKERS=0 runs the suite serially, more workers need more cores.
-TEST_WORKERS ?= 2
+# pytest-xdist workers: `make test TEST_WORKERS=2` runs two, one test file each at a time
+# (module-scoped stacks stay in one worker); 0 (the default) runs the suite serially.
+# FORK: raise the default once a parallel run is measured green and faster on your machine.
+TEST_WORKERS ?= 0
 
 .PHONY: test
 test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
