@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,7 @@ from tasks.common.gates import GateFailed, GateResult
 from tasks.common.report import RunReport
 from tasks.common.s3 import s3_client
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
+from tasks.common.signals import deferred
 from tasks.common.tracking import ModelRegistry, record_outcome, run_url
 from tasks.deploy import anchor_audit_task, deploy_task
 from tasks.evaluate import evaluate_task
@@ -184,6 +187,20 @@ def run_pipeline(
         data=data or settings.dataset.source,
         waivers=settings.active_waivers,
     )
+    with contextlib.ExitStack() as recording:
+        return _stages_and_record(ctx, report, had_audit, data, report_path, recording)
+
+
+def _stages_and_record(
+    ctx: RunContext,
+    report: RunReport,
+    had_audit: bool,
+    data: str | None,
+    report_path: str | None,
+    recording: contextlib.ExitStack,
+) -> dict[str, object] | State[Any]:
+    """The stages in order, then the record of how the run ended (signals held)."""
+    settings = ctx.settings
     gates: list[GateResult] = []
     current: list[str] = ["start"]  # the stage running now (named by a block)
     model: TrainedModel | None = None
@@ -265,11 +282,18 @@ def run_pipeline(
             report.status, report.blocked_by = "blocked", exc.gate.name
             progress.finished(current[0], exc.results, report.stages.get(current[0]))
         except Exception as exc:  # noqa: BLE001 - reported as "failed"; the run ends Failed below
+            # Prefect's task engine, hit by a signal before its task run exists, raises
+            # ValueError("Task run is not set") from the interruption: still a signal.
+            interrupted = _signal_behind(exc)
             report.status, report.error = "failed", explain(exc)
         except (KeyboardInterrupt, TerminationSignal) as exc:  # SIGINT or SIGTERM
-            name = signal.Signals(signal_number(exc)).name
-            report.status, interrupted = "interrupted", exc
+            interrupted = exc
+        if interrupted is not None:
+            name = signal.Signals(signal_number(interrupted)).name
+            report.status = "interrupted"
             report.error = f"stopped by {name}; the champion did not move, rerun when ready"
+        # From here the run writes down how it ended: a signal now waits for that.
+        recording.enter_context(deferred(lambda: interrupted is not None))
         report.gates = [g.as_report() for g in gates]
         if model is not None and report.status not in ("deployed", "awaiting_approval"):
             try:  # nobody should promote a version that did not ship
@@ -280,14 +304,25 @@ def run_pipeline(
             "run.end", run_id=ctx.run_id, status=report.status, blocked_by=report.blocked_by
         )
         report.audit_anchor = anchor_audit_task(ctx, anchor_client)
-        mlflow_run = record_outcome(
-            settings,
-            report,
-            flow_run_id=ctx.run_id,
-            model_run_id=model.mlflow_run_id if model is not None else None,
-            model_version=model.version if model is not None else None,
-            release_dir=signed.directory if signed is not None else None,
-        )
+
+        def outcome() -> str | None:
+            return record_outcome(
+                settings,
+                report,
+                flow_run_id=ctx.run_id,
+                model_run_id=model.mlflow_run_id if model is not None else None,
+                model_version=model.version if model is not None else None,
+                release_dir=signed.directory if signed is not None else None,
+            )
+
+        if interrupted is None:
+            mlflow_run = outcome()
+        elif "mlflow" in sys.modules:
+            # A SIGTERM gives seconds, and MLflow cut off mid-write can hold SQLite's lock
+            # for its busy timeout: its record of an interrupted run is bounded, and an
+            # interrupted run that never reached MLflow skips it (not worth the import).
+            # The report, the audit log and Prefect hold the run's end either way.
+            mlflow_run = _bounded(outcome, INTERRUPTED_MLFLOW_SECONDS)
     if report_path:
         report.write(Path(report_path))
     _artifacts(settings, report, mlflow_run)
@@ -300,6 +335,32 @@ def run_pipeline(
     if report.status != "deployed":
         return Failed(message=report.reason)
     return report.model_dump()
+
+
+INTERRUPTED_MLFLOW_SECONDS = 3.0
+
+
+def _signal_behind(exc: BaseException) -> BaseException | None:
+    """The SIGINT/SIGTERM interruption `exc` was raised while handling, if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (KeyboardInterrupt, TerminationSignal)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _bounded(fn: Callable[[], str | None], seconds: float) -> str | None:
+    """`fn()` on a daemon thread, given `seconds`: its result, or None if it took longer
+    (the thread is abandoned; the command ends soon after, and SQLite's journal keeps
+    MLflow's store consistent)."""
+    result: list[str | None] = []
+    worker = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return result[0] if result else None
 
 
 def _artifacts(settings: Settings, report: RunReport, mlflow_run: str | None) -> None:

@@ -33,6 +33,7 @@ from tasks.sources.content import (
     parse,
     sniff_format,
 )
+from tasks.sources.content import parse_error as parser_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -156,14 +157,15 @@ def ingest(
 
     if line_bytes is not None and line_bytes > ds.max_line_bytes:  # refused before parsing
         gates.enforce(size(rows=None, columns=None, cells=None))
-    frame, rows, columns, parse_error = None, None, None, None
+    frame, rows, columns, error, cells = None, None, None, None, None
     if kind in ("csv", "parquet"):
         try:
             frame, rows, columns = parse(
                 data, kind, max_rows=ds.max_rows, max_columns=ds.max_columns
             )
+            cells = None if frame is None else longest_cell(frame)
         except Exception as exc:  # noqa: BLE001 - any parser error refuses the file
-            parse_error = type(exc).__name__
+            frame, rows, columns, error = None, None, None, parser_error(exc)
     gates.enforce(
         run_check(
             "ingest.format",
@@ -171,11 +173,11 @@ def ingest(
             kind=kind,
             rows=rows,
             columns=columns,
-            parse_error=parse_error,
+            parse_error=error,
             data=data,
         )
     )
-    sized = size(rows=rows, columns=columns, cells=None if frame is None else longest_cell(frame))
+    sized = size(rows=rows, columns=columns, cells=cells)
     if frame is None:
         _block(gates, sized if not sized.passed else failed("ingest.size", detail="not parsed"))
     gates.enforce(sized)

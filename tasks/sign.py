@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tasks.checks.installed_files import compare_with_commit, scan_installed
 from tasks.checks.supply_chain import (
     DEPENDENCIES,
     check_dependencies,
@@ -82,6 +83,18 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def check_environment(cache: Path | None = None) -> GateResult:
+    """`sign.dependencies` on this environment: names and versions against the locks,
+    every installed file against its RECORD (`cache`: the directory of the
+    authenticated cache of verified files), the locks against the recorded commit."""
+    return check_dependencies(
+        LOCK_FILE,
+        DEV_LOCK_FILE,
+        files=scan_installed(cache=cache),
+        lock=compare_with_commit(git_commit(), PROJECT_ROOT, [LOCK_FILE, DEV_LOCK_FILE]),
+    )
 
 
 def gate_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -> bytes:
@@ -293,7 +306,7 @@ def sign(
     stage = StageGates(ctx)
     stage.enforce(
         run_check("sign.model_digest", check_model_digest, model),
-        run_check(DEPENDENCIES, check_dependencies, LOCK_FILE, DEV_LOCK_FILE),
+        run_check(DEPENDENCIES, check_environment, ctx.settings.state_dir / "cache"),
     )
     try:
         signed = write_release(

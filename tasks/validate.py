@@ -2,7 +2,9 @@
 
 The suite file is hash-pinned in the config because a loosened suite (wider
 bounds, a dropped column check) is the quiet way for an insider to let bad data
-through. The suite is parsed from the very bytes that were hashed.
+through; with ``[trust] signers`` set it must also be signed by the data steward
+(`tasks.checks.suite_signature`). The suite is parsed from the very bytes that were
+hashed.
 
 Evidence, whether the data passes or not, goes to
 ``<state>/runs/<run_id>/validation/``: the GX result JSON, a self-contained HTML page
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +29,14 @@ import pandas as pd
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.checks.expectations import run_suite
+from tasks.checks.suite_signature import SuiteSignatureError, steward_arguments, verify_suite
 from tasks.checks.validation_page import render_validation_page
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped, sha256_bytes, write_atomic, write_json
 from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
 from tasks.common.report import cell
 from tasks.common.settings import DatasetConfig
+from tasks.trust.signing import PublicKey
 
 log = logging.getLogger(__name__)
 _SUITE_MAX_BYTES = 16 * 1024 * 1024
@@ -59,9 +64,30 @@ def evidence_dir(ctx: RunContext) -> Path:
     return ctx.run_dir / "validation"
 
 
-def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
-    """`validate.suite_integrity`: sha256 of the suite file equals `dataset.suite_sha256`."""
+def check_suite_integrity(
+    raw: bytes | None,
+    *,
+    expected: str,
+    sig_raw: bytes | None = None,
+    steward_keys: Mapping[str, PublicKey] | None = None,
+    key_error: str = "",
+) -> GateResult:
+    """`validate.suite_integrity`: sha256 of the suite file equals `dataset.suite_sha256`
+    and, in the governed mode (``steward_keys`` given: ``[trust] signers`` is set), the
+    suite carries a valid signature by a ``dataset.profile_signers`` key
+    (`tasks.checks.suite_signature`), so a trainer cannot rebuild and re-pin it.
+
+    Args:
+        raw: The suite file's bytes (None: missing, unreadable or too large).
+        expected: The pinned sha256.
+        sig_raw: ``<suite>.sig``'s bytes (None: no signature file).
+        steward_keys: The data steward's keys by name; None when unpinned (the pin alone).
+        key_error: Why the steward's keys could not be loaded (a failure if set).
+    """
     name, threshold = "validate.suite_integrity", {"sha256": expected}
+    governed = steward_keys is not None or bool(key_error)
+    if governed:
+        threshold["signed_by"] = "dataset.profile_signers"
     if raw is None:
         return failed(
             name,
@@ -70,16 +96,38 @@ def check_suite_integrity(raw: bytes | None, *, expected: str) -> GateResult:
             detail="suite file missing, unreadable or over 16 MiB; check dataset.suite",
         )
     digest = sha256_bytes(raw)
-    ok = digest == expected
+    if digest != expected:
+        return check(
+            name,
+            metrics={"sha256": digest, "matched": False},
+            threshold=threshold,
+            ok=False,
+            detail="suite differs from its pin: review the suite change, "
+            "then re-pin dataset.suite_sha256 (sha256sum)",
+        )
+    if not governed:
+        return check(
+            name, metrics={"sha256": digest, "matched": True}, threshold=threshold, ok=True
+        )
+    try:
+        if key_error:
+            raise SuiteSignatureError(key_error)
+        signer = verify_suite(raw, sig_raw, steward_keys or {})
+    except SuiteSignatureError as exc:
+        return check(
+            name,
+            metrics={"sha256": digest, "matched": True, "signed_by": None},
+            threshold=threshold,
+            ok=False,
+            detail=f"{exc}. With [trust] signers set, the data steward signs the suite: "
+            "`secure-pipeline suite DATA --out SUITE --key STEWARD.pem` (its public key in "
+            "dataset.profile_signers), then re-pin dataset.suite_sha256",
+        )
     return check(
         name,
-        metrics={"sha256": digest, "matched": ok},
+        metrics={"sha256": digest, "matched": True, "signed_by": signer},
         threshold=threshold,
-        ok=ok,
-        detail=""
-        if ok
-        else "suite differs from its pin: review the suite change, "
-        "then re-pin dataset.suite_sha256 (sha256sum)",
+        ok=True,
     )
 
 
@@ -223,7 +271,11 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     except OSError:
         raw = None
     integrity = run_check(
-        "validate.suite_integrity", check_suite_integrity, raw, expected=ds.suite_sha256
+        "validate.suite_integrity",
+        check_suite_integrity,
+        raw,
+        expected=ds.suite_sha256,
+        **steward_arguments(ctx.settings, max_bytes=_SUITE_MAX_BYTES),
     )
     raw = gates.enforce_with(integrity, raw)  # the gate fails on an unreadable suite
     # The suite runs even when the columns gate fails, so a blocked run keeps its evidence;

@@ -52,13 +52,40 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def _store(settings: Settings, role: str) -> Iterator[Any]:
-    """The bucket as `role`'s S3 identity, for the length of the block."""
+def _store(settings: Settings, role: str, act: str) -> Iterator[Any]:
+    """The bucket as `role`'s S3 identity, for the length of the block; then, however
+    the block ended, the audit chain's head anchored in the bucket as a run does
+    (the auditor identity), so no approval, refusal or promotion stays unanchored."""
     environment.configure(settings)
     from tasks.common.s3 import s3_client
 
     with stack.s3_service(settings) as endpoint:
-        yield s3_client(stack.role_endpoint(settings, endpoint, role))
+        try:
+            yield s3_client(stack.role_endpoint(settings, endpoint, role))
+        finally:
+            _anchor(settings, endpoint, act)
+
+
+def _anchor(settings: Settings, endpoint: Any, act: str) -> None:
+    """Anchor the audit head through the auditor identity; a failure is said and
+    audited (`audit verify` then reports the unanchored entries), never raised."""
+    from tasks.common.anchors import anchor_head
+    from tasks.common.s3 import s3_client
+
+    if not settings.audit_path.exists():
+        return  # nothing was ever logged here: nothing to anchor
+    try:
+        anchor_head(
+            settings, s3_client(stack.anchor_endpoint(settings, endpoint)), run_id=f"cli:{act}"
+        )
+    except Exception as exc:  # noqa: BLE001 - the act's verdict stands; the gap is reported
+        AuditLog(settings.audit_path).append(
+            "audit.anchor_failed", run_id=f"cli:{act}", error=type(exc).__name__
+        )
+        say(
+            f"could not anchor the audit log in the bucket ({type(exc).__name__}): "
+            "`secure-pipeline audit verify` shows the unanchored entries"
+        )
 
 
 def _show(release: Any) -> None:
@@ -105,7 +132,7 @@ def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
 
     signer = roles.load_private_key(args.key)
     audit = AuditLog(settings.audit_path)
-    with _store(settings, "approver") as client:
+    with _store(settings, "approver", "approve") as client:
         release = _release(
             client, settings, audit, "approval.refused", args.model_ref, signer.key_id
         )
@@ -165,7 +192,7 @@ def _promote(settings: Settings, ref: str, key: str, action: str) -> int:
 
     signer = roles.load_private_key(key)
     audit = AuditLog(settings.audit_path)
-    with _store(settings, "promoter") as client:
+    with _store(settings, "promoter", action) as client:
         release = _release(
             client, settings, audit, f"champion.{action}_refused", ref, signer.key_id
         )

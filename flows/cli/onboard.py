@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from flows.cli.common import EXIT_OK, EXIT_USAGE, emit, pipeline_signer, say
 from tasks.common.settings import ConfigError, Settings
@@ -53,7 +54,13 @@ def cmd_suite(settings: Settings, args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:  # roles the table contradicts: the config's fix
         raise ConfigError(f"the config's roles do not fit {Path(args.data).name}: {exc}") from None
     out = Path(args.out).expanduser().resolve()
+    steward = _steward(args)  # a bad key refuses before anything is written
     digest = write_suite(suite, out)
+    if steward is not None:
+        from tasks.checks.suite_signature import sign_suite
+
+        sign_suite(out, steward)
+        say(f"signed {out} as the data steward (key {steward.key_id[:16]}): {out}.sig")
     say(f"wrote {out} ({len(suite['expectations'])} expectations); review it, then pin:")
     emit(pin_line("suite_sha256", digest))
     return EXIT_OK
@@ -64,15 +71,22 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.refresh import profile_for
 
     out = Path(args.out).expanduser().resolve()
+    steward = _steward(args)
     try:
         frame = read_table(Path(args.data).expanduser().resolve())  # read once
         profile = profile_for(settings.dataset, frame)
-        digest = write_profile(profile, out, signer=pipeline_signer(settings))
+        signer = steward or pipeline_signer(settings)
+        digest = write_profile(profile, out, signer=signer)
     except (OSError, ValueError, KeyError) as exc:
         say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
+    by = (
+        f"the data steward's key {steward.key_id[:16]}"
+        if steward
+        else settings.keys_dir / "signing.pub"
+    )
     say(
-        f"wrote {out} and {out}.sig (signed by {settings.keys_dir / 'signing.pub'}); review "
+        f"wrote {out} and {out}.sig (signed by {by}); review "
         "it, then set dataset.reference_profile to it and pin:"
     )
     emit(pin_line("reference_profile_sha256", digest))
@@ -110,6 +124,19 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
     emit(pin_line("suite_sha256", done.suite_sha256))
     emit(pin_line("reference_profile_sha256", done.profile_sha256))
     return EXIT_OK
+
+
+def _steward(args: argparse.Namespace) -> Any:
+    """The data steward's signer from ``--key`` (None without it).
+
+    Raises:
+        ConfigError: the key is missing, not 0600, or not an ECDSA P-256 private key.
+    """
+    if not getattr(args, "key", None):
+        return None
+    from tasks.governance.roles import load_private_key
+
+    return load_private_key(args.key)
 
 
 def pin_line(key: str, digest: str) -> str:

@@ -14,29 +14,54 @@ from pathlib import Path
 
 from flows.cli.common import EXIT_BLOCKED, EXIT_CRASH, EXIT_OK, say
 from tasks.common import environment
-from tasks.common.environment import PREFECT_START_TIMEOUT
 from tasks.common.errors import signal_number
 from tasks.common.settings import ConfigError, Settings
 from tasks.localstack import stack
+from tasks.localstack.run_api import run_api
+from tasks.sources import SourceRefused
+from tasks.sources.local import MAX_LINKS, walk_inside
 from tasks.trust.keys import ensure_keys, has_keys, require
 
 RUN_EXIT_CODES = """exit codes:
   0        deployed: every gate passed, the release verified, the champion moved;
            or awaiting_approval: the same, but the champion waits for signed approvals
            ([governance] required_approvals, or a waiver): `approve`, then `promote`
+           (a second line warns if the audit log's head could not be anchored)
   1        blocked by a gate (the line names it, what was measured and the threshold)
   2        bad usage or configuration (a missing key included)
   3        crashed (the line says the cause; the previous champion stays)
-  130/143  interrupted by SIGINT/SIGTERM (recorded; the services it started stopped)
+  130/143  interrupted by SIGINT/SIGTERM, to the command or its whole process group
+           (Ctrl-C, `timeout`, systemd): recorded, the services it started stopped
 
 Each stage prints one line as it finishes (gates passed, seconds), a long one says
 every 10 s that it still runs; then the verdict line. --quiet prints only the verdict."""
 
 
-def _data_arg(value: str | None) -> str | None:
+def _data_arg(value: str | None) -> tuple[str | None, str | None]:
+    """``--data`` as (source, data root) for the flow, which may run from another cwd.
+
+    A path typed at the shell is the operator's choice: ingestion is confined to the
+    directory it names (resolved once, as the operator's own links lead). The file
+    itself is not resolved here: ingest checks it component by component inside that
+    root, so a link leading out (``dir/new.csv`` -> ``/etc/passwd``) is refused before
+    anything is read and never widens the root. A URI is passed on as it is.
+
+    Raises:
+        ConfigError: the path is a symlink loop (a usage error, not a data verdict).
+    """
     if value is None or "://" in value:
-        return value
-    return str(Path(value).expanduser().resolve())  # the flow may run from another cwd
+        return value, None
+    path = Path(os.path.abspath(Path(value).expanduser()))
+    root = Path(os.path.realpath(path.parent))
+    try:
+        walk_inside(root, (path.name,))
+    except SourceRefused as exc:  # any other refusal is ingest.source's, as a gate
+        if exc.reason == "symlink_loop":
+            raise ConfigError(
+                f"--data {value}: a symlink loop (more than {MAX_LINKS} links); pass the "
+                "data file itself"
+            ) from None
+    return str(root / path.name), str(root)
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -44,13 +69,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         require(settings.keys_dir)  # a key gone missing refuses the run before it starts
     elif settings.audit_path.exists():  # runs happened here: the keys were removed (exit 2)
         ensure_keys(settings.keys_dir, had_runs=lambda: True)
-    data = _data_arg(args.data)
-    # A path typed at the shell is the operator's choice: confine ingestion to its
-    # directory. Deployment parameters stay confined to dataset.data_root.
-    data_root = str(Path(data).parent) if data and "://" not in data else None
-    environment.configure(
-        settings, prefect_api_url=stack.prefect_api_url(settings), quiet_console=not args.verbose
-    )
+    data, data_root = _data_arg(args.data)
+    # Whatever the run writes (reports, logs, MLflow's store, Prefect's home) is the
+    # operator's alone: 0600 files, 0700 directories.
+    os.umask(0o077)
+    # The temporary Prefect API runs in a session of its own, so that a signal to the
+    # whole process group (Ctrl-C, `timeout`, systemd) stops the run, not its API.
+    with run_api(settings, stack.prefect_api_url(settings)) as api:
+        environment.configure(settings, prefect_api_url=api, quiet_console=not args.verbose)
+        return _run(settings, args, data, data_root)
+
+
+def _run(
+    settings: Settings, args: argparse.Namespace, data: str | None, data_root: str | None
+) -> int:
     from prefect import tags
     from prefect.exceptions import TerminationSignal
 
@@ -65,7 +97,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     progress.attach(None if args.quiet else sys.stderr)  # before stderr goes to the log
 
-    def attempt() -> None:
+    signum: int | None = None
+    try:
         with contextlib.ExitStack() as stack_:
             stack_.enter_context(tags(*run_tags(settings)))
             if not args.verbose:
@@ -80,26 +113,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 data_root=data_root,
                 return_state=True,
             )
-
-    signum: int | None = None
-    try:
-        try:
-            attempt()
-        except RuntimeError as exc:
-            if not _prefect_start_timeout(exc):
-                raise
-            say("the temporary Prefect API was slow to start (a busy machine?); retrying once")
-            attempt()
-    except RuntimeError as exc:
-        if not _prefect_start_timeout(exc):
-            raise
-        say(
-            "failed: the temporary Prefect API did not start in "
-            f"{os.environ.get(PREFECT_START_TIMEOUT)} s, twice: wait for the machine to be "
-            f"less busy, raise {PREFECT_START_TIMEOUT}, or keep a server up with "
-            "`secure-pipeline local up`"
-        )
-        return EXIT_CRASH
     except (KeyboardInterrupt, TerminationSignal) as exc:  # Prefect wraps SIGTERM in the run
         signum = signal_number(exc)
     try:
@@ -113,6 +126,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.common.report import RunReport
 
     say(RunReport(**report).reason)
+    if report["status"] in ("deployed", "awaiting_approval") and not report.get("audit_anchor"):
+        # The model is out (exit 0 means deployed); the gap in the audit trail is said.
+        say(
+            "warning: the audit log's head could not be anchored in the bucket "
+            "(audit.anchor_failed in the audit log): run `secure-pipeline audit verify` "
+            "and check the store and its auditor identity; the next run anchors it"
+        )
     if signum is not None:
         return 128 + signum
     return {"deployed": EXIT_OK, "awaiting_approval": EXIT_OK, "blocked": EXIT_BLOCKED}.get(
@@ -120,11 +140,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
-def _prefect_start_timeout(exc: BaseException) -> bool:
-    return "attempting to connect to ephemeral Prefect API" in str(exc)
-
-
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    os.umask(0o077)  # as for run: the runs it serves write only owner-readable files
     api = stack.prefect_api_url(settings)
     if api is None:
         raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from botocore.exceptions import BotoCoreError
 from sklearn.pipeline import Pipeline
 
+from tasks.common.errors import StoreUnreachable
 from tasks.common.tracking import CHAMPION, mlflow_client
 
 if TYPE_CHECKING:
@@ -172,6 +174,12 @@ def load_champion(settings: Settings, s3: Any, *, candidate: Pipeline) -> Champi
         try:
             client = s3 if s3 is not None else s3_client(stack.enter_context(s3_service(settings)))
             ref = champion_ref(settings, client)
+        except BotoCoreError as exc:  # no answer at all: a failure of the run, not a verdict
+            raise StoreUnreachable(
+                f"the object store did not answer ({type(exc).__name__}), so the champion "
+                "was not measured: check that it runs (`secure-pipeline local status`), "
+                "storage.endpoint_url and its credentials"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - a champion that cannot be found fails closed
             return Champion("unverified", f"the champion cannot be looked up: {_why(exc)}")
         if ref is None:
@@ -211,8 +219,7 @@ def _verified_model(
             s3, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
         if not result.ok:
-            check, _, detail = next((c for c in result.checks if not c[1]), ("?", False, ""))
-            raise release.ReleaseError(f"does not verify ({check}: {detail})")
+            raise release.ReleaseError(f"does not verify ({result.failure})")
         body = (Path(tmp) / release.MODEL).read_bytes()
     pipeline = load_model_bytes(body, expected_sha256=result.model["sha256"])
     if not isinstance(pipeline, Pipeline):

@@ -135,7 +135,10 @@ def check_format(
             name,
             metrics={"detected": kind, "parse_error": parse_error},
             threshold=threshold,
-            detail=f"content looks like {kind} but does not parse; re-export it",
+            detail=f"content looks like {kind} but does not parse"
+            + (f" ({parse_error})" if parse_error else "")
+            + ": fix or re-export the file (one header row, every row with its fields, "
+            "unique column names)",
         )
     ok = rows >= 1 and columns >= 1
     return check(

@@ -14,10 +14,9 @@ What is compared: the *name and version* of every installed distribution (from i
   ``pip`` at the version ``python -m venv`` bootstraps (the interpreter's bundled
   ensurepip wheel; no lock pins the installer). Any other ``pip`` counts as unlisted.
 
-What is not compared: file contents. pip checked every downloaded file against the
-lock's sha256 hashes at install time (``--require-hashes``); this gate does not re-hash
-what is installed, so a file edited in place under site-packages, at an unchanged
-version, goes unnoticed here. The provenance binds the lock file by its digest.
+File contents and files outside any distribution are checked too, against each
+distribution's RECORD, and the lock files against the recorded commit: see
+`tasks.checks.installed_files` (its exceptions, its cost, why nothing is cached).
 
 `cyclonedx_sbom` describes the installed runtime set as a CycloneDX 1.6 JSON document
 (the dev tools are left out: they do not make the model), deterministic for the same
@@ -45,6 +44,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 from packaging.requirements import InvalidRequirement, Requirement
 
+from tasks.checks.installed_files import FileScan, LockComparison
 from tasks.common.errors import PipelineError
 from tasks.common.gates import GateResult, check
 
@@ -101,9 +101,16 @@ def _exempt(name: str, version: str) -> bool:
 
 
 def check_dependencies(
-    lock_file: Path, dev_lock_file: Path | None = None, *, present: dict[str, str] | None = None
+    lock_file: Path,
+    dev_lock_file: Path | None = None,
+    *,
+    present: dict[str, str] | None = None,
+    files: FileScan | None = None,
+    lock: LockComparison | None = None,
 ) -> GateResult:
-    """The installed set is the runtime lock's, plus (optionally) dev tools at their pins.
+    """The installed set is the runtime lock's, plus (optionally) dev tools at their pins;
+    with `files`, every installed file is its RECORD's; with `lock`, the lock files are
+    the committed ones (`tasks.checks.installed_files`).
 
     Args:
         lock_file: The runtime lock (`requirements.lock`).
@@ -111,6 +118,8 @@ def check_dependencies(
             installed (each counts as unlisted). Given but unreadable: the check raises,
             which `run_check` turns into a failed gate.
         present: The installed set (name -> version); default: this environment's.
+        files: What `scan_installed` found; None: files not checked.
+        lock: What `compare_with_commit` found; None: not compared.
     """
     runtime = pinned(lock_file.read_text(encoding="utf-8"))
     dev = pinned(dev_lock_file.read_text(encoding="utf-8")) if dev_lock_file else {}
@@ -124,20 +133,69 @@ def check_dependencies(
     )
     dev_installed = sorted(n for n in dev if n in have and n not in runtime)
     ok = bool(runtime) and not drifted and not unlisted
+    metrics: dict[str, object] = {
+        "pinned": len(runtime),
+        "drifted": len(drifted),
+        "unlisted": len(unlisted),
+        "dev_installed": len(dev_installed),
+        "drifted_packages": drifted[:_SHOWN],
+        "unlisted_packages": unlisted[:_SHOWN],
+    }
+    threshold: dict[str, object] = {"drifted": 0, "unlisted": 0}
+    detail = _detail(lock_file, dev_lock_file, runtime, drifted, unlisted, dev_installed)
+    extra = []
+    if files is not None:
+        ok = ok and not files.modified and not files.unrecorded
+        metrics |= {
+            "files_checked": files.files,
+            "files_modified": len(files.modified),
+            "files_unrecorded": len(files.unrecorded),
+            "modified_files": files.modified[:_SHOWN],
+            "unrecorded_files": files.unrecorded[:_SHOWN],
+            "files_seconds": files.seconds,
+        }
+        threshold |= {"files_modified": 0, "files_unrecorded": 0}
+        extra += _files_detail(files)
+    if lock is not None:
+        ok = ok and not lock.differing
+        metrics |= {
+            "lock_compared_with": f"commit {lock.commit}" if lock.commit else lock.why_not,
+            "lock_differs_from_commit": lock.differing,
+        }
+        threshold |= {"lock_differs_from_commit": []}
+        if lock.differing:
+            extra.append(
+                f"{', '.join(lock.differing)} differ(s) from the recorded commit "
+                f"{str(lock.commit)[:12]}: commit the reviewed lock change, or restore it "
+                "(`git checkout -- requirements*.lock`) and reinstall with `make clean install`"
+            )
     return check(
         DEPENDENCIES,
         ok=ok,
-        metrics={
-            "pinned": len(runtime),
-            "drifted": len(drifted),
-            "unlisted": len(unlisted),
-            "dev_installed": len(dev_installed),
-            "drifted_packages": drifted[:_SHOWN],
-            "unlisted_packages": unlisted[:_SHOWN],
-        },
-        threshold={"drifted": 0, "unlisted": 0},
-        detail=_detail(lock_file, dev_lock_file, runtime, drifted, unlisted, dev_installed),
+        metrics=metrics,
+        threshold=threshold,
+        detail="; ".join(p for p in (*extra, detail) if p),
     )
+
+
+def _files_detail(files: FileScan) -> list[str]:
+    parts = []
+    if files.unrecorded:
+        pth = [f for f in files.unrecorded if f.endswith(".pth")]  # run at every start-up
+        named = ", ".join(pth[:3]) if pth else files.unrecorded[0]
+        parts.append(
+            f"{len(files.unrecorded)} file(s) in site-packages belong to no installed "
+            f"distribution (no RECORD lists them; {named}): a "
+            "dropped-in .pth or module runs code nobody pinned; delete them, or rebuild "
+            "with `make clean install`, and find out who wrote them"
+        )
+    if files.modified:
+        parts.append(
+            f"{len(files.modified)} installed file(s) differ from their distribution's "
+            f"RECORD hash (first: {files.modified[0]}): rebuild with `make clean install` "
+            "and find out who changed them"
+        )
+    return parts
 
 
 def _detail(

@@ -102,7 +102,7 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
             )
         anchors.append(anchor)
     if not anchors:
-        return True, "no anchors in the bucket yet"
+        return True, "no anchors in the bucket yet" + _unanchored(heads, None)
     newest = max(int(a["seq"]) for a in anchors)
     if not heads:
         return False, (
@@ -120,7 +120,27 @@ def check_anchors(settings: Settings, client: Any) -> tuple[bool, str]:
                 f"entry {anchor['seq']} no longer matches the head anchored in the bucket by "
                 f"run {anchor['run_id']}: the log was rewritten or truncated"
             )
-    return True, f"{len(anchors)} anchored heads match (newest: entry {newest})"
+    return True, f"{len(anchors)} anchored heads match (newest: entry {newest})" + _unanchored(
+        heads, newest
+    )
+
+
+def _unanchored(heads: dict[int, str], newest: int | None) -> str:
+    """What the anchors do not cover yet: the entries written after the newest one.
+
+    They are no tampering (commands such as `keys rotate` append without anchoring, and
+    a run anchors at its end), but until the next run anchors them an insider who can
+    write the log could rewrite them unseen, so the operator is told how many."""
+    after = sorted(seq for seq in heads if newest is None or seq > newest)
+    if not after:
+        return ""
+    span = f"entry {after[0]}" if len(after) == 1 else f"entries {after[0]}-{after[-1]}"
+    count = f"{len(after)} entr{'y' if len(after) == 1 else 'ies'}"
+    where = "after it " if newest is not None else ""
+    return (
+        f"; {count} {where}({span}) not anchored yet: the next run anchors them (or an "
+        "anchor failed: see audit.anchor_failed in the log)"
+    )
 
 
 def _unlocked_after_upgrade(client: Any, bucket: str, versions: list[dict[str, Any]]) -> list[str]:

@@ -81,8 +81,8 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "validate.suite_integrity",
         "loosened suite (insider)",
-        "suite sha256",
-        "pinned in config",
+        "suite sha256; with `[trust] signers`, the signature in `SUITE.sig`",
+        "pinned in config; signed by a `dataset.profile_signers` key",
         "tasks.validate:check_suite_integrity",
         "dataset.suite_sha256",
     ),
@@ -243,9 +243,10 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "sign.dependencies",
         "supply chain: a tampered environment",
-        "installed packages vs the runtime and dev lock pins",
-        "0 drifted, 0 unlisted",
-        "tasks.sign:check_dependencies",
+        "installed packages vs the runtime and dev lock pins, every site-packages file "
+        "vs its RECORD hash, the locks vs the recorded commit",
+        "0 drifted, 0 unlisted, 0 modified or unrecorded files, locks as committed",
+        "tasks.sign:check_environment",
     ),
     Gate(
         "sign.provenance",

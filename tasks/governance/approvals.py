@@ -11,8 +11,9 @@ release with other waivers.
 
 `collect` reads every approval on file for a release and keeps only those that
 hold: signed by a key listed in ``governance.approvers``, stored under that key's own
-id, bound to this release and its waivers, and not by the trainer (a key of the
-pipeline's keyring, or the one that signed the release). Each key counts once.
+id, bound to this release and its waivers, and not by the trainer (a key pinned by
+``[trust] signers``, else of the pipeline's keyring, or the one that signed the
+release: `roles.trainer_keys`). Each key counts once.
 """
 
 from __future__ import annotations
@@ -126,8 +127,7 @@ def inspect_release(client: Any, settings: Settings, name: str, version: str) ->
             client, settings, uri, workdir=Path(tmp), expected={"name": name, "version": version}
         )
     if not verified.ok:
-        check, _, detail = next((c for c in verified.checks if not c[1]), ("?", False, ""))
-        raise rel.ReleaseError(f"{uri} does not verify ({check}: {detail})")
+        raise rel.ReleaseError(f"{uri} does not verify ({verified.failure})")
     return facts(client, verified)
 
 

@@ -129,8 +129,22 @@ def promoters(settings: Settings) -> dict[str, PublicKey]:
 
 
 def trainer_keys(settings: Settings) -> dict[str, PublicKey]:
-    """The trainer's keys (the pipeline's keyring, active and retired): never an
-    approver, and never a promoter once approvals are required."""
+    """The trainer's keys: never an approver, and never a promoter once approvals are
+    required (with ``required_approvals = 0`` they are the promoters besides the list).
+
+    When ``[trust] signers`` pins the trainer's public keys, those pins are the trainer,
+    never the state directory's keyring: the keyring is the trainer's own to edit, and
+    a key added there as "retired" must not become a promoter, nor a key removed from it
+    stop counting as the trainer. Unpinned (the bundled single-machine default), the
+    keyring, active and retired keys.
+
+    Raises:
+        ConfigError: a pinned key is missing or unusable.
+    """
+    if settings.trust.signers:
+        from tasks.trust.roots import load_pinned
+
+        return load_pinned(settings.trust.signers, where="[trust] signers")
     if not keys.has_keys(settings.keys_dir):
         return {}
     return dict(trusted_keys(settings.keys_dir))

@@ -46,8 +46,11 @@ def spawn(
     log_path: Path,
     cwd: Path,
     pass_fds: tuple[int, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached, with stdout and stderr appended to ``log_path`` (0600).
+
+    ``preexec_fn`` runs in the child before exec (e.g. to tie it to the CLI's life).
 
     Returns:
         The child, which leads a new session (and so a new process group).
@@ -65,6 +68,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
             pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
         )
     _DETACHED.append(child)
     return child

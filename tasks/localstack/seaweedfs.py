@@ -115,6 +115,9 @@ def start(
                     raise
                 log.info("SeaweedFS exited during start-up (a port taken?); retrying")
                 continue
+            except BaseException:  # SIGINT/SIGTERM while it starts: stop it, then unwind
+                stop(child, ports)
+                raise
             log.info("SeaweedFS serves S3 at %s (data in %s)", url, data)
             return child, endpoint, ports
     finally:
@@ -167,6 +170,9 @@ def weed_argv(settings: Settings, weed: Path, ports: dict[str, int]) -> list[str
     sockets = _socket_dir(state)
     argv = [
         str(weed),
+        # Every log line to stderr, which `spawn` appends to <state>/logs/seaweedfs.log
+        # (0600); by default glog also wrote files to /tmp/weed.* (outside the state dir).
+        "-logtostderr=true",
         "mini",
         f"-dir={state / 'seaweedfs'}",
         "-ip=127.0.0.1",

@@ -54,6 +54,9 @@ def start(settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], str]:
     env.pop("PREFECT_API_URL", None)
     if name == "prefect":  # the UI in the browser calls this API (else it asks :4200)
         env["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port}/api"
+        # Prefect copies its UI bundle to serve it: into the state dir, never into
+        # site-packages (where the supply-chain gate refuses files no RECORD lists).
+        env["PREFECT_UI_STATIC_DIRECTORY"] = str(settings.state_dir / "prefect" / "ui")
     child = spawn(argv, env=env, log_path=log_file(settings, name), cwd=settings.state_dir)
     return child, f"http://127.0.0.1:{port}"
 

@@ -1,8 +1,9 @@
 """Local sources: confinement under ``dataset.data_root``, and reads that a file or
 symlink swapped in after the check cannot redirect.
 
-* `locate_local` resolves (realpath) a path or bare dataset name inside the root and
-  refuses ``..``, absolute paths elsewhere and symlinks leading out.
+* `locate_local` resolves a path or bare dataset name inside the root one component
+  at a time (`walk_inside`) and refuses ``..``, absolute paths elsewhere, symlinks
+  leading out (without resolving through them) and symlink loops.
 * `read_local` then opens the file one path component at a time from the root with
   ``O_NOFOLLOW``, sizes it (fstat) before reading a byte, and reads its ``.sha256``
   sidecar the same way.
@@ -26,13 +27,78 @@ from tasks.sources.rules import (
     parse_sidecar,
 )
 
+MAX_LINKS = 40  # symlinks followed for one path, as the kernel's limit (ELOOP)
+
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def walk_inside(root: Path, parts: tuple[str, ...]) -> Path:
+    """Resolve ``parts`` below the real directory ``root`` one component at a time,
+    following a symlink only while its target stays inside ``root``: nothing outside
+    the root is ever stat'ed, opened or resolved through.
+
+    Returns:
+        The real path inside ``root`` (it may not exist: the caller says not_found).
+
+    Raises:
+        SourceRefused: ``symlink_escape`` (a link leads out, however indirectly),
+            ``symlink_loop`` (more than MAX_LINKS links, e.g. a loop).
+    """
+    todo, current, links = list(parts), root, 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":  # only from a link's target: the real parent, if still inside
+            if current == root:
+                raise _escape()
+            current = current.parent
+            continue
+        nxt = current / part
+        try:
+            st = os.lstat(nxt)
+        except OSError:  # absent (or unreadable): nothing below it can be checked
+            return nxt.joinpath(*todo)
+        if not stat.S_ISLNK(st.st_mode):
+            current = nxt
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            raise SourceRefused(
+                "symlink_loop",
+                f"the path goes through more than {MAX_LINKS} symlinks (a loop?); pass "
+                "the real file inside dataset.data_root",
+                scheme="file",
+            )
+        target = Path(os.readlink(nxt))
+        if target.is_absolute():
+            lexical = Path(os.path.normpath(target))
+            if not _inside(lexical, root):
+                raise _escape()
+            current, todo = root, [*lexical.relative_to(root).parts, *todo]
+        else:
+            todo = [*target.parts, *todo]
+    return current
+
+
+def _escape() -> SourceRefused:
+    return SourceRefused(
+        "symlink_escape",
+        "the path goes through a symlink that leads out of dataset.data_root; pass the "
+        "real file inside the root",
+        scheme="file",
+    )
+
+
 def locate_local(raw: str, root: Path) -> Located:
-    """Resolve a path or bare dataset name inside `root` (see `tasks.sources.locate`)."""
+    """Resolve a path or bare dataset name inside `root` (see `tasks.sources.locate`).
+
+    The root itself is resolved once (a symlinked root is the operator's choice); below
+    it every component is checked by `walk_inside`, so a link leading out is refused
+    without anything outside the root being touched.
+    """
     real_root = Path(os.path.realpath(root))
     path = Path(raw).expanduser()
     base = {"scheme": "file"}
@@ -42,31 +108,30 @@ def locate_local(raw: str, root: Path) -> Located:
             "'..' is not allowed in a dataset path: name the file relative to dataset.data_root",
             **base,
         )
-    candidate = path if path.is_absolute() else real_root / path
-    if not os.path.lexists(candidate) and not candidate.suffix:
-        for ext in (".csv", ".parquet"):  # a bare dataset name
-            if os.path.lexists(candidate.with_name(candidate.name + ext)):
-                candidate = candidate.with_name(candidate.name + ext)
+    if path.is_absolute():
+        lexical = Path(os.path.normpath(path))
+        for prefix in (real_root, Path(os.path.abspath(root))):
+            if _inside(lexical, prefix):
+                rel = lexical.relative_to(prefix)
                 break
-    real = Path(os.path.realpath(candidate))
-    if not _inside(real, real_root):
-        lexical = Path(os.path.normpath(candidate))
-        via_link = _inside(lexical, real_root) or _inside(lexical, Path(os.path.abspath(root)))
-        if via_link:
+        else:
             raise SourceRefused(
-                "symlink_escape",
-                "the path goes through a symlink that leads "
-                "out of dataset.data_root; pass the real file inside the root",
+                "outside_root",
+                "the file is outside dataset.data_root; move it "
+                "there or set SECURE_PIPELINE_DATASET__DATA_ROOT",
                 **base,
             )
-        raise SourceRefused(
-            "outside_root",
-            "the file is outside dataset.data_root; move it "
-            "there or set SECURE_PIPELINE_DATASET__DATA_ROOT",
-            **base,
-        )
+    else:
+        rel = path
+    real = walk_inside(real_root, rel.parts)
+    if not os.path.lexists(real) and rel.name and not rel.suffix:
+        for ext in (".csv", ".parquet"):  # a bare dataset name
+            named = walk_inside(real_root, rel.with_name(rel.name + ext).parts)
+            if os.path.lexists(named):
+                real = named
+                break
     try:
-        st = os.stat(real)
+        st = os.lstat(real)
     except OSError:
         raise SourceRefused(
             "not_found",

@@ -94,6 +94,12 @@ class VerifiedRelease:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
 
     @property
+    def failure(self) -> str:
+        """The first failed check as ``name: detail`` (what a refusal names)."""
+        name, _, detail = next((c for c in self.checks if not c[1]), ("no check ran", False, ""))
+        return f"{name}: {detail}"
+
+    @property
     def model(self) -> dict[str, Any]:
         """What the provenance records about the model (name, version, files, params)."""
         return dict(slsa.internal(self.provenance).get("model", {})) if self.provenance else {}

@@ -296,6 +296,19 @@ def test_rollback_needs_an_approved_release(gov: Pipeline, keys: dict[str, Path]
     assert gov.run("verify", CHAMPION).returncode == 0
 
 
+def test_governance_acts_are_anchored_in_the_bucket(gov: Pipeline) -> None:
+    """Approvals, refusals, promotions and rollbacks anchor the audit head (auditor
+    identity) as a run does: `audit verify` finds every entry anchored."""
+    last = _audit(gov)[-1]
+    assert last["event"] == "champion.rolled_back"
+    out = gov.run("audit", "verify")
+    assert out.returncode == 0, out.stderr
+    assert f"(newest: entry {last['seq']})" in out.stderr, out.stderr
+    assert "not anchored" not in out.stderr
+    anchors = [k.split("@")[0] for k in gov.bucket_keys("audit-anchors/")]
+    assert f"audit-anchors/{last['seq']:010d}-{last['hash']}.json" in anchors
+
+
 def test_promotion_while_another_holds_the_lock_is_refused(
     gov: Pipeline, keys: dict[str, Path]
 ) -> None:
@@ -340,6 +353,66 @@ def test_an_alias_moved_by_hand_fails_verify(gov: Pipeline) -> None:
     finally:
         client.set_registered_model_alias(MODEL, "champion", "1")
     assert gov.run("verify", CHAMPION).returncode == 0
+
+
+def test_pinned_trainer_keys_ignore_the_state_keyring(
+    gov: Pipeline, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    """With ``[trust] signers`` the pins are the trainer (who may promote while
+    ``required_approvals = 0``), not a key the trainer adds to the state keyring."""
+    from tasks.trust.keys import retired_path
+
+    kd = gov.state_dir / "keys"
+    pin = tmp_path / "trainer.pub"  # the reviewed copy, taken before the keyring is edited
+    pin.write_bytes((kd / "signing.pub").read_bytes())
+    saved, saved_env = (kd / "keyring.json").read_bytes(), dict(gov.env)
+    ring, kid = json.loads(saved), _key_id(keys["stranger"])
+    ring["signing"]["retired"].append(kid)
+    retired = retired_path(kd, "signing", kid)
+    retired.parent.mkdir(exist_ok=True, mode=0o700)
+    retired.write_bytes(keys["stranger"].with_suffix(".pub").read_bytes())
+    (kd / "keyring.json").write_text(json.dumps(ring))
+    gov.env["SECURE_PIPELINE_GOVERNANCE__REQUIRED_APPROVALS"] = "0"
+    try:
+        # Unpinned, the key added to the keyring counts as the trainer, so it promotes.
+        out = gov.run("promote", V1, "--key", str(keys["stranger"]))
+        assert out.returncode == 0 and "already the champion" in out.stderr, out.stderr
+        gov.env["SECURE_PIPELINE_TRUST__SIGNERS"] = json.dumps([str(pin)])
+        _refused(
+            gov,
+            "promote",
+            V1,
+            "--key",
+            str(keys["stranger"]),
+            says="not listed in governance.promoters",
+        )
+        out = gov.run("verify", CHAMPION)  # the record, signed by P, still verifies
+        assert out.returncode == 0 and "a key pinned by [trust] signers" in out.stderr, out.stderr
+    finally:
+        gov.env = saved_env
+        (kd / "keyring.json").write_bytes(saved)
+        retired.unlink()
+
+
+def test_approving_a_release_that_fails_verification_is_refused(
+    gov: Pipeline, keys: dict[str, Path]
+) -> None:
+    """Version 2 exists, but its model object was given a new version after release
+    (which the store cannot refuse the trainer's identity): approve exits 1, audited."""
+    from tasks.trust.release import release_prefix
+
+    settings = gov.settings()
+    bucket = settings.storage.bucket
+    base = release_prefix(settings.storage.prefix, MODEL, "2")
+    trainer, champion = _client(gov, "pipeline"), gov.champion()
+    key = f"{base}/model.skops.enc"
+    body = trainer.get_object(Bucket=bucket, Key=key)["Body"].read()
+    trainer.put_object(Bucket=bucket, Key=key, Body=body + b"x", ServerSideEncryption="AES256")
+    err = _refused(gov, "approve", V2, "--key", str(keys["stranger"]), says="does not verify")
+    assert "artifact.current_version: the artifact was overwritten after release" in err, err
+    last = _audit(gov)[-1]
+    assert last["event"] == "approval.refused" and "does not verify" in last["reason"]
+    assert gov.champion() == champion  # (version 1 when the module runs in order)
 
 
 def _settings(pipe: Pipeline) -> Any:

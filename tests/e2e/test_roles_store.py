@@ -189,11 +189,67 @@ def test_missing_keys_or_signing_pub_is_a_usage_error(roles, tmp_path) -> None:
         shutil.move(tmp_path / "keys", keys)
 
 
+def steward(tmp: Path) -> tuple[Path, Path]:
+    """A data steward's key pair made with openssl (private 0600, public beside it)."""
+    import subprocess
+
+    pem, pub = tmp / "steward.pem", tmp / "steward.pub"
+    gen = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"]
+    subprocess.run(["openssl", *gen, str(pem)], check=True, capture_output=True)
+    pem.chmod(0o600)
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pem), "-pubout", "-out", str(pub)],
+        check=True,
+        capture_output=True,
+    )
+    return pem, pub
+
+
+def with_steward(config: Path, pub: Path) -> Path:
+    """`config` with the steward's public key added to dataset.profile_signers."""
+    text = config.read_text()
+    head, _, rest = text.partition("\nprofile_signers = [")
+    config.write_text(f'{head}\nprofile_signers = ["{pub}", {rest}')
+    return config
+
+
+def suite_pins(pipe: Pipeline, tmp: Path, name: str, *key: str) -> dict[str, str]:
+    """`secure-pipeline suite` of the bundled table (signed with `key` if given): the
+    dataset settings that pin it."""
+    out = tmp / name
+    made = pipe.run(
+        "suite", str(PROJECT_ROOT / "data" / "breast_cancer.csv"), "--out", str(out), *key
+    )
+    assert made.returncode == 0, made.stderr
+    return {"suite": str(out), "suite_sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+
+
+def test_a_suite_rebuilt_by_the_trainer_blocks_the_run_when_keys_are_pinned(
+    roles, tmp_path
+) -> None:
+    """The trainer rebuilds the expectation suite, signs it with its own key and
+    re-pins it: with trust roots pinned only the data steward's signature counts."""
+    pipe, _ = roles
+    trainer_key = pipe.state_dir / "keys" / "signing.p256.pem"
+    _, steward_pub = steward(tmp_path)
+    pins = suite_pins(pipe, tmp_path, "rebuilt.json", "--key", str(trainer_key))
+    config = with_steward(
+        pinned_config(tmp_path, pipe.state_dir / "keys" / "signing.pub", **pins), steward_pub
+    )
+    code, report, err = pipe.train(tmp_path, "--config", str(config))
+    assert code == 1 and report["status"] == "blocked", err
+    failed = [g for g in report["gates"] if not g["passed"]]
+    assert failed[0]["name"] == "validate.suite_integrity", failed
+    assert "no valid signature by a dataset.profile_signers key" in failed[0]["detail"], failed
+    assert failed[0]["threshold"]["signed_by"] == "dataset.profile_signers"
+
+
 def test_a_profile_resigned_by_the_trainer_blocks_the_run_when_keys_are_pinned(
     roles, tmp_path
 ) -> None:
     """The trainer rebuilds the reference profile, signs it with its own key and re-pins
-    it: with trust roots pinned only the data steward's key signs profiles."""
+    it: with trust roots pinned only the data steward's key signs profiles. (The suite
+    here is the steward's, signed with `suite --key`: it passes.)"""
     pipe, _ = roles
     profile = tmp_path / "poisoned.profile.json"
     made = pipe.run(
@@ -201,14 +257,26 @@ def test_a_profile_resigned_by_the_trainer_blocks_the_run_when_keys_are_pinned(
     )
     assert made.returncode == 0, made.stderr
     digest = hashlib.sha256(profile.read_bytes()).hexdigest()
+    steward_pem, steward_pub = steward(tmp_path)
+    pins = suite_pins(pipe, tmp_path, "steward.json", "--key", str(steward_pem))
     config = pinned_config(
         tmp_path,
         pipe.state_dir / "keys" / "signing.pub",
         reference_profile=str(profile),
         reference_profile_sha256=digest,
+        **pins,
     )
-    code, report, err = pipe.train(tmp_path, "--config", str(config))
+    code, report, err = pipe.train(tmp_path, "--config", str(with_steward(config, steward_pub)))
     assert code == 1 and report["status"] == "blocked", err
+    # Validation ran beside the screen and passed: its gates are in the audit log.
+    log = (pipe.state_dir / "audit" / "audit.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in log]
+    [suite_gate] = [
+        e
+        for e in entries
+        if e.get("run_id") == report["flow_run_id"] and e.get("gate") == "validate.suite_integrity"
+    ]
+    assert suite_gate["passed"] and suite_gate["metrics"]["signed_by"] == "steward.pub"
     failed = [g for g in report["gates"] if not g["passed"]]
     assert failed[0]["name"] == "screen.profile_integrity", failed
     assert "no valid signature" in failed[0]["detail"], failed

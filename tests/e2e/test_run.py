@@ -125,15 +125,18 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_tampered_deployment_fails_verify(kept_up: Pipeline, tmp_path: Path) -> None:
+def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> None:
+    """On a state of its own: a replaced release object stays in the bucket's version
+    history for good (no identity may delete it), so `audit verify` on a shared stack
+    would fail for every later test."""
     from tasks.common.s3 import s3_client
     from tasks.localstack.stack import s3_service
 
-    code, report, err = kept_up.train(tmp_path)
+    code, report, err = cold.train(tmp_path)
     assert code == 0, err
     uri = report["deployment"]["uri"]
-    assert kept_up.run("verify", uri).returncode == 0
-    settings = kept_up.settings()
+    assert cold.run("verify", uri).returncode == 0
+    settings = cold.settings()
     key = uri.split("/", 3)[3].rsplit("/", 1)[0] + "/model.skops.enc"
     with s3_service(settings) as endpoint:  # an insider with write access
         client = s3_client(endpoint)
@@ -142,7 +145,7 @@ def test_tampered_deployment_fails_verify(kept_up: Pipeline, tmp_path: Path) -> 
         client.put_object(
             Bucket=settings.storage.bucket, Key=key, Body=bytes(body), ServerSideEncryption="AES256"
         )
-    out = kept_up.run("verify", uri, "--report", str(tmp_path / "v.json"))
+    out = cold.run("verify", uri, "--report", str(tmp_path / "v.json"))
     assert out.returncode == 1, out.stderr
     checks = json.loads((tmp_path / "v.json").read_text())["checks"]
     assert any(c["name"] == "artifact.current_version" and not c["passed"] for c in checks)

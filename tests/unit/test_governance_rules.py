@@ -111,6 +111,25 @@ def test_governance_settings_refuse_a_rule_nobody_can_meet(tmp_path: Path) -> No
     assert governed.governance.approvers[0].is_absolute()
 
 
+def test_pinned_signers_are_the_trainer_not_the_state_keyring(tmp_path: Path) -> None:
+    """With ``[trust] signers`` the trainer (never an approver; a promoter only while no
+    approval is required) is the pinned keys: a key listed in the keyring is not."""
+    from tasks.common.settings import TrustConfig
+    from tasks.trust import keys
+
+    settings = load_settings(state_dir=tmp_path / "state")
+    keys.ensure_keys(settings.keys_dir, had_runs=lambda: False)
+    ring = set(roles.trainer_keys(settings))
+    assert len(ring) == 1  # unpinned: the keyring's key
+    _make(tmp_path, "pinned", *P256)
+    pinned = settings.model_copy(update={"trust": TrustConfig(signers=[tmp_path / "pinned.pub"])})
+    assert set(roles.trainer_keys(pinned)) == {
+        key_id(roles.load_public_key(tmp_path / "pinned.pub"))
+    }
+    assert set(roles.promoters(pinned)) == set(roles.trainer_keys(pinned))  # required = 0
+    assert not ring & set(roles.promoters(pinned))
+
+
 def _release(waivers: list[dict[str, Any]]) -> approvals.Release:
     return approvals.Release(
         name="m",

@@ -439,3 +439,21 @@ def test_a_long_line_is_refused_before_parsing_and_a_long_cell_after(
     assert g.name == "ingest.size" and g.metrics["cell_chars"] == 509
     dataset, results = ingest(variant(capped, max_cell_chars=509), source=long_cell)
     assert gate(results, "ingest.size").metrics["cell_chars"] == 509 and dataset.rows == 2
+
+
+def test_parquet_decimals_arrive_as_floats(rctx: RunContext, root: Path) -> None:
+    """A DECIMAL column (common in warehouse exports) is float64, not Python Decimal
+    objects, which Great Expectations would convert one by one through the stack."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values = [decimal.Decimal("1.2500"), decimal.Decimal("-3.0001"), None]
+    table = pa.table({"price": pa.array(values, pa.decimal128(9, 4)), "target": [0, 1, 0]})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    dataset, _ = ingest(rctx, source=write(root / "d.parquet", buf.getvalue()))
+    price = dataset.frame["price"]
+    assert price.dtype == "float64"
+    assert price.iloc[0] == 1.25 and price.iloc[1] == -3.0001 and pd.isna(price.iloc[2])

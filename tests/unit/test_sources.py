@@ -225,3 +225,16 @@ def test_tls_context_verifies_and_adds_the_extra_ca(tmp_path: Path) -> None:
     assert plain.minimum_version >= ssl.TLSVersion.TLSv1_2
     with_ca = tls_context(ensure_tls(tmp_path).ca)
     assert "secure-pipeline local CA" in str(with_ca.get_ca_certs())
+
+
+def test_symlink_loops_are_refused_without_following_links_out(root: Path, tmp_path: Path) -> None:
+    (root / "loop.csv").symlink_to("loop.csv")
+    (root / "a.csv").symlink_to("b.csv")
+    (root / "b.csv").symlink_to("a.csv")
+    for name in ("loop.csv", "a.csv"):
+        assert refused(name, root).reason == "symlink_loop", name
+    (root / "sub").mkdir()
+    (root / "sub" / "up.csv").symlink_to("../d.csv")  # '..' in a link that stays inside
+    assert locate("sub/up.csv", root=root, allowed=()).path == root / "d.csv"
+    (root / "sub" / "far.csv").symlink_to("../../x/../../etc/passwd")
+    assert refused("sub/far.csv", root).reason == "symlink_escape"

@@ -380,6 +380,45 @@ def test_check_suite_integrity_pure() -> None:
     assert not check_suite_integrity(None, expected=digest).passed
 
 
+def test_a_governed_suite_needs_the_data_stewards_signature(tmp_path: Path) -> None:
+    """With ``[trust] signers`` (steward keys given) the pin alone is not enough: only a
+    signature by a ``dataset.profile_signers`` key over exactly these bytes passes."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tasks.checks.suite_signature import sign_suite, signature_path
+    from tasks.trust.signing import Signer
+
+    steward, trainer = (Signer(ec.generate_private_key(ec.SECP256R1())) for _ in range(2))
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"name": "s", "expectations": []}, indent=2))
+    raw, digest = suite.read_bytes(), hashlib.sha256(suite.read_bytes()).hexdigest()
+    keys = {"steward.pub": steward.public_key}
+
+    def gate(sig: bytes | None, body: bytes = raw) -> GateResult:
+        pin = hashlib.sha256(body).hexdigest()
+        return check_suite_integrity(body, expected=pin, sig_raw=sig, steward_keys=keys)
+
+    unsigned = gate(None)
+    assert not unsigned.passed and "no signature file" in unsigned.detail
+    assert unsigned.threshold == {"sha256": digest, "signed_by": "dataset.profile_signers"}
+    sign_suite(suite, trainer)  # the trainer re-signs its own rebuild: not counted
+    by_trainer = gate(signature_path(suite).read_bytes())
+    assert not by_trainer.passed and "no valid signature by a dataset.profile_signers key" in (
+        by_trainer.detail
+    )
+    assert "--key STEWARD.pem" in by_trainer.detail
+    sign_suite(suite, steward)
+    sig = signature_path(suite).read_bytes()
+    ok = gate(sig)
+    assert ok.passed and ok.metrics["signed_by"] == "steward.pub"
+    loosened = json.dumps({"name": "s", "expectations": [], "x": 1}).encode()
+    edited = gate(sig, loosened)  # re-pinned, but not what the steward signed
+    assert not edited.passed and "edited after signing" in edited.detail
+    broken = check_suite_integrity(raw, expected=digest, key_error="profile signer x unreadable")
+    assert not broken.passed and "profile signer x unreadable" in broken.detail
+    assert check_suite_integrity(raw, expected=digest).passed  # unpinned: the pin alone
+
+
 def test_check_expectations_counts_and_fails_closed() -> None:
     def outcome(ok: Any) -> dict[str, Any]:
         config = {"type": "expect_x", "kwargs": {"column": "c"}}
