@@ -26,13 +26,15 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
 # pytest-xdist workers: `make test TEST_WORKERS=2` runs two, one test file each at a time
-# (module-scoped stacks stay in one worker); 0 (the default) runs the suite serially.
+# (module-scoped stacks stay in one worker), the files in collection order (tests/e2e, the
+# longest, first: xdist's default order, most tests first, left them for the end);
+# 0 (the default) runs the suite serially.
 # FORK: raise the default once a parallel run is measured green and faster on your machine.
 TEST_WORKERS ?= 0
 
 .PHONY: test
 test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
 CHROMIUM := /usr/bin/chromium
