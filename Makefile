@@ -25,12 +25,12 @@ install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
 run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
-# pytest-xdist workers: `make test TEST_WORKERS=2` runs two, one test file each at a time
-# (module-scoped stacks stay in one worker), the files in collection order (tests/e2e, the
-# longest, first: xdist's default order, most tests first, left them for the end);
-# 0 (the default) runs the suite serially.
-# FORK: raise the default once a parallel run is measured green and faster on your machine.
-TEST_WORKERS ?= 0
+# pytest-xdist workers: two by default, one test file each at a time (module-scoped
+# stacks stay in one worker), the files in collection order (tests/e2e, the longest,
+# first: xdist's default order, most tests first, left them for the end).
+# `make test TEST_WORKERS=0` runs the suite serially, in one process.
+# FORK: match your CI machine's cores; tests marked `alone` still run with no neighbour.
+TEST_WORKERS ?= 2
 
 .PHONY: test
 test: $(STAMP) browser ## Run the whole test suite (unit, integration, end to end)
