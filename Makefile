@@ -25,9 +25,16 @@ install: $(STAMP) ## Create .venv/ from the hash-pinned lock file
 run: $(STAMP) ## One full secure training run on the bundled dataset
 	$(BIN)/secure-pipeline run --report .secure-pipeline/last-run.json
 
+# pytest-xdist workers: two by default, one test file each at a time (module-scoped
+# stacks stay in one worker), the files in collection order (tests/e2e, the longest,
+# first: xdist's default order, most tests first, left them for the end).
+# `make test TEST_WORKERS=0` runs the suite serially, in one process.
+# FORK: match your CI machine's cores; tests marked `alone` still run with no neighbour.
+TEST_WORKERS ?= 2
+
 .PHONY: test
 test: $(STAMP) browser prometheus ## Run the whole test suite (unit, integration, end to end)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
 CHROMIUM := /usr/bin/chromium

@@ -3,10 +3,12 @@ Prefect or MLflow: telemetry off, and all state in a throwaway directory."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,40 @@ from tasks.common.settings import Settings, load_settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CSV = PROJECT_ROOT / "data" / "breast_cancer.csv"
+
+ALONE = "alone"  # the marker of tests no parallel worker may run beside
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{ALONE}: measures time or loads the machine on purpose: under pytest-xdist, "
+        "no other worker runs a test meanwhile",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under pytest-xdist, every test holds a shared lock while it runs (setup,
+    call, teardown) and an ``alone`` test an exclusive one, so a timing or
+    busy-machine test never has a parallel neighbour. The turnstile lock makes
+    a waiting ``alone`` test go first: the other workers do not start new tests
+    in the meantime. Serial runs take no lock."""
+    basetemp = item.config.option.basetemp
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not basetemp:
+        yield
+        return
+    run_dir = Path(basetemp).parent  # shared by all workers of this run
+    with ExitStack() as locks:
+        turnstile, tests = (
+            locks.enter_context(open(run_dir / name, "a+b"))
+            for name in ("alone-turnstile.lock", "alone-tests.lock")
+        )
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        alone = item.get_closest_marker(ALONE) is not None
+        fcntl.flock(tests, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
 
 
 @pytest.fixture

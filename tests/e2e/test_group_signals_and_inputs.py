@@ -72,6 +72,7 @@ def _ours(state: Path) -> list[str]:
 
 
 # --- 1. a signal to the whole process group (Ctrl-C, `timeout`, systemd) -----------------
+@pytest.mark.alone  # "within seconds": no parallel test worker beside it
 @pytest.mark.parametrize(
     ("point", "sig"),
     [("ingest", signal.SIGTERM), ("train", signal.SIGINT), ("deploy", signal.SIGTERM)],

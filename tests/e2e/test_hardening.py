@@ -271,6 +271,7 @@ def test_a_huge_cell_is_refused_at_ingestion_in_bounded_time(
     assert time.monotonic() - started < 120
 
 
+@pytest.mark.alone  # "within seconds": no parallel test worker beside it
 def test_sigterm_stops_a_run_within_seconds_and_records_it(cold: Pipeline, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = subprocess.Popen(
@@ -299,6 +300,7 @@ def test_sigterm_stops_a_run_within_seconds_and_records_it(cold: Pipeline, tmp_p
 
 
 # --- 6 and 7. a busy machine, and concurrent runs on one state dir --------------------------
+@pytest.mark.alone  # four busy loops on 2 cores, not six
 def test_a_cold_first_run_beside_four_busy_loops_deploys(cold: Pipeline, tmp_path: Path) -> None:
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
     try:

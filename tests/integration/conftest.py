@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from tasks.common.s3 import S3Endpoint, s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
 from tasks.localstack import identities, processes, seaweedfs
 from tasks.localstack.stack import s3_service
+from tests.ports import ours as workers_port
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +43,14 @@ def bucket(s3_settings: Settings) -> str:
 
 
 def free_port() -> int:
-    """A port that is free together with port + 10000 (SeaweedFS's gRPC pairing)."""
+    """A port that is free together with port + 10000 (SeaweedFS's gRPC pairing),
+    and under pytest-xdist one of this worker's ports (tests/ports.py). Drawn at
+    random rather than with bind(0): Linux hands bind(0) odd ports only, and a
+    worker whose ports are even would never get one."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = 23000 + secrets.randbelow(22000)
         grpc = port + seaweedfs.GRPC_OFFSET
-        if grpc < 65536 and processes.port_free(grpc):
+        if workers_port(port) and processes.port_free(port) and processes.port_free(grpc):
             return port
 
 

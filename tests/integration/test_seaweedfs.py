@@ -11,6 +11,7 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 import boto3
@@ -266,8 +267,16 @@ def test_secrets_stay_out_of_logs_and_argv(s3_settings, s3, bucket):
         assert not any(v in text for v in values), path
     for path in s3_dir.rglob("*"):
         assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
-    cmdlines = [p.read_bytes() for p in Path("/proc").glob("[0-9]*/cmdline") if p.exists()]
-    assert not any(v.encode() in c for v in values for c in cmdlines)
+    assert not any(v.encode() in c for v in values for c in _cmdlines())
+
+
+def _cmdlines() -> list[bytes]:
+    """Every process's argv; processes of a parallel test worker may exit while we read."""
+    out = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        with suppress(OSError):
+            out.append(path.read_bytes())
+    return out
 
 
 # --- persistence and isolation --------------------------------------------------------------

@@ -275,7 +275,7 @@ def _zip_bytes() -> bytes:
         ("a,b\ncaf\u00e9,1\n".encode("utf-16"), "utf-16"),
         ("\ufeffa,b\ncaf\u00e9,1\n".encode(), "csv"),
         (b"a,b\n1,\x07\n", "binary"),
-        (gzip.compress(TINY_CSV), "gzip"),
+        (gzip.compress(TINY_CSV, mtime=0), "gzip"),
         (_zip_bytes(), "zip"),
         (b"\x93NUMPY\x01\x00", "numpy"),
         (b"PAR1 truncated parquet", "csv"),
@@ -291,7 +291,7 @@ def test_sniff_format(data: bytes, kind: str) -> None:
         (b"", "empty"),
         (random.Random(7).randbytes(4096), "binary"),
         (_zip_bytes(), "zip"),
-        (gzip.compress(TINY_CSV), "gzip"),
+        (gzip.compress(TINY_CSV, mtime=0), "gzip"),
         ("a\n\u00e9\n".encode("utf-16"), "utf-16"),
     ],
 )
