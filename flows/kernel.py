@@ -42,7 +42,7 @@ from tasks.common.errors import explain, signal_number
 from tasks.common.gates import GateFailed, GateResult
 from tasks.common.outcome import run_url
 from tasks.common.report import RunReport
-from tasks.common.settings import PROJECT_ROOT, ConfigError
+from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
 from tasks.common.signals import deferred
 from tasks.deploy import anchor_audit_task
 
@@ -96,6 +96,21 @@ def config_dirs() -> list[Path]:
     the directories in ``SECURE_PIPELINE_CONFIG_DIRS`` (``serve`` sets its config's)."""
     extra = os.environ.get(CONFIG_DIRS, "")
     return [PROJECT_ROOT / "data", *(Path(p) for p in extra.split(os.pathsep) if p)]
+
+
+def flow_settings(config: str | None, report_path: str | None, data_root: str | None) -> Settings:
+    """The settings a flow run starts from: a deployment run's parameters confined
+    (`deployment_config`), ingestion confined to `data_root` when the CLI set one.
+
+    Raises:
+        ConfigError: a refused parameter or config (the flow returns it as a state).
+    """
+    from prefect import runtime
+
+    if runtime.deployment.id is not None:
+        config = deployment_config(config, report_path, data_root)
+    settings = load_settings(config)
+    return settings.confined_to(Path(data_root)) if data_root is not None else settings
 
 
 def deployment_config(
@@ -250,7 +265,7 @@ def _metrics(run: Run, kind: FlowKind) -> None:
     report = run.report
     try:
         outcome = record_metrics(run.ctx.settings, report.model_dump(), flow=kind.name)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - metrics are never the verdict
         report.metrics = {"path": None, "pushed": None, "error": explain(exc)}
     else:
         report.metrics = {

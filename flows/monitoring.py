@@ -33,11 +33,11 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.states import Failed, State
 
-from flows.kernel import MONITORING, Run, Verdict, deployment_config, execute
+from flows.kernel import MONITORING, Run, Verdict, execute, flow_settings
 from tasks import monitor
 from tasks.common.context import RunContext
 from tasks.common.s3 import s3_client
-from tasks.common.settings import ConfigError, Settings, load_settings
+from tasks.common.settings import ConfigError, Settings
 from tasks.localstack.stack import anchor_endpoint, s3_service
 from tasks.monitor import Watched
 
@@ -62,11 +62,7 @@ def secure_monitoring(
     the allowed directories) and refuses `report_path` and `data_root`.
     """
     try:
-        if runtime.deployment.id is not None:
-            config = deployment_config(config, report_path, data_root)
-        settings = load_settings(config)
-        if data_root is not None:
-            settings = settings.confined_to(Path(data_root))
+        settings = flow_settings(config, report_path, data_root)
     except ConfigError as exc:
         return Failed(message=f"refused: {exc}")
     data = data or settings.monitoring.source
@@ -165,8 +161,11 @@ def _settle(run: Run, seen: Watched) -> None:
             facts=facts,
         )
         seen.page = write_page(run.ctx.settings.monitor_dir, run.ctx.run_id, html)
-    except OSError as exc:  # the verdict stands without its picture
-        run.ctx.audit.append("monitor.page_failed", run_id=run.ctx.run_id, error=str(exc)[:200])
+    except Exception as exc:  # noqa: BLE001 - the verdict stands without its picture
+        # Called after the verdict, outside the kernel's catch: a page that cannot be
+        # drawn or written is audited, never a crash of the run.
+        error = str(exc)[:200] if isinstance(exc, OSError) else type(exc).__name__
+        run.ctx.audit.append("monitor.page_failed", run_id=run.ctx.run_id, error=error)
         return
     report.monitor["page"] = str(seen.page)
 

@@ -21,14 +21,13 @@ import contextlib
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
 from prefect.futures import wait
 from prefect.states import Failed, State
 
-from flows.kernel import TRAINING, Run, deployment_config, execute
+from flows.kernel import TRAINING, Run, execute, flow_settings
 from tasks.common import progress
 from tasks.common.anchors import bucket_has_history
 from tasks.common.audit import AuditLog
@@ -37,7 +36,7 @@ from tasks.common.gates import GateResult
 from tasks.common.outcome import record_outcome
 from tasks.common.registry import ModelRegistry
 from tasks.common.s3 import s3_client
-from tasks.common.settings import ConfigError, Settings, load_settings
+from tasks.common.settings import ConfigError, Settings
 from tasks.deploy import deploy_task
 from tasks.evaluate import evaluate_task
 from tasks.governance.pause import wait_for_approval
@@ -72,11 +71,7 @@ def secure_training(
     ``.toml`` inside `config_dirs` and `report_path` is refused.
     """
     try:
-        if runtime.deployment.id is not None:
-            config = deployment_config(config, report_path, data_root)
-        settings = load_settings(config)
-        if data_root is not None:
-            settings = settings.confined_to(Path(data_root))
+        settings = flow_settings(config, report_path, data_root)
     except ConfigError as exc:  # a refused parameter or config: said, never a traceback
         return Failed(message=f"refused: {exc}")
     return run_pipeline(settings, data=data, report_path=report_path)

@@ -125,6 +125,18 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
+def edit_fourth_audit_line(log: Path) -> str:
+    """Flip ``passed`` in the log's 4th entry (its hash no longer matches); return the
+    original text, to put back."""
+    original = log.read_text()
+    lines = original.splitlines()
+    entry = json.loads(lines[3])
+    entry["passed"] = not entry.get("passed")
+    lines[3] = json.dumps(entry, sort_keys=True)
+    log.write_text("\n".join(lines) + "\n")
+    return original
+
+
 def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> None:
     """On a state of its own: a replaced release object stays in the bucket's version
     history for good (no identity may delete it), so `audit verify` on a shared stack
@@ -140,12 +152,7 @@ def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> Non
     # itself still verifies). This state is the test's own, so the line is put back and
     # the anchor written meanwhile may stay.
     log = cold.state_dir / "audit" / "audit.jsonl"
-    original = log.read_text()
-    lines = original.splitlines()
-    entry = json.loads(lines[3])
-    entry["passed"] = not entry.get("passed")
-    lines[3] = json.dumps(entry, sort_keys=True)
-    log.write_text("\n".join(lines) + "\n")
+    original = edit_fourth_audit_line(log)
     out = cold.run("monitor", "--quiet")  # no batch: integrity and audit only
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith("alert from monitor.audit") and "line 4" in out.stderr
@@ -174,12 +181,7 @@ def test_tampered_deployment_fails_verify(cold: Pipeline, tmp_path: Path) -> Non
 def test_edited_audit_line_fails_audit_verify(kept_up: Pipeline) -> None:
     assert kept_up.run("audit", "verify").returncode == 0
     log = kept_up.state_dir / "audit" / "audit.jsonl"
-    original = log.read_text()
-    lines = original.splitlines()
-    entry = json.loads(lines[3])
-    entry["passed"] = not entry.get("passed")
-    lines[3] = json.dumps(entry, sort_keys=True)
-    log.write_text("\n".join(lines) + "\n")
+    original = edit_fourth_audit_line(log)
     try:
         out = kept_up.run("audit", "verify")
         assert out.returncode == 1 and "line 4" in out.stderr, out.stderr
