@@ -206,8 +206,10 @@ def weed_ports(s3_port: int | None) -> dict[str, int]:
         ports["s3"] = s3_port
     for comp in WEED_COMPONENTS:
         while comp not in ports:
-            # Below the ephemeral range (32768+), so outgoing connections never hold them.
-            p = 10000 + secrets.randbelow(12000)
+            # 10000-15999 with gRPC twins 20000-25999: below the ephemeral range (32768+),
+            # so outgoing connections never hold them, and apart from 16000-19999 (+10000),
+            # which the test suite keeps for the ports it sets itself.
+            p = 10000 + secrets.randbelow(6000)
             taken = {q + d for q in ports.values() for d in (0, GRPC_OFFSET)}
             if (
                 {p, p + GRPC_OFFSET}.isdisjoint(taken)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,28 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.ports import ours as workers_port
+from tests.ports import free_port
 
 CLI = str(Path(sys.executable).parent / "secure-pipeline")
-
-
-def free_port() -> int:
-    """A free port below 45000: SeaweedFS also binds each port + 10000 (gRPC),
-    and on-demand stacks take ports from 10000-22000. Under pytest-xdist only
-    this worker's ports (tests/ports.py), so parallel workers never collide."""
-    while True:
-        port = random.randint(23000, 45000)
-        if not workers_port(port):
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                s.close()
-                with socket.socket() as g:
-                    g.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
 
 
 @dataclass

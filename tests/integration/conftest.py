@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import pytest
 
 from tasks.common.s3 import S3Endpoint, s3_client
 from tasks.common.settings import LocalStackConfig, Settings, load_settings
-from tasks.localstack import identities, processes, seaweedfs
+from tasks.localstack import identities
 from tasks.localstack.stack import s3_service
-from tests.ports import ours as workers_port
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -40,18 +39,6 @@ def admin_s3(s3_settings: Settings, s3_endpoint: S3Endpoint):
 @pytest.fixture(scope="session")
 def bucket(s3_settings: Settings) -> str:
     return s3_settings.storage.bucket
-
-
-def free_port() -> int:
-    """A port that is free together with port + 10000 (SeaweedFS's gRPC pairing),
-    and under pytest-xdist one of this worker's ports (tests/ports.py). Drawn at
-    random rather than with bind(0): Linux hands bind(0) odd ports only, and a
-    worker whose ports are even would never get one."""
-    while True:
-        port = 23000 + secrets.randbelow(22000)
-        grpc = port + seaweedfs.GRPC_OFFSET
-        if workers_port(port) and processes.port_free(port) and processes.port_free(grpc):
-            return port
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -28,6 +27,7 @@ import yaml
 
 from tasks.common.settings import Settings, load_settings
 from tasks.monitoring.metrics import METRIC_NAMES, record_metrics
+from tests.ports import free_port
 from tests.unit.test_metrics import monitoring_report, training_report
 
 pytestmark = pytest.mark.integration
@@ -48,12 +48,6 @@ def require(binary: Path) -> str:
     if not binary.exists():
         pytest.fail(f"{binary} missing: run `make prometheus` (apt-get, as root)", pytrace=False)
     return str(binary)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
