@@ -1,11 +1,13 @@
 """Evaluate stage: attack the model before anything is released.
 
-Five gates, all run and reported together: a quality floor (``evaluate.quality``: a
+Six gates, all run and reported together: a quality floor (``evaluate.quality``: a
 useless or sabotaged model), robustness to evasion (``evaluate.adversarial``, see
 `tasks.checks.adversarial`), membership leakage (``evaluate.membership_inference``,
 see `tasks.checks.privacy`), learned backdoors (``evaluate.backdoor_probe``) and the
 cost of stealing the model by queries (``evaluate.extraction_risk``, both in
-`tasks.checks.probes`). Every check is called through `run_check` under its module
+`tasks.checks.probes`) and, for a differentially private model, an audit of its claimed
+epsilon by one extra training run with canaries (``evaluate.dp_audit``, see
+`tasks.checks.dp_audit`). Every check is called through `run_check` under its module
 name here (a check that raises blocks the run at its own gate). The quality gate
 scores the predictions the train stage made once for its round-trip gate
 (`TrainedModel.test_pred`, `test_proba`), on a seeded sample of `QUALITY_ROWS` test
@@ -30,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
 from tasks.checks.baselines import paired_difference, skill, trivial_baselines
 from tasks.checks.champion import NO_CHAMPION, Champion, load_champion
+from tasks.checks.dp_audit import DP_AUDIT, check_dp_audit
 from tasks.checks.privacy import MEMBERSHIP, check_membership_inference
 from tasks.checks.probes import (
     BACKDOOR,
@@ -47,11 +50,13 @@ from tasks.train import TrainedModel
 __all__ = [
     "ADVERSARIAL",
     "BACKDOOR",
+    "DP_AUDIT",
     "EXTRACTION",
     "MEMBERSHIP",
     "QUALITY",
     "check_adversarial",
     "check_backdoor_probe",
+    "check_dp_audit",
     "check_extraction_risk",
     "check_membership_inference",
     "check_quality",
@@ -297,7 +302,7 @@ def evaluate_checks(
     champion: Champion | None = None,
     reference: Mapping[str, Any] | None = None,
 ) -> list[GateResult]:
-    """The five gates' results, in catalog order (no MLflow, nothing enforced).
+    """The six gates' results, in catalog order (no MLflow, nothing enforced).
 
     Each check is looked up in this module when called (tests replace them here) and
     runs through `run_check`, so one that raises is a failed gate, never a pass.
@@ -371,7 +376,18 @@ def evaluate_checks(
         membership_advantage=advantage if isinstance(advantage, int | float) else None,
         seed=seed,
     )
-    return [quality, adversarial, membership, backdoor, extraction]
+    dp_audit = run_check(
+        DP_AUDIT,
+        check_dp_audit,
+        pipeline=pipeline,
+        estimator=estimator,
+        x_train=x_train,
+        y_train=y_train,
+        canaries=cfg.dp_audit_canaries,
+        rows=cfg.dp_audit_rows,
+        seed=seed,
+    )
+    return [quality, adversarial, membership, backdoor, extraction, dp_audit]
 
 
 def evaluate(
@@ -380,7 +396,7 @@ def evaluate(
     s3: Any = None,
     reference: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], list[GateResult]]:
-    """Run the five evaluate gates on the trained model; record them in MLflow.
+    """Run the six evaluate gates on the trained model; record them in MLflow.
 
     Args:
         ctx: Run settings, identity and audit trail.

@@ -154,6 +154,12 @@ def build_provenance(
                 "classes": [str(c) for c in model.pipeline.classes_],
                 # A differentially private model's budget; None: not trained with DP.
                 "dp_epsilon": model.params.get("dp_epsilon"),
+                # Its audited epsilon (evaluate.dp_audit: a 95% lower bound from one
+                # canary run, never above the claim in a release); None: no audit.
+                "dp_epsilon_audited": next(
+                    (g.metrics.get("epsilon_audited") for g in gates if g.name == "evaluate.dp_audit"),
+                    None,
+                ),
             },
             "dataset": {"rows": dataset.rows, "integrity": dataset.integrity},
             "serving": serving_policy(gates),

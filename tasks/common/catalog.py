@@ -239,6 +239,16 @@ GATES: tuple[Gate, ...] = (
         "evaluate.max_extraction_fidelity",
     ),
     Gate(
+        "evaluate.dp_audit",
+        "a broken DP setup (noise, norm bound) leaking beyond its budget",
+        "DP estimators: empirical epsilon, a 95% lower bound from one extra training run "
+        "with 1000 canaries each included with probability 1/2 (Steinke, Nasr, Jagielski "
+        "2023); other estimators: not applicable",
+        "the claimed `model.dp_epsilon`",
+        "tasks.evaluate:check_dp_audit",
+        "model.dp_epsilon",
+    ),
+    Gate(
         "sign.model_digest",
         "tampering between train and sign",
         "sha256 of the model file",
@@ -357,6 +367,7 @@ SAFE_RANGES: tuple[SafeRange, ...] = (
     SafeRange("evaluate.membership_samples", "evaluate.membership_inference", at_least=200),
     SafeRange("evaluate.max_backdoor_flip", "evaluate.backdoor_probe", at_most=0.5),
     SafeRange("evaluate.backdoor_samples", "evaluate.backdoor_probe", at_least=100),
+    SafeRange("evaluate.dp_audit_canaries", "evaluate.dp_audit", at_least=500),
     SafeRange("screen.max_label_shift", "screen.label_distribution", at_most=0.10),
     # Shared by the relative screens: weakening one weakens each gate named here.
     *(

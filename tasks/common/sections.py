@@ -199,6 +199,12 @@ class EvaluateConfig(_Section):
     # queries with the model. Reported; a threshold blocks above it (None: report only).
     extraction_queries: int = Field(default=1000, gt=0)
     max_extraction_fidelity: float | None = Field(default=None, ge=0, le=1)
+    # DP audit (evaluate.dp_audit, DP estimators only; tasks/checks/dp_audit.py): one
+    # extra training run with `dp_audit_canaries` canaries (fewer: a weaker audit, the
+    # most it can show falls: 5.4 for 1000, 4.7 for 500) on at most `dp_audit_rows`
+    # training rows (its cost is flat beyond).
+    dp_audit_canaries: int = Field(default=1000, gt=0, le=20_000)
+    dp_audit_rows: int = Field(default=10_000, gt=0)
     # Settings of one estimator only, from sub-tables: [evaluate.random_forest]
     # min_skill = 0.6 overrides the flat value when model.estimator is random_forest
     # (as [model.params.<estimator>] does for parameters). `init` writes one per
