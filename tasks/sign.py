@@ -157,7 +157,11 @@ def build_provenance(
                 # Its audited epsilon (evaluate.dp_audit: a 95% lower bound from one
                 # canary run, never above the claim in a release); None: no audit.
                 "dp_epsilon_audited": next(
-                    (g.metrics.get("epsilon_audited") for g in gates if g.name == "evaluate.dp_audit"),
+                    (
+                        g.metrics.get("epsilon_audited")
+                        for g in gates
+                        if g.name == "evaluate.dp_audit"
+                    ),
                     None,
                 ),
             },

@@ -16,7 +16,7 @@ from tasks.checks.adversarial import ADVERSARIAL, check_adversarial
 from tasks.common.context import RunContext
 from tasks.common.settings import ConfigError, EvaluateConfig, load_settings
 from tasks.common.tracking import mlflow_client
-from tasks.evaluate import BACKDOOR, EXTRACTION, MEMBERSHIP, QUALITY, evaluate
+from tasks.evaluate import BACKDOOR, DP_AUDIT, EXTRACTION, MEMBERSHIP, QUALITY, evaluate
 from tasks.models import build_pipeline, build_preprocessor, model_params, resolve_data_norm
 from tasks.train import ROUNDTRIP, TrainedModel, split, train
 from tasks.trust.modelio import TRUSTED_PREPROCESSING, UntrustedModelError, load_model_file
@@ -120,8 +120,11 @@ def test_dp_model_passes_evaluate_with_floors_lowered_knowingly(dp_trained):
         MEMBERSHIP: True,
         BACKDOOR: True,
         EXTRACTION: True,
+        DP_AUDIT: True,
     }
     assert "robust_accuracy" in metrics and "advantage" in metrics
+    # diffprivlib at epsilon 5 is not contradicted by its canary audit, logged as a metric
+    assert 0 <= metrics["epsilon_audited"] <= metrics["epsilon_claimed"] == 5.0
     logged = mlflow_client(s).get_run(model.mlflow_run_id).data.metrics
     assert logged["evaluate.adversarial.robust_accuracy"] == metrics["robust_accuracy"]
 

@@ -233,7 +233,8 @@ def test_evaluate_runs_the_audit_with_the_configured_budget(mixed_eps5):
 
 
 def test_fewer_canaries_than_safe_need_a_waiver(tmp_path):
-    with pytest.raises(ConfigError, match=r"evaluate\.dp_audit_canaries = 100 .*evaluate\.dp_audit"):
+    weak = r"evaluate\.dp_audit_canaries = 100 .*evaluate\.dp_audit"
+    with pytest.raises(ConfigError, match=weak):
         load_settings(state_dir=tmp_path, evaluate={"dp_audit_canaries": 100})
     waived = load_settings(
         state_dir=tmp_path,

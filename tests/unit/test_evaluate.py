@@ -1,4 +1,4 @@
-"""evaluate: the five gates on a registered model (a real MLflow store), and the
+"""evaluate: the six gates on a registered model (a real MLflow store), and the
 evasion attacks themselves: FGM/PGD on linear models, Square on trees."""
 
 from __future__ import annotations
@@ -25,14 +25,22 @@ from tasks.common.files import sha256_file
 from tasks.common.gates import GateFailed
 from tasks.common.settings import EvaluateConfig, load_settings
 from tasks.common.tracking import mlflow_client
-from tasks.evaluate import BACKDOOR, EXTRACTION, MEMBERSHIP, QUALITY, check_quality, evaluate
+from tasks.evaluate import (
+    BACKDOOR,
+    DP_AUDIT,
+    EXTRACTION,
+    MEMBERSHIP,
+    QUALITY,
+    check_quality,
+    evaluate,
+)
 from tasks.models import numeric_layout
 from tasks.train import TrainedModel, train
 from tests.mixed_table import CATEGORICAL, NUMERIC, mixed_table
 from tests.unit.test_probes import MIXED, fit_model
 
 CSV = Path(__file__).resolve().parents[2] / "data" / "breast_cancer.csv"
-GATES = [QUALITY, ADVERSARIAL, MEMBERSHIP, BACKDOOR, EXTRACTION]
+GATES = [QUALITY, ADVERSARIAL, MEMBERSHIP, BACKDOOR, EXTRACTION, DP_AUDIT]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +97,7 @@ def test_defaults_pass_and_are_recorded(trained):
     assert by_name[BACKDOOR].threshold == {"max_backdoor_flip": 0.3}
     assert by_name[EXTRACTION].threshold == {"max_fidelity": None}
     assert by_name[EXTRACTION].metrics["recommended_output"] == "labels"  # fidelity >= 0.9
+    assert by_name[DP_AUDIT].metrics == {"applies": False}  # not a DP model
     client = mlflow_client(ctx.settings)
     run = client.get_run(model.mlflow_run_id)
     logged = run.data.metrics

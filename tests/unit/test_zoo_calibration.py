@@ -2,10 +2,10 @@
 estimator of the zoo, with the DEFAULT thresholds and budgets.
 
 N clean resamples of the synthetic team table (seeds 1000..1000+N-1) per estimator,
-trained with the bundled config's parameters; each must pass all five gates. The
-worst margin per gate (how far the worst resample stayed from its threshold) is
-printed (``pytest -s``), so a threshold that is too tight shows before it blocks
-honest runs.
+trained with the bundled config's parameters; each must pass all six gates (the DP
+audit applies to the DP model only). The worst margin per gate (how far the worst
+resample stayed from its threshold) is printed (``pytest -s``), so a threshold that
+is too tight shows before it blocks honest runs.
 
     ZOO_RESAMPLES=20 .venv/bin/python -m pytest tests/unit/test_zoo_calibration.py -s
 
