@@ -220,7 +220,9 @@ def check_dp_audit(
     # Every canary as a point: zero on the real features, the norm bound on its column.
     points = np.zeros((canaries, width + canaries))
     points[np.arange(canaries), width + np.arange(canaries)] = norm
-    x_audit = np.vstack([np.hstack([z, np.zeros((n, canaries))]), points[included]])
+    x_audit = np.zeros((n + int(included.sum()), width + canaries))  # one allocation
+    x_audit[:n, :width] = z
+    x_audit[n:] = points[included]
     y_audit = np.concatenate([y, labels[included]])
     model = trainer(fitted)
     with warnings.catch_warnings():

@@ -3,11 +3,14 @@ code edit, for every model of the zoo (switched by one environment variable)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
+from tasks.models import DP_ESTIMATORS as DP
 from tests.e2e.conftest import Pipeline
 from tests.mixed_table import mixed_table
 
@@ -67,6 +70,16 @@ def test_init_then_run_deploys_each_estimator(
     fetched = pipe.run("fetch", f"models:/{name}@champion", "--out", str(tmp_path / "r"))
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "r" / "model.skops").is_file()
+    if estimator in DP:  # its claimed epsilon is audited, and the bound is signed
+        audit = gates["evaluate.dp_audit"]["metrics"]
+        assert audit["applies"] and audit["epsilon_audited"] <= audit["epsilon_claimed"] == 5.0
+        envelope = json.loads((tmp_path / "r" / "provenance.dsse.json").read_text())
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        signed = statement["predicate"]["buildDefinition"]["internalParameters"]["model"]
+        assert signed["dp_epsilon"] == 5.0
+        assert signed["dp_epsilon_audited"] == audit["epsilon_audited"]
+    else:
+        assert gates["evaluate.dp_audit"]["metrics"] == {"applies": False}
 
 
 def test_a_weaker_model_does_not_replace_the_champion(
