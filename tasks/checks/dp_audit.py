@@ -49,7 +49,7 @@ Limitations, stated honestly:
   configuration and its library (noise added, clipping, budget split over classes),
   not a bound specific to the production table's shape;
 - a one-run audit is a lower bound, loose for a correct mechanism: with m canaries
-  it can show at most about ``epsilon_max_detectable`` (5.3 for 1000); a claim above
+  it can show at most ``epsilon_max_detectable`` (5.38 for 1000); a claim above
   that cannot be contradicted. Passing means "not contradicted", never "proven".
 """
 
