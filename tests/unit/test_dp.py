@@ -10,7 +10,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 
-import tasks.checks.adversarial as adversarial_mod
+import tasks.checks.evasion as adversarial_mod
 import tasks.trust.modelio as modelio
 from tasks.checks.adversarial import ADVERSARIAL, check_adversarial
 from tasks.common.context import RunContext
