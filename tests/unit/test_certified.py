@@ -57,9 +57,10 @@ def test_linear_radius_is_exact_at_the_worst_corner(classes):
     coef = rng.normal(size=(1 if classes == 2 else classes, width))
     bias = rng.normal(size=len(coef))
     z = rng.normal(size=(40, width))
-    pred, radius = linear_radius(coef, bias, z, positions)
+    # Binary: scores [0, w.z + b], as `_linear_scores` reads a binary model.
     full = np.vstack([np.zeros(width), coef]) if classes == 2 else coef
     full_b = np.r_[0.0, bias] if classes == 2 else bias
+    pred, radius = linear_radius(full, full_b, z, positions)
     checked = 0
     for row, p, r in zip(z, pred, radius, strict=True):
         assert np.isfinite(r) and r > 0
