@@ -125,7 +125,7 @@ def _ensemble(final: object, n_classes: int) -> _Ensemble | None:
         trees = [_sklearn_tree(e, 1.0 / len(final.estimators_)) for e in final.estimators_]
         return _Ensemble(np.zeros(n_classes), trees, float32=True)
     if isinstance(final, HistGradientBoostingClassifier):
-        out = []
+        out: list[tuple[np.ndarray, ...]] = []
         for iteration in final._predictors:
             for k, predictor in enumerate(iteration):
                 nodes = predictor.nodes

@@ -177,5 +177,3 @@ def square(
         img_adv = attack.generate(x=to_image(z), y=onehot)
     # The wrapper check reads the clean rows through the same image mapping, in float64.
     return from_image(img_adv), lambda values: scores(from_image(to_image(values, np.float64)))
-
-

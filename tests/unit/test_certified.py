@@ -223,8 +223,9 @@ def test_a_model_without_a_verifier_reports_none():
     from sklearn.neighbors import KNeighborsClassifier
 
     pipeline, x_train, x_test, _, y_test = fit_model("random_forest", mixed_table(400), MIXED)
-    pipeline.steps[-1] = ("model", KNeighborsClassifier().fit(
-        pipeline["prep"].transform(x_train), pipeline.predict(x_train)
-    ))
+    pipeline.steps[-1] = (
+        "model",
+        KNeighborsClassifier().fit(pipeline["prep"].transform(x_train), pipeline.predict(x_train)),
+    )
     cert = certify(pipeline=pipeline, x=x_test, y=y_test, eps_values=[0.1], seconds=5)
     assert cert.accuracy(0.1) is None and "no verifier for KNeighborsClassifier" in cert.method
