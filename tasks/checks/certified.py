@@ -33,7 +33,7 @@ but not ``HistGradientBoostingClassifier`` and perturbs every input (no fixed
 categoricals); dtai-veritas would add a compiled runtime dependency to the lock.
 
 FORK: a new estimator gets a certificate by adding its extraction to `_ensemble`
-(leaf boxes and values), or its linear scores to `_linear_scores`; without one its
+(leaf boxes and values), or its linear scores to `linear_scores`; without one its
 ``certified_accuracy`` is None with the reason in ``certified_method``.
 """
 
@@ -50,7 +50,7 @@ from sklearn.pipeline import Pipeline
 
 from tasks.models import numeric_layout
 
-LINEAR_METHOD = "exact linear radius (margin / L1 norm of the numeric weights)"
+LINEAR_METHOD = "exact linear worst case (margin against the L1 norm of the numeric weights)"
 TREE_METHOD = "per-tree interval bound (reachable leaves; sound, may under-certify)"
 CHUNK_ROWS = 25  # rows verified between two looks at the clock
 
@@ -81,7 +81,7 @@ class _Ensemble:
     float32: bool  # the model compares inputs rounded to float32 (scikit-learn's trees)
 
 
-def _linear_scores(final: object) -> tuple[np.ndarray, np.ndarray] | None:
+def linear_scores(final: object) -> tuple[np.ndarray, np.ndarray] | None:
     """(W, b) with class scores ``z @ W.T + b`` whose argmax is the prediction, for a
     scikit-learn logistic regression or a subclass of it (diffprivlib's); else None."""
     if not isinstance(final, LogisticRegression):
@@ -109,6 +109,29 @@ def linear_radius(
         r = np.where(pred == j, np.inf, r)
         radius = np.minimum(radius, r)
     return pred, radius
+
+
+def linear_worst_case(
+    coef: np.ndarray, bias: np.ndarray, z: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(worst margin, worst point) per row of `z` over the box [`lo`, `hi`] for class
+    scores ``z @ coef.T + bias``: the smallest, over other classes ``j``, of the
+    predicted class's score minus ``j``'s, reached at the box's corner that moves every
+    input against ``w_pred - w_j`` (exact: the margin is linear, each input on its
+    own). A margin > 0 proves the prediction; < 0 gives an adversarial point."""
+    scores = z @ coef.T + bias
+    pred = scores.argmax(1)
+    n = len(z)
+    worst = np.full(n, np.inf)
+    point = z.copy()
+    for j in range(coef.shape[0]):
+        d = coef[pred] - coef[j]  # (rows, inputs): the margin's gradient
+        corner = np.where(d > 0, lo, np.where(d < 0, hi, z))
+        margin = scores[np.arange(n), pred] - scores[:, j] + (d * (corner - z)).sum(1)
+        better = (pred != j) & (margin < worst)
+        worst = np.where(better, margin, worst)
+        point[better] = corner[better]
+    return worst, point
 
 
 def _sklearn_tree(tree: object, scale: float) -> tuple[np.ndarray, ...]:
@@ -175,6 +198,25 @@ def ensemble_margin(ens: _Ensemble, lo: np.ndarray, hi: np.ndarray, pred: np.nda
     return np.asarray(total.min(1))
 
 
+def box(
+    z: np.ndarray,
+    positions: np.ndarray,
+    eps: float,
+    clip: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of the threat model around each row of `z`: ``+- eps`` on `positions`,
+    cut to `clip` (widened by a hair: float32 rounding of the attack's range), the other
+    positions fixed."""
+    lo, hi = z.copy(), z.copy()
+    lo[:, positions] -= eps
+    hi[:, positions] += eps
+    if clip is not None:
+        hair = 1e-6 * (1 + np.abs(z[:, positions]))
+        lo[:, positions] = np.maximum(lo[:, positions], clip[0][positions] - hair)
+        hi[:, positions] = np.minimum(hi[:, positions], clip[1][positions] + hair)
+    return lo, hi
+
+
 def certify(
     *,
     pipeline: Pipeline,
@@ -182,10 +224,13 @@ def certify(
     y: pd.Series,
     eps_values: list[float],
     seconds: float,
+    clip: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Certified:
     """Certified accuracy of `pipeline` on rows `x` (labels `y`) at each of `eps_values`
     (standard deviations of each numeric input, L-inf; categorical inputs fixed),
-    within `seconds` for the tree verifier (rows beyond it count as not certified)."""
+    within `seconds` for the tree verifier (rows beyond it count as not certified).
+    `clip`: the attack's range per transformed column (`tasks.checks.evasion`); the box
+    is cut to it (a hair wider, so it always holds what the attack may reach)."""
     started = time.perf_counter()
     none: dict[float, np.ndarray | None] = dict.fromkeys(eps_values)
     try:
@@ -200,12 +245,15 @@ def certify(
     clean_pred = np.asarray(pipeline.predict(x))
     correct = clean_pred == y.to_numpy()
     pos = layout.positions
-    linear = _linear_scores(final)
+    linear = linear_scores(final)
     if linear is not None:
-        pred, radius = linear_radius(*linear, z, pos)
+        pred, _ = linear_radius(*linear, z, pos)
         if np.any(classes[pred] != clean_pred):  # our scores are not the pipeline's
             return Certified("none: linear scores disagree with the pipeline", none, 0, 0.0)
-        rows = {e: correct & (radius > e) for e in eps_values}
+        rows = {
+            e: correct & (linear_worst_case(*linear, z, *box(z, pos, e, clip))[0] > 0)
+            for e in eps_values
+        }
         return Certified(LINEAR_METHOD, rows, len(x), time.perf_counter() - started)
     ens = _ensemble(final, len(classes))
     if ens is None:
@@ -226,10 +274,7 @@ def certify(
         sl = slice(start, start + CHUNK_ROWS)
         zc = z[sl]
         for e in eps_values:
-            lo, hi = zc.copy(), zc.copy()
-            lo[:, pos] -= e
-            hi[:, pos] += e
-            margin = ensemble_margin(ens, lo, hi, pred_idx[sl])
+            margin = ensemble_margin(ens, *box(zc, pos, e, clip), pred_idx[sl])
             certified[e][sl] = margin > 0
         done = min(len(x), start + CHUNK_ROWS)
     # The clean prediction itself must be the ensemble's (a zero-width box).

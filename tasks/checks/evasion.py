@@ -10,7 +10,10 @@ imputed-and-perturbed value. Every model of the zoo is attacked, never skipped:
 - models with loss gradients (`tasks.models.GRADIENT_MODELS`, linear): ART's FGM and
   PGD with random restarts, white box; ``attack = "auto"`` runs both and keeps, row
   by row, the worst case (a row counts as broken when either attack breaks it);
-  ``"fgm"`` or ``"pgd"`` runs that one only;
+  ``"fgm"`` or ``"pgd"`` runs that one only. ``"auto"`` adds the exact worst case
+  of the linear scores ("corner": the box's corner against the closest class's
+  margin, `tasks.checks.certified`), which gradient attacks miss where probabilities
+  saturate (diffprivlib's large coefficients give zero loss gradients);
 - all others (forests, boosting; ``"auto"`` or ``"square"``): ART's Square attack, a
   score-based black box that only reads ``predict_proba`` (`tasks.checks.square_attack`).
 
@@ -54,7 +57,8 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from tasks.checks.square_attack import square
+from tasks.checks.certified import box, linear_scores, linear_worst_case
+from tasks.checks.square_attack import class_scores, square
 from tasks.common.settings import EvaluateConfig
 from tasks.models import GRADIENT_MODELS, NumericLayout, numeric_layout
 
@@ -192,6 +196,33 @@ def _clip_range(
     return lo.astype(np.float32), hi.astype(np.float32)
 
 
+def attack_clip(
+    pipeline: Pipeline, x: pd.DataFrame, x_train: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The attack's range per transformed column for rows `x` (see `_clip_range`)."""
+    z = np.asarray(pipeline.named_steps["prep"].transform(x), dtype=np.float64)
+    return _clip_range(numeric_layout(pipeline), z, x_train)
+
+
+def _corner(
+    final: BaseEstimator,
+    z: np.ndarray,
+    clip: tuple[np.ndarray, np.ndarray],
+    positions: np.ndarray,
+    eps: float,
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The exact worst case of a linear model: per row, the corner of its (clipped) box
+    that moves every numeric input against the margin of the closest other class
+    (`tasks.checks.certified.linear_worst_case`). Gradient attacks may miss it where the
+    probabilities saturate (large DP coefficients: zero loss gradients)."""
+    linear = linear_scores(final)
+    if linear is None:
+        raise NoAttack(f"{type(final).__name__} has no linear class scores")
+    clip64 = (clip[0].astype(np.float64), clip[1].astype(np.float64))
+    _, point = linear_worst_case(*linear, z, *box(z, positions, eps, clip64))
+    return point, class_scores(final)
+
+
 def choose_attack(config: EvaluateConfig, estimator: str) -> str:
     """The attacks for this estimator, as named in the metrics: "auto" is FGM and PGD
     (the worst per row) with gradients, else Square."""
@@ -202,7 +233,7 @@ def attacks_to_run(config: EvaluateConfig, estimator: str) -> tuple[str, ...]:
     """The attacks `config` runs on `estimator`, the first one preferred on ties."""
     if config.attack != "auto":
         return (config.attack,)
-    return ("fgm", "pgd") if estimator in GRADIENT_MODELS else ("square",)
+    return ("fgm", "pgd", "corner") if estimator in GRADIENT_MODELS else ("square",)
 
 
 def _decided(attacks: tuple[str, ...], broken: list[np.ndarray]) -> str:
@@ -307,19 +338,23 @@ def _one_attack(
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "PyTorch not found": harmless
-        if attack in GRADIENT_ATTACKS:
+        z_adv: np.ndarray | None
+        scores: Callable[[np.ndarray], np.ndarray] | None
+        if attack == "corner":
+            z_adv, scores = _corner(final, z, clip, pos, eps)
+        elif attack in GRADIENT_ATTACKS:
             z_adv, scores = _fgm_pgd(
                 attack, final, z, onehot, clip, pos, eps=eps, iterations=config.attack_iterations
             )
-            if z_adv is None or scores is None:
-                raise NoAttack(
-                    f"ART has no loss gradients for {type(final).__name__}: use "
-                    'evaluate.attack = "square"'
-                )
         else:
             z_adv, scores = square(
                 final, z, onehot, clip, pos, eps=eps, iterations=config.attack_iterations, seed=seed
             )
+    if z_adv is None or scores is None:
+        raise NoAttack(
+            f"ART has no loss gradients for {type(final).__name__}: use "
+            'evaluate.attack = "square"'
+        )
     log.info("%s attack on %d rows took %.3f s", attack, len(z), time.perf_counter() - started)
     wrapper_mismatch = int(np.sum(classes[np.asarray(scores(z)).argmax(1)] != clean_pred))
     # ART works in float32: allow its rounding on top of the budget, then project onto it.
