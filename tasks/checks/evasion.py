@@ -352,8 +352,7 @@ def _one_attack(
             )
     if z_adv is None or scores is None:
         raise NoAttack(
-            f"ART has no loss gradients for {type(final).__name__}: use "
-            'evaluate.attack = "square"'
+            f'ART has no loss gradients for {type(final).__name__}: use evaluate.attack = "square"'
         )
     log.info("%s attack on %d rows took %.3f s", attack, len(z), time.perf_counter() - started)
     wrapper_mismatch = int(np.sum(classes[np.asarray(scores(z)).argmax(1)] != clean_pred))
