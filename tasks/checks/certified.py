@@ -52,7 +52,7 @@ from tasks.models import numeric_layout
 
 LINEAR_METHOD = "exact linear worst case (margin against the L1 norm of the numeric weights)"
 TREE_METHOD = "per-tree interval bound (reachable leaves; sound, may under-certify)"
-CHUNK_ROWS = 25  # rows verified between two looks at the clock
+CHUNK_ROWS = 40  # rows verified between two looks at the clock
 
 
 @dataclass(frozen=True)
@@ -273,13 +273,16 @@ def certify(
             break
         sl = slice(start, start + CHUNK_ROWS)
         zc = z[sl]
-        for e in eps_values:
-            margin = ensemble_margin(ens, *box(zc, pos, e, clip), pred_idx[sl])
-            certified[e][sl] = margin > 0
+        # Every eps of the chunk in one pass over the trees (the zero-width box first:
+        # the clean prediction itself must be the ensemble's).
+        boxes = [(zc, zc), *(box(zc, pos, e, clip) for e in eps_values)]
+        lo, hi = np.vstack([b[0] for b in boxes]), np.vstack([b[1] for b in boxes])
+        margin = ensemble_margin(ens, lo, hi, np.tile(pred_idx[sl], len(boxes)))
+        margin = margin.reshape(len(boxes), len(zc))
+        if np.any(margin[0] < 0):
+            return Certified("none: the tree scores disagree with the pipeline", none, 0, 0.0)
+        for k, e in enumerate(eps_values, start=1):
+            certified[e][sl] = margin[k] > 0
         done = min(len(x), start + CHUNK_ROWS)
-    # The clean prediction itself must be the ensemble's (a zero-width box).
-    check = ensemble_margin(ens, z[:done], z[:done], pred_idx[:done]) if done else np.zeros(0)
-    if np.any(check < 0):
-        return Certified("none: the tree scores disagree with the pipeline", none, 0, 0.0)
     rows = {e: correct & certified[e] for e in eps_values}
     return Certified(TREE_METHOD, rows, done, time.perf_counter() - started)
