@@ -1,7 +1,7 @@
 """Adversarial robustness (``evaluate.adversarial``): the attack beside the certificate.
 
-The threat model and the attacks are in `tasks.checks.evasion` (FGM and PGD on the
-linear models' gradients, `tasks.checks.square_attack` for the rest); the
+The threat model and the attacks are in `tasks.checks.evasion` (FGM and the exact
+corner for linear models, `tasks.checks.square_attack` for the rest); the
 certificate in `tasks.checks.certified`. An attack gives an *upper* bound on the true
 robust accuracy (it may miss adversarial rows), a certificate a *lower* bound (it may
 fail to prove a robust row): the gate reports both on the same rows, at

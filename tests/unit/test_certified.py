@@ -15,6 +15,7 @@ import pytest
 from tasks.checks.adversarial import (
     CURVE_FACTORS,
     adversarial_examples,
+    attack_clip,
     attack_rows,
     check_adversarial,
 )
@@ -131,17 +132,20 @@ def test_certified_is_at_most_the_attack_on_the_same_rows(zoo, estimator):
     assert dict(m["robustness_curve"])[0.2] == round(robust, 4)
     assert dict(m["certified_curve"])[0.2] == round(certified, 4)
     if estimator == "logistic_regression":
-        assert m["attacks"] == "fgm+pgd+corner"
+        assert m["attacks"] == "fgm+corner"
         # The exact worst case is among the attacks: attack and certificate meet.
         assert certified == robust
     else:
         assert m["attack"] == m["attacks"] == "square"
 
 
-def test_auto_keeps_the_worst_of_fgm_and_pgd_per_row(zoo):
-    pipeline, x_train, x_test, _, y_test = zoo["logistic_regression"]
+@pytest.mark.parametrize("estimator", ["logistic_regression", "dp_logistic_regression"])
+def test_auto_keeps_the_worst_per_row_and_meets_the_certificate(estimator):
+    """ "auto" on a linear model: FGM and the exact corner, the worst per row. It breaks
+    every row FGM or PGD breaks, and what it leaves is exactly what is certified."""
+    pipeline, x_train, x_test, _, y_test = fit_model(estimator, mixed_table(800, seed=2), MIXED)
     x, y = attack_rows(x_test, y_test, samples=120, seed=42)
-    kw: dict[str, Any] = {"pipeline": pipeline, "estimator": "logistic_regression"}
+    kw: dict[str, Any] = {"pipeline": pipeline, "estimator": estimator}
     kw |= {"x_train": x_train, "x": x, "y": y, "seed": 42}
     truth = y.to_numpy()
 
@@ -149,11 +153,15 @@ def test_auto_keeps_the_worst_of_fgm_and_pgd_per_row(zoo):
         cfg = EvaluateConfig(attack=attack, attack_eps=0.3, attack_iterations=40)
         adv = adversarial_examples(config=cfg, **kw)
         pd.testing.assert_frame_equal(adv.x_adv[CATEGORICAL], x[CATEGORICAL])
+        assert adv.wrapper_mismatch == 0 and not adv.over_budget
         return np.asarray(pipeline.predict(adv.x_adv)) != truth
 
     both, fgm, pgd = broken("auto"), broken("fgm"), broken("pgd")
-    assert np.array_equal(both, fgm | pgd)  # per row, the worst of the two
-    assert both.sum() >= max(fgm.sum(), pgd.sum()) > 0
+    assert np.all(both >= fgm) and np.all(both >= pgd) and both.sum() > 0
+    clip = tuple(c.astype(np.float64) for c in attack_clip(pipeline, x, x_train))
+    cert = certify(pipeline=pipeline, x=x, y=y, eps_values=[0.3], seconds=5, clip=clip)
+    proved = cert.rows[0.3]
+    assert proved is not None and np.array_equal(proved, ~both)
 
 
 def test_categorical_inputs_stay_fixed_in_the_certificate():
