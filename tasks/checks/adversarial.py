@@ -79,6 +79,7 @@ def check_adversarial(
     config: EvaluateConfig,
     seed: int,
     champion: Champion | None = None,
+    curves: bool = True,
 ) -> GateResult:
     """Robustness of `pipeline` on rows `x` under the configured evasion attack.
 
@@ -98,6 +99,8 @@ def check_adversarial(
         config: The ``[evaluate]`` settings (attack, eps, limits, iterations).
         seed: Seeds the black-box attack's random search.
         champion: The current champion (`tasks.checks.champion.load_champion`).
+        curves: Certify and draw the curves (False: the attack at attack_eps only, as
+            `init`'s measurement needs; ``certified_method`` says so).
 
     Metrics: attack (what decided), attacks (what ran), eps_std, samples,
     clean_accuracy, robust_accuracy (the attack's: an upper bound),
@@ -165,8 +168,9 @@ def check_adversarial(
             detail="the attack does not model this pipeline (prediction mismatch, budget "
             "exceeded or a category changed); failing closed",
         )
-    curve_eps = [round(eps * f, 6) for f in CURVE_FACTORS]
+    curve_eps = [round(eps * f, 6) for f in CURVE_FACTORS] if curves else [round(eps, 6)]
     cert = certify(
+        active=curves,
         pipeline=pipeline,
         x=x,
         y=y,
