@@ -187,7 +187,7 @@ def check_adversarial(
         "robustness_curve": _robustness_curve(
             pipeline, estimator, curve_eps, robust, attack_kw, truth
         ),
-        "certified_curve": [[e, _round(cert.accuracy(e))] for e in curve_eps],
+        "certified_curve": [[round(e, 4), _round(cert.accuracy(e))] for e in curve_eps],
     }
     proved = cert.rows.get(round(eps, 6))
     if proved is not None and np.any(proved & ~robust_ok):
@@ -295,16 +295,16 @@ def _robustness_curve(
     out: list[list[float | None]] = []
     for e in eps_values:
         if e == round(config.attack_eps, 6) or not len(x):
-            out.append([e, round(robust, 4)])
+            out.append([round(e, 4), round(robust, 4)])
             continue
         try:
             adv = adversarial_examples(pipeline=pipeline, estimator=estimator, eps=e, **attack_kw)
         except NoAttack:
-            out.append([e, None])
+            out.append([round(e, 4), None])
             continue
         if adv.wrapper_mismatch or adv.over_budget:
-            out.append([e, None])
+            out.append([round(e, 4), None])
             continue
         ok = np.asarray(pipeline.predict(adv.x_adv)) == truth
-        out.append([e, round(float(np.mean(ok)), 4)])
+        out.append([round(e, 4), round(float(np.mean(ok)), 4)])
     return out

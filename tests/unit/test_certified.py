@@ -239,3 +239,30 @@ def test_a_model_without_a_verifier_reports_none():
     )
     cert = certify(pipeline=pipeline, x=x_test, y=y_test, eps_values=[0.1], seconds=5)
     assert cert.accuracy(0.1) is None and "no verifier for KNeighborsClassifier" in cert.method
+
+
+def test_the_evaluate_stage_reports_both_bounds(zoo):
+    """Through `tasks.evaluate.evaluate_checks` (as the stage runs it): both bounds and
+    both curves in the gate's metrics, curves as the report reads them."""
+    from tasks.evaluate import evaluate_checks
+
+    pipeline, x_train, x_test, y_train, y_test = zoo["logistic_regression"]
+    results = evaluate_checks(
+        EvaluateConfig(attack_samples=80),
+        pipeline=pipeline,
+        estimator="logistic_regression",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        seed=42,
+    )
+    gate = next(r for r in results if r.name == "evaluate.adversarial")
+    m = gate.metrics
+    assert gate.passed and m["samples"] == 80
+    assert m["certified_accuracy"] == m["robust_accuracy"]  # linear: the bounds meet
+    for key in ("robustness_curve", "certified_curve"):
+        curve = m[key]
+        assert 0 < len(curve) <= 64
+        assert all(isinstance(x, float) and round(x, 4) == x for x, _ in curve)
+        assert all(y is None or round(y, 4) == y for _, y in curve)
