@@ -5,19 +5,23 @@ may still break. A certificate proves, row by row, that *no* perturbation of the
 threat model changes the prediction: the attack's L-inf ball of ``eps`` standard
 deviations on each numeric input, categorical inputs fixed. In the transformed space
 of the pipeline's ``prep`` step (`tasks.models.numeric_layout`) that is the box
-``z[p] +- eps`` on the numeric positions ``p``, the one-hot positions fixed. The box
-is not clipped to the training range as the attack is: the certificate covers more
-perturbations than the attack tries, so on the same rows and eps
+``z[p] +- eps`` on the numeric positions ``p``, cut to the attack's range (the
+training range widened to the attacked rows, `tasks.checks.evasion`; a hair wider
+for float32 rounding), the one-hot positions fixed. The certificate covers every
+perturbation the attack may try, so on the same rows and eps
 ``certified_accuracy <= robust_accuracy`` (a row counts when it is correctly
-classified and certified).
+classified and certified); the gate fails closed when a certified row was broken.
 
 - **Linear models** (logistic regression, diffprivlib's DP one): exact. Class scores
   are ``s = W z + b``; the prediction ``y`` holds against class ``j`` for every
   perturbation of L-inf size ``r`` on ``p`` as long as
   ``s_y - s_j > r * ||(w_y - w_j)[p]||_1`` (the dual norm of L-inf is L1), so the
   certified radius is ``min_j (s_y - s_j) / ||(w_y - w_j)[p]||_1`` (binary: ``|s| /
-  ||w[p]||_1``), reached at the corner ``z - r * sign(w_y - w_j)``. The curve over
-  any eps is free.
+  ||w[p]||_1``), reached at the corner ``z - r * sign(w_y - w_j)`` (`linear_radius`).
+  Cut to the attack's range, the worst point is still a corner of the box, each
+  input moved against ``w_y - w_j`` as far as the box allows (`linear_worst_case`):
+  exact at any eps, and free. The attack uses the same corner ("corner" in
+  `tasks.checks.evasion`), so for linear models the two bounds meet.
 - **Tree ensembles** (random forest, histogram gradient boosting): a sound lower
   bound, the per-tree interval bound. For each tree, the leaves a row can reach inside
   its box (descend left when ``lo <= threshold``, right when ``hi > threshold``);
@@ -27,10 +31,13 @@ classified and certified).
   row uncertified, never the reverse). Rows are verified in chunks until
   ``evaluate.certify_seconds`` is spent; rows left over count as *not* certified.
 
-Measured alternatives (ART 1.20.1 and dtai-veritas 0.3.1, see the README): ART's
-`RobustnessVerificationTreeModelsCliqueMethod` accepts scikit-learn's random forest
-but not ``HistGradientBoostingClassifier`` and perturbs every input (no fixed
-categoricals); dtai-veritas would add a compiled runtime dependency to the lock.
+Alternatives (see the README): ART 1.20.1's
+`RobustnessVerificationTreeModelsCliqueMethod` takes scikit-learn's random forest,
+not ``HistGradientBoostingClassifier`` (no ``get_trees``), wants every input in
+[0, 1], perturbs every input (no fixed categoricals), returns only averages over the
+rows, and measured ~1 s per row on a 100-tree forest (breast cancer, 5 search steps);
+dtai-veritas 0.3.x would add a compiled runtime dependency to the lock (and is not in
+this machine's package mirror, so it was not measured).
 
 FORK: a new estimator gets a certificate by adding its extraction to `_ensemble`
 (leaf boxes and values), or its linear scores to `linear_scores`; without one its
