@@ -266,3 +266,29 @@ def test_the_evaluate_stage_reports_both_bounds(zoo):
         assert 0 < len(curve) <= 64
         assert all(isinstance(x, float) and round(x, 4) == x for x, _ in curve)
         assert all(y is None or round(y, 4) == y for _, y in curve)
+
+
+def test_a_certificate_the_attack_contradicts_fails_closed(zoo, monkeypatch):
+    """A verifier that claims every row (wrong: the attack breaks some) is caught: the
+    gate fails closed instead of reporting the two bounds crossed."""
+    import tasks.checks.adversarial as adversarial_mod
+    from tasks.checks.certified import Certified
+
+    def overclaiming(**kw: Any) -> Certified:
+        n = len(kw["x"])
+        return Certified("overclaiming", {e: np.ones(n, bool) for e in kw["eps_values"]}, n, 0.0)
+
+    monkeypatch.setattr(adversarial_mod, "certify", overclaiming)
+    pipeline, x_train, x_test, _, y_test = zoo["logistic_regression"]
+    x, y = attack_rows(x_test, y_test, samples=120, seed=42)
+    result = check_adversarial(
+        pipeline=pipeline,
+        estimator="logistic_regression",
+        x_train=x_train,
+        x=x,
+        y=y,
+        config=EvaluateConfig(attack_eps=0.3),
+        seed=42,
+    )
+    assert result.metrics["robust_accuracy"] < 1.0
+    assert not result.passed and "disagree" in result.detail and "failing closed" in result.detail
