@@ -234,6 +234,7 @@ def measure(
                     y=y_att,
                     config=evaluate,
                     seed=seed,
+                    curves=False,  # init measures the attack only
                 )
                 if "robust_accuracy" not in result.metrics:
                     skipped = result.detail

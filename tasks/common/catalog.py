@@ -203,8 +203,9 @@ GATES: tuple[Gate, ...] = (
     Gate(
         "evaluate.adversarial",
         "evasion attacks",
-        "accuracy drop (clean minus robust, same rows) under FGM (linear) or Square (trees), "
-        "L-inf eps 0.1 std of numeric inputs; paired robust accuracy vs the champion",
+        "accuracy drop (clean minus robust, same rows) under the worst of FGM and the exact "
+        "corner (linear) or Square (trees), L-inf eps 0.1 std of numeric inputs; paired robust "
+        "accuracy vs the champion; certified accuracy (lower bound) beside it",
         "0.30",
         "tasks.evaluate:check_adversarial",
         "evaluate.max_robust_drop",

@@ -187,6 +187,12 @@ class EvaluateConfig(_Section):
     min_robust_accuracy: float | None = Field(default=None, ge=0, le=1)  # optional floor
     attack_samples: int = Field(default=200, gt=0)  # test rows attacked (cost is flat)
     attack_iterations: int = Field(default=100, gt=0)  # queries per row (square), steps (pgd)
+    # Certified robustness (evaluate.adversarial, tasks/checks/certified.py): a lower
+    # bound beside the attack's upper bound, on the attacked rows. The tree verifier
+    # stops after this many seconds (rows left count as not certified; linear models
+    # are exact and free); the optional floor blocks below it (None: report only).
+    certify_seconds: float = Field(default=10.0, ge=0.1, le=600)
+    min_certified_accuracy: float | None = Field(default=None, ge=0, le=1)
     # Membership-inference advantage (TPR - FPR of ART's black-box attack), measured on
     # up to `membership_samples` members and as many non-members (cost is flat).
     max_membership_advantage: float = Field(default=0.25, ge=0, le=1)

@@ -56,8 +56,8 @@ def test_init_then_run_deploys_each_estimator(
     assert report["status"] == "deployed", report.get("blocked_by")
     gates = {g["name"]: g for g in report["gates"]}
     assert all(g["passed"] for g in gates.values())
-    assert gates["evaluate.adversarial"]["metrics"]["attack"] == (
-        "fgm" if "logistic" in estimator else "square"
+    assert gates["evaluate.adversarial"]["metrics"]["attacks"] == (
+        "fgm+corner" if "logistic" in estimator else "square"
     )
     name, version = report["model"]["name"], report["model"]["version"]
     verified = pipe.run("verify", "--config", str(config), f"models:/{name}/{version}")
