@@ -18,17 +18,23 @@ mean and the global variance; its TPR at 1% FPR is read from scikit-learn's
 
 Models: the zoo's four estimators (bundled config parameters) and a memorising forest
 (bootstrap off, leaves of one row), on the bundled data and on the mixed test table
-(2000 rows, seed 3), split 75/25 as the tests do. Tolerance: ours agrees when its TPR
-at 1% FPR lies within the second attack's 95% interval or within 0.05 of its value,
-and its AUC within 0.05. Exits 1 when a model disagrees. With ``--shadows 16`` the
-second attack is somewhat stronger (a better out-mean per row): measured +0.06 TPR at
-1% FPR on the memorising forest of the mixed table, +0.05 AUC on boosting (bundled),
-which is what 4 references leave on the table.
+(2000 rows, seed 3), split 75/25 as the tests do.
+
+Tolerance (both sources of noise, stated before comparing): ours agrees when
+- its TPR at 1% FPR lies in the second attack's band: from the lower 95% bound of the
+  second's TPR at the lower end of the FPR a 1% threshold can really have on ``n``
+  non-members (exact 95% interval of ``floor(0.01 n)`` out of ``n``) to the upper 95%
+  bound of its TPR at the upper end. On the bundled data (143 non-members) a 1%
+  threshold rests on one non-member and the FPR it lets through is 0.02%-3.8%: the
+  band is wide, as the measurement is;
+- its AUC is within 1.96 * sqrt(2) Hanley-McNeil standard errors of the second's.
+Exits 1 when a model disagrees.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -45,8 +51,6 @@ from tests.conftest import BUNDLED_CSV
 from tests.mixed_table import mixed_table
 from tests.unit.test_probes import BUNDLED, MIXED, PARAMS, fit_model
 
-TPR_TOLERANCE = 0.05
-AUC_TOLERANCE = 0.05
 SAMPLES = 1000
 
 
@@ -73,19 +77,37 @@ def second_lira(
             warnings.simplefilter("ignore")
             shadow.fit(x[inside[k]], y[inside[k]])
         conf[k, ~inside[k]] = _confidence_logit(shadow, x[~inside[k]], y[~inside[k]])
-    mu = np.nanmean(conf, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a row inside every shadow has no out-model
+        mu = np.nanmean(conf, axis=0)
+    mu[np.isnan(mu)] = np.nanmean(conf)  # those rows: the population's mean logit
     sigma = np.nanstd(conf - mu)  # global: a handful of out-models per row
     return norm.logcdf(_confidence_logit(pipeline, x, y), loc=mu, scale=sigma + 1e-6)
 
 
-def _tpr_at_1pct(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-    fpr, tpr, _ = roc_curve(labels, scores)
-    rate = float(np.interp(0.01, fpr, tpr))
-    m = int(labels.sum())
-    k = round(rate * m)
+def _cp(k: int, m: int) -> tuple[float, float]:
+    """Exact 95% interval of k successes out of m, from beta quantiles."""
     low = float(beta.ppf(0.025, k, m - k + 1)) if k > 0 else 0.0
     high = float(beta.ppf(0.975, k + 1, m - k)) if k < m else 1.0
-    return rate, low, high
+    return low, high
+
+
+def _band(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """The second attack's TPR at 1% FPR and the tolerance band around it."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    m, n = int(labels.sum()), int(len(labels) - labels.sum())
+    fpr_low, fpr_high = _cp(int(np.floor(0.01 * n)), n)
+    at = {f: float(np.interp(f, fpr, tpr)) for f in (0.01, fpr_low, fpr_high)}
+    low = _cp(round(at[fpr_low] * m), m)[0]
+    high = _cp(round(at[fpr_high] * m), m)[1]
+    return at[0.01], low, high
+
+
+def _auc_tolerance(auc: float, m: int, n: int) -> float:
+    """1.96 * sqrt(2) Hanley-McNeil standard errors of an AUC on m + n rows."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (m - 1) * (q1 - auc**2) + (n - 1) * (q2 - auc**2)) / (m * n)
+    return 1.96 * math.sqrt(2 * max(var, 0.0))
 
 
 def compare(name: str, split: Any, *, shadows: int, seed: int = 42) -> bool:
@@ -113,11 +135,11 @@ def compare(name: str, split: Any, *, shadows: int, seed: int = 42) -> bool:
     started = time.perf_counter()
     scores = second_lira(pipeline, x_pool, y_pool, shadows=shadows, seed=seed)
     second_s = time.perf_counter() - started
-    s_rate, s_low, s_high = _tpr_at_1pct(scores, labels)
+    s_rate, s_low, s_high = _band(scores, labels)
     s_auc = float(roc_auc_score(labels, scores))
-    agree = (s_low <= o_rate <= s_high or abs(o_rate - s_rate) <= TPR_TOLERANCE) and abs(
-        o_auc - s_auc
-    ) <= AUC_TOLERANCE
+    agree = s_low <= o_rate <= s_high and abs(o_auc - s_auc) <= _auc_tolerance(
+        s_auc, len(xm), len(xn)
+    )
     sys.stdout.write(
         f"| {name} | {len(xm)}/{len(xn)} | {o_auc:.3f} | {o_rate:.3f} [{o_low:.3f}, {o_high:.3f}]"
         f" | {ours_s:.1f} | {s_auc:.3f} | {s_rate:.3f} [{s_low:.3f}, {s_high:.3f}] "
@@ -138,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     sys.stdout.write(
         "| model | members/non-members | AUC (ours) | TPR@1%FPR (ours) | s | "
-        f"AUC (second LiRA, {args.shadows} shadows) | TPR@1%FPR (second) | s | agree |\n"
+        f"AUC (second LiRA, {args.shadows} shadows) | TPR@1%FPR (second) [band] | s | agree |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
     ok = True
