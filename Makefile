@@ -87,6 +87,12 @@ ui: $(STAMP) ## Start the embedded stack plus the Prefect UI and MLflow UI on lo
 bench: $(STAMP) ## Speed and memory as ratios against baselines measured in the same run
 	$(BIN)/python -m benchmarks.run
 
+# The gate's low-FPR membership attack against a second, independently written offline
+# LiRA on the same models and rows (sacroml was not usable: see the script's docstring).
+.PHONY: bench-membership
+bench-membership: $(STAMP) ## Cross-check the membership attack (TPR at 1% FPR, AUC)
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.membership_crosscheck
+
 .PHONY: clean
 clean: ## Remove the venv and the local state directory
 	rm -rf $(VENV) .secure-pipeline

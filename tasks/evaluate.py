@@ -352,6 +352,8 @@ def evaluate_checks(
         max_advantage=cfg.max_membership_advantage,
         samples=cfg.membership_samples,
         seed=seed,
+        max_tpr_at_low_fpr=cfg.max_membership_tpr_at_low_fpr,
+        references=cfg.membership_references,
     )
     backdoor = run_check(
         BACKDOOR,

@@ -213,6 +213,9 @@ min_skill = {_EVAL.min_skill}
 max_regression = {_EVAL.max_regression}
 max_robust_drop = {_EVAL.max_robust_drop}
 max_membership_advantage = {_EVAL.max_membership_advantage}
+# Membership at low false-positive rates: the share of training rows an attacker singles
+# out at 1% FPR (offline LiRA, its 95% lower bound) at most this; absolute, not per table.
+max_membership_tpr_at_low_fpr = {_EVAL.max_membership_tpr_at_low_fpr}
 {_measured_sections(measured)}"""
 
 

@@ -214,8 +214,9 @@ GATES: tuple[Gate, ...] = (
         "evaluate.membership_inference",
         "membership inference, inversion",
         "advantage (TPR - FPR) of ART's black-box attack on up to 1000 members and "
-        "non-members, its one-sided 95% lower bound",
-        "0.25",
+        "non-members, its one-sided 95% lower bound; and TPR at 1% FPR of offline LiRA "
+        "(4 reference models), its Clopper-Pearson 95% lower bound",
+        "advantage 0.25; TPR at 1% FPR 0.15",
         "tasks.evaluate:check_membership_inference",
         "evaluate.max_membership_advantage",
     ),
@@ -366,6 +367,10 @@ SAFE_RANGES: tuple[SafeRange, ...] = (
     SafeRange("evaluate.attack_iterations", "evaluate.adversarial", at_least=20),
     SafeRange("evaluate.max_membership_advantage", "evaluate.membership_inference", at_most=0.35),
     SafeRange("evaluate.membership_samples", "evaluate.membership_inference", at_least=200),
+    SafeRange(
+        "evaluate.max_membership_tpr_at_low_fpr", "evaluate.membership_inference", at_most=0.3
+    ),
+    SafeRange("evaluate.membership_references", "evaluate.membership_inference", at_least=4),
     SafeRange("evaluate.max_backdoor_flip", "evaluate.backdoor_probe", at_most=0.5),
     SafeRange("evaluate.backdoor_samples", "evaluate.backdoor_probe", at_least=100),
     SafeRange("evaluate.dp_audit_canaries", "evaluate.dp_audit", at_least=500),

@@ -55,7 +55,12 @@ class GateResult(BaseModel):
 
 def _fmt(values: dict[str, Any]) -> str:
     return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+        f"{k}={v:.4g}"
+        if isinstance(v, float)
+        else f"{k}=<{len(v)} points>"  # a `_curve` (the report draws it), not for a log line
+        if isinstance(v, list) and k.endswith("_curve")
+        else f"{k}={v}"
+        for k, v in values.items()
     )
 
 

@@ -197,6 +197,13 @@ class EvaluateConfig(_Section):
     # up to `membership_samples` members and as many non-members (cost is flat).
     max_membership_advantage: float = Field(default=0.25, ge=0, le=1)
     membership_samples: int = Field(default=1000, gt=0)
+    # Membership at low false-positive rates (offline LiRA, tasks/checks/membership_lowfpr.py):
+    # the gate also blocks when the Clopper-Pearson 95% lower bound of the share of members
+    # singled out at 1% FPR exceeds this. `membership_references` reference models (even:
+    # complementary halves of the scored rows), each fitted on about `membership_samples`
+    # rows (cost is flat).
+    max_membership_tpr_at_low_fpr: float = Field(default=0.15, ge=0, le=1)
+    membership_references: int = Field(default=4, ge=2, le=64, multiple_of=2)
     # Backdoor probe: candidate triggers stamped on clean test rows; the largest share of
     # predictions that flip to one class, beyond the flips of a benign control value.
     max_backdoor_flip: float = Field(default=0.30, ge=0, le=1)

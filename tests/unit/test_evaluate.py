@@ -80,7 +80,8 @@ def test_defaults_pass_and_are_recorded(trained):
     assert 0 <= metrics["score"] <= 0.3 and 0.8 < metrics["fidelity"] <= 1
     by_name = {r.name: r for r in results}
     assert by_name[ADVERSARIAL].metrics["attack"] == "fgm"  # "auto" on a linear model
-    assert by_name[MEMBERSHIP].threshold == {"max_advantage": 0.25}
+    assert by_name[MEMBERSHIP].threshold == {"max_advantage": 0.25, "max_tpr_at_low_fpr": 0.15}
+    assert 0 <= metrics["tpr_at_1pct_fpr_ci_low"] <= 0.15 and "roc_curve" not in metrics
     # The bundled config keeps its fixed floors beside the relative rules.
     assert by_name[QUALITY].threshold == {
         "min_skill": 0.2,

@@ -55,6 +55,8 @@ def _margins(results: list[Any], cfg: EvaluateConfig) -> dict[str, float]:
         "adversarial": cfg.max_robust_drop - m["evaluate.adversarial"]["accuracy_drop"],
         "membership": cfg.max_membership_advantage
         - m["evaluate.membership_inference"]["advantage"],
+        "membership_low_fpr": cfg.max_membership_tpr_at_low_fpr
+        - m["evaluate.membership_inference"]["tpr_at_1pct_fpr_ci_low"],
         "backdoor": cfg.max_backdoor_flip - m["evaluate.backdoor_probe"]["score"],
         "fidelity": m["evaluate.extraction_risk"]["fidelity"],
     }
