@@ -60,7 +60,9 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "models" {
 resource "aws_s3_bucket_logging" "models" {
   bucket        = aws_s3_bucket.models.id
   target_bucket = aws_s3_bucket.logs.id
-  target_prefix = "s3-access/${var.bucket_name}/"
+  target_prefix = local.log_prefix
+  # Log delivery is refused until the target bucket's policy lets the logging service write.
+  depends_on = [aws_s3_bucket_policy.logs]
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "models" {
@@ -79,6 +81,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "models" {
 }
 
 locals {
+  log_prefix = "s3-access/${var.bucket_name}/"
   # Who may write what, beyond IAM: the bucket policy repeats each duty as a Deny, so a
   # broad IAM grant elsewhere in the account (an admin's s3:*) still cannot write there.
   trainer_arn     = "${local.role_arn_prefix}trainer"
@@ -269,7 +272,7 @@ resource "aws_s3_bucket_policy" "logs" {
         Effect    = "Allow"
         Principal = { Service = "logging.s3.amazonaws.com" }
         Action    = "s3:PutObject"
-        Resource  = "${aws_s3_bucket.logs.arn}/s3-access/*"
+        Resource  = "${aws_s3_bucket.logs.arn}/${local.log_prefix}*"
         Condition = {
           ArnLike      = { "aws:SourceArn" = local.bucket_arn }
           StringEquals = { "aws:SourceAccount" = local.account_id }
