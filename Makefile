@@ -89,8 +89,8 @@ bench: $(STAMP) ## Speed and memory as ratios against baselines measured in the 
 	$(BIN)/python -m benchmarks.run
 
 .PHONY: clean
-clean: ## Remove the venv and the local state directory
-	rm -rf $(VENV) .secure-pipeline
+clean: ## Remove the venvs and the local state directory
+	rm -rf $(VENV) $(CHECKOV_VENV) .secure-pipeline infra/terraform/.terraform
 
 # --- Infrastructure as code (infra/terraform/) -------------------------------------------
 # checkov lives in a tool venv of its own, from its own hash-pinned lock (never the runtime
