@@ -30,11 +30,12 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 # first: xdist's default order, most tests first, left them for the end).
 # `make test TEST_WORKERS=0` runs the suite serially, in one process.
 # FORK: match your CI machine's cores; tests marked `alone` still run with no neighbour.
+# tests/infra (Terraform applied to moto) runs in `make infra-check`, not here.
 TEST_WORKERS ?= 2
 
 .PHONY: test
 test: $(STAMP) browser prometheus ## Run the whole test suite (unit, integration, end to end)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/infra
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
 CHROMIUM := /usr/bin/chromium
@@ -94,5 +95,54 @@ bench-membership: $(STAMP) ## Cross-check the membership attack (TPR at 1% FPR, 
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.membership_crosscheck
 
 .PHONY: clean
-clean: ## Remove the venv and the local state directory
-	rm -rf $(VENV) .secure-pipeline
+clean: ## Remove the venvs and the local state directory
+	rm -rf $(VENV) $(CHECKOV_VENV) .secure-pipeline infra/terraform/.terraform
+
+# --- Infrastructure as code (infra/terraform/) -------------------------------------------
+# checkov lives in a tool venv of its own, from its own hash-pinned lock (never the runtime
+# or dev set). Terraform and the AWS provider are never downloaded: the provider comes from
+# a local plugin directory (filesystem mirror layout, e.g. one made by
+# `terraform providers mirror`).
+# FORK: point TF_PLUGIN_DIR at your own provider mirror; TERRAFORM at your binary.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+TERRAFORM     ?= terraform
+TF_DIR        := infra/terraform
+TF_PLUGIN_DIR ?= /opt/tf-plugins
+
+$(CHECKOV_STAMP): requirements-checkov.lock
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps \
+		-r requirements-checkov.lock
+	@touch $(CHECKOV_STAMP)
+
+.PHONY: checkov
+checkov: $(CHECKOV_STAMP) ## Scan infra/terraform with checkov (offline, its own venv)
+	BC_SKIP_MAPPING=TRUE CKV_SKIP_PACKAGE_UPDATE_CHECK=true LOG_LEVEL=WARNING \
+	$(CHECKOV_VENV)/bin/checkov -d $(TF_DIR) --framework terraform --skip-download \
+		--quiet --compact
+
+# `terraform fmt -check` and `validate` (provider from TF_PLUGIN_DIR, no download), checkov
+# with zero failed checks, then tests/infra: the configuration applied to moto, the deploy
+# gate's posture check and a KMS-wrapped release round trip run against what it created.
+# Without terraform the Terraform steps and the apply are skipped with a message (checkov
+# still runs); INFRA_REQUIRE_TERRAFORM=1 (CI) turns the skip into a failure.
+TF_ENV := CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_CLI_CONFIG_FILE=/dev/null
+
+.PHONY: infra-check
+infra-check: $(STAMP) $(CHECKOV_STAMP) ## Terraform fmt/validate, checkov, then the stack applied to moto
+	@if command -v $(TERRAFORM) >/dev/null; then \
+		set -e; \
+		test -d $(TF_PLUGIN_DIR) || { echo "no provider mirror at TF_PLUGIN_DIR=$(TF_PLUGIN_DIR): set it (hashicorp/aws 5.x, made by 'terraform providers mirror')" >&2; exit 2; }; \
+		$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR) fmt -check -recursive -diff; \
+		$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR) init -backend=false -input=false -no-color \
+			-plugin-dir=$(TF_PLUGIN_DIR) >/dev/null; \
+		$(TF_ENV) $(TERRAFORM) -chdir=$(TF_DIR) validate -no-color; \
+	elif [ "$$INFRA_REQUIRE_TERRAFORM" = 1 ]; then \
+		echo "terraform not found: install Terraform >= 1.5 (INFRA_REQUIRE_TERRAFORM=1)" >&2; exit 2; \
+	else \
+		echo "terraform not found: fmt, validate and the apply to moto are skipped; install Terraform >= 1.5 and the hashicorp/aws 5.x provider (TF_PLUGIN_DIR)" >&2; \
+	fi
+	$(MAKE) --no-print-directory checkov
+	TF_PLUGIN_DIR=$(TF_PLUGIN_DIR) TERRAFORM=$(TERRAFORM) OMP_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -p no:cacheprovider tests/infra

@@ -103,6 +103,9 @@ def put_immutable(
         "Key": key,
         "Body": body,
         "ServerSideEncryption": sse,
+        # With the algorithm named (x-amz-sdk-checksum-algorithm), as S3 requires of every
+        # upload to a bucket with an object lock retention (default or per object).
+        "ChecksumAlgorithm": "SHA256",
         "ChecksumSHA256": base64.b64encode(hashlib.sha256(body).digest()).decode(),
         "IfNoneMatch": "*",
         "Metadata": metadata or {},
