@@ -108,7 +108,7 @@ def _stack(tmp: Path, stack: ExitStack) -> tuple[Postgres, Settings, Service, Se
             "mlflow-server",
             mlflow_server_argv(ports.mlflow_port),
             base_env(
-                MLFLOW_BACKEND_STORE_URI=pg.url("mlflow"),
+                MLFLOW_BACKEND_STORE_URI=pg.url("mlflow", "postgresql+psycopg2"),
                 MLFLOW_ARTIFACTS_DESTINATION=f"s3://{ARTIFACTS_BUCKET}",
                 MLFLOW_S3_ENDPOINT_URL=s3_url,
                 AWS_ACCESS_KEY_ID=keys["access_key"],
@@ -139,6 +139,9 @@ def test_deployed_runs_on_postgres_take_turns_and_both_release_a_verified_model(
             SECURE_PIPELINE_HOME=str(PROJECT_ROOT),
             SECURE_PIPELINE_STATE_DIR=str(settings.state_dir),
             SECURE_PIPELINE_MLFLOW_TRACKING_URI=mlflow.url,
+            # Artifacts through the tracking server only: the workers need no route to
+            # the artifact store nor trust in its CA (README "Scaling out").
+            MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD="false",
         )
         prefect_cli = str(BIN / "prefect")
         _cli([prefect_cli, "--no-prompt", "work-pool", "create", POOL, "--type", "process"], user_env)
