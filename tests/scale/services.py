@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,22 +70,25 @@ class Postgres:
         """A SQLAlchemy URL of `database`, e.g. ``postgresql+asyncpg://...``."""
         return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def execute(self, database: str, *statements: str) -> list[tuple[object, ...]]:
-        """Run `statements` in `database` (autocommit); the last one's rows, if any."""
+    def execute(self, database: str, *statements: str) -> None:
+        """Run `statements` in `database`, each in its own transaction (autocommit)."""
+        for sql in statements:
+            self.rows(database, sql)
+
+    def rows(
+        self, database: str, sql: str, params: tuple[object, ...] = ()
+    ) -> list[tuple[object, ...]]:
+        """Run one statement with bound `params` in `database`; its rows, if any."""
         import psycopg2
 
         conn = psycopg2.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user=self.user,
-            password=self.password,
+            host="127.0.0.1", port=self.port, user=self.user, password=self.password,
             dbname=database,
-        )
+        )  # fmt: skip
         try:
-            conn.autocommit = True
+            conn.autocommit = True  # CREATE DATABASE refuses a transaction
             with conn.cursor() as cur:
-                for sql in statements:
-                    cur.execute(sql)
+                cur.execute(sql, params or None)
                 return list(cur.fetchall()) if cur.description else []
         finally:
             conn.close()
@@ -101,7 +105,9 @@ def postgres() -> Iterator[Postgres]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.fail(f"running as root needs a `postgres` user to run the cluster; {INSTALL_POSTGRES}")
+            pytest.fail(
+                f"running as root needs a `postgres` user to run the cluster; {INSTALL_POSTGRES}"
+            )
         os.chown(home, owner.pw_uid, owner.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     cluster = Postgres(port=free_port(), password=secrets.token_urlsafe(24))
@@ -166,7 +172,9 @@ def started(name: str, argv: list[str], env: dict[str, str], logs: Path, cwd: Pa
     try:
         yield Service(name=name, child=child, log=log, url=url)
     finally:
+        begun = time.monotonic()
         terminate([child.pid])
+        print(f"{name} stopped in {time.monotonic() - begun:.1f} s")
 
 
 def answers(url: str) -> Callable[[], bool]:
@@ -192,7 +200,7 @@ def mlflow_server_argv(port: int) -> list[str]:
             "--workers", "1"]  # fmt: skip
 
 
-def api(method: str, url: str, body: object = None) -> object:
+def api(method: str, url: str, body: object = None) -> Any:
     """One REST call answered as JSON; retries 503 (a busy server) a few times."""
     for attempt in range(6):
         resp = httpx.request(method, url, json=body, timeout=30)
