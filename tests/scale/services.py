@@ -32,6 +32,7 @@ from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 PG_TOOLS = ("initdb", "pg_ctl", "postgres")
+DEBIAN_PG = Path("/usr/lib/postgresql")  # Debian's packages: <version>/bin, not on PATH
 INSTALL_POSTGRES = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install them with "
     "`make postgres` (apt-get install postgresql, as root) or `pip install pgserver`"
@@ -46,9 +47,7 @@ def postgres_bin_dir() -> Path:
     found = [shutil.which(tool) for tool in PG_TOOLS]
     if all(found):
         return Path(str(found[0])).resolve().parent
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
-    )
+    debian = sorted(DEBIAN_PG.glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if debian:
         return debian[-1].parent
     try:
@@ -111,28 +110,32 @@ def postgres() -> Iterator[Postgres]:
         os.chown(home, owner.pw_uid, owner.pw_gid)
         run_as = ["runuser", "-u", "postgres", "--"]
     cluster = Postgres(port=free_port(), password=secrets.token_urlsafe(24))
-    pwfile = home / "pw"
-    pwfile.write_text(cluster.password)
-    if run_as:
-        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
-    data, log = home / "data", home / "postgres.log"
-    subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", cluster.user,
-         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    pwfile.unlink()
+    data, log, pwfile = home / "data", home / "postgres.log", home / "pw"
     pg_ctl = [*run_as, str(bindir / "pg_ctl"), "-D", str(data)]
-    options = f"-h 127.0.0.1 -p {cluster.port} -k {home} -c fsync=off"
-    subprocess.run(
-        [*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
-        check=True, capture_output=True, timeout=90,
-    )  # fmt: skip
     try:
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(cluster.password)
+        if run_as:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        _pg([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", cluster.user,
+             "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])  # fmt: skip
+        pwfile.unlink()
+        options = f"-h 127.0.0.1 -p {cluster.port} -k {home} -c fsync=off"
+        _pg([*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"], log)
         yield cluster
     finally:
-        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=60)
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _pg(argv: list[str], log: Path | None = None) -> None:
+    """Run a PostgreSQL tool; fail the test with its output (and the server log) if it fails."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        tool = next(Path(a).name for a in argv if Path(a).name in PG_TOOLS)
+        server_log = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+        pytest.fail(f"{tool} failed ({proc.returncode}): {proc.stderr[-2000:]}{server_log}")
 
 
 def base_env(**extra: str) -> dict[str, str]:
