@@ -115,6 +115,8 @@ def _stack(tmp: Path, stack: ExitStack) -> tuple[Postgres, Settings, Service, Se
                 AWS_SECRET_ACCESS_KEY=keys["secret_key"],
                 AWS_CA_BUNDLE=str(tls_files(settings.state_dir).ca),
                 AWS_DEFAULT_REGION=settings.storage.region,
+                # The GenAI job runner (seven worker processes) serves no training run.
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             ),
             logs,
             tmp,
