@@ -2,9 +2,11 @@
 an MLflow tracking server (artifacts in S3, here the embedded SeaweedFS), deployed
 from ``infra/prefect/prefect.yaml`` to a process work pool and run by a worker.
 
-Only what a user sets in production is set: ``PREFECT_API_URL`` and
-``SECURE_PIPELINE_MLFLOW_TRACKING_URI`` on the worker, the servers' own database and
-artifact settings, and the state directory. Two runs are triggered at once: the
+Only what a user sets in production is set (README "Scaling out"): on the worker
+``PREFECT_API_URL``, ``SECURE_PIPELINE_MLFLOW_TRACKING_URI``, the state directory and
+``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false`` (the store's CA is private: artifacts
+go through the tracking server); the servers' own database and artifact settings (the
+MLflow server reaches the store with the pipeline's S3 identity here). Two runs are triggered at once: the
 deployment's concurrency limit makes one wait (AwaitingConcurrencySlot) until the
 other has ended, and both release a model that `secure-pipeline verify` accepts.
 """
