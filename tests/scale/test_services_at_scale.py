@@ -6,9 +6,10 @@ Only what a user sets in production is set (README "Scaling out"): on the worker
 ``PREFECT_API_URL``, ``SECURE_PIPELINE_MLFLOW_TRACKING_URI``, the state directory and
 ``MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false`` (the store's CA is private: artifacts
 go through the tracking server); the servers' own database and artifact settings (the
-MLflow server reaches the store with the pipeline's S3 identity here). Two runs are triggered at once: the
-deployment's concurrency limit makes one wait (AwaitingConcurrencySlot) until the
-other has ended, and both release a model that `secure-pipeline verify` accepts.
+MLflow server reaches the store with the pipeline's S3 identity here). Two runs are
+triggered at once: the deployment's concurrency limit makes one wait
+(AwaitingConcurrencySlot) until the other has ended, and both release a model that
+`secure-pipeline verify` accepts.
 """
 
 from __future__ import annotations
