@@ -34,7 +34,7 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 TEST_WORKERS ?= 2
 
 .PHONY: test
-test: $(STAMP) browser prometheus ## Run the whole test suite (unit, integration, end to end)
+test: $(STAMP) browser prometheus postgres ## Run the whole test suite (unit, integration, end to end)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/infra
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
@@ -71,6 +71,27 @@ prometheus: ## Make sure Debian's prometheus and pushgateway are installed (apt-
 		[ $$rc = 0 ] && ls $(PROM_BINS) >/dev/null; \
 	else \
 		echo "$(PROM_BINS) missing: run 'sudo apt-get install prometheus prometheus-pushgateway' (or 'sudo make prometheus')" >&2; \
+		exit 1; \
+	fi
+
+# The services-at-scale test (tests/scale) starts a throw-away PostgreSQL cluster for a
+# Prefect server and an MLflow server: initdb and pg_ctl on PATH or in Debian's
+# /usr/lib/postgresql/<version>/bin. Installing must not start the packaged cluster
+# (5432): the install runs under a policy-rc.d that refuses every service start, as above.
+.PHONY: postgres
+postgres: ## Make sure PostgreSQL's server binaries are installed (apt-get as root)
+	@if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then :; \
+	elif ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql for the services-at-scale test (apt-get, once)"; \
+		policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && added=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; rc=$$?; \
+		if [ -n "$$added" ]; then rm -f $$policy; fi; \
+		[ $$rc = 0 ] && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null; \
+	else \
+		echo "PostgreSQL server binaries missing: run 'sudo apt-get install postgresql' (or 'sudo make postgres', or pip install pgserver)" >&2; \
 		exit 1; \
 	fi
 

@@ -177,6 +177,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("no Prefect server is running: start one with `secure-pipeline local up`")
     environment.configure(settings, prefect_api_url=api)
     from prefect import serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     from flows.kernel import CONFIG_DIRS
     from flows.monitoring import secure_monitoring
@@ -192,6 +193,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         cron=args.cron,
         parameters={"config": str(config)},
         tags=run_tags(settings),
+        # As in infra/prefect/prefect.yaml: one training run of the model at a time, the
+        # next waits (AwaitingConcurrencySlot); the same deployment, whoever registers it.
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
     )
     monitoring = secure_monitoring.to_deployment(
         name="monitoring",

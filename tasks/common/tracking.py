@@ -44,6 +44,9 @@ def configure_mlflow(settings: Settings) -> str:
     Args:
         settings: Run settings; `tracking_uri` (SQLite under the state directory
             unless configured) and `artifact_root` decide where runs and models go.
+            A tracking server (``http(s)://``) decides where artifacts go itself
+            (its ``--artifacts-destination``): a path on this machine would mean
+            nothing to the server or to another worker.
 
     Returns:
         The experiment id.
@@ -63,12 +66,11 @@ def configure_mlflow(settings: Settings) -> str:
     mlflow.set_registry_uri(settings.tracking_uri)
     client = mlflow_client(settings)
     name = settings.mlflow_experiment
+    root = artifact_location(settings)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(
-                name, artifact_location=settings.artifact_root, tags=EXPERIMENT_TAGS
-            )
+            return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_TAGS)
         except MlflowException:  # created meanwhile by a concurrent run
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -80,9 +82,18 @@ def configure_mlflow(settings: Settings) -> str:
     for key, value in EXPERIMENT_TAGS.items():
         if key not in experiment.tags:  # an older experiment; a kind someone chose stays
             client.set_experiment_tag(experiment.experiment_id, key, value)
-    if experiment.artifact_location.rstrip("/") != settings.artifact_root.rstrip("/"):
+    if root is not None and experiment.artifact_location.rstrip("/") != root.rstrip("/"):
         log.warning("MLflow experiment %r stores artifacts outside the configured root", name)
     return str(experiment.experiment_id)
+
+
+def artifact_location(settings: Settings) -> str | None:
+    """Where a new experiment keeps its artifacts: ``settings.artifact_root`` for a
+    store this process opens itself (SQLite, a database URL), None (the server's
+    choice) for a tracking server."""
+    if urlsplit(settings.tracking_uri).scheme in ("http", "https"):
+        return None
+    return settings.artifact_root
 
 
 def redact_uri(uri: str) -> str:

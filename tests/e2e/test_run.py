@@ -245,6 +245,8 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
         assert found, "the deployment was not registered"
         schedules = [s["schedule"].get("cron") for s in found[0]["schedules"]]
         assert schedules == ["15 3 * * *"]
+        assert found[0]["global_concurrency_limit"]["limit"] == 1  # one training at a time
+        assert found[0]["concurrency_options"]["collision_strategy"] == "ENQUEUE"
         watch = [
             d
             for d in kept_up.prefect_api("POST", "/deployments/filter", {})

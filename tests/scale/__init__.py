@@ -1,0 +1,1 @@
+"""Tests on production services (PostgreSQL, Prefect and MLflow servers, a work pool)."""
