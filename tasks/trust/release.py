@@ -9,6 +9,8 @@ file of the signed release directory (`tasks.sign`), the model encrypted:
     provenance.dsse.json   SLSA provenance v1 (DSSE)
     sbom.cdx.json          CycloneDX SBOM of the training environment
     report.json            the gate results the release was signed on
+    security-report.html   the same as a page people read (`tasks.report`); a
+                           release made before the page existed has none
     release.dsse.json      written last: signed pointer to the exact object
                            versions above; a release without it is incomplete
 
@@ -47,8 +49,11 @@ ARTIFACT = "model.skops.enc"
 PROVENANCE = "provenance.dsse.json"
 SBOM = "sbom.cdx.json"
 REPORT = "report.json"
+SECURITY_REPORT = "security-report.html"
 SIGNATURE = modelsig.SIGNATURE
-PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT)  # stored as they are (with SSE)
+# stored as they are (with SSE)
+PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT, SECURITY_REPORT)
+OPTIONAL_FILES = (SECURITY_REPORT,)  # absent from releases made before it existed
 RELEASE = "release.dsse.json"
 OBJECTS = (ARTIFACT, *PLAIN_FILES, RELEASE)  # every object of a release, the record last
 
@@ -230,8 +235,10 @@ def verify_release(
         )
         base = release_key.rsplit("/", 1)[0]
         art, files = rel["artifact"], rel["files"]
-        own = art["key"] == f"{base}/{ARTIFACT}" and sorted(files) == sorted(PLAIN_FILES)
-        own = own and all(files[n]["key"] == f"{base}/{n}" for n in PLAIN_FILES)
+        names = [n for n in PLAIN_FILES if n in files]  # the signed record lists them
+        required = set(PLAIN_FILES) - set(OPTIONAL_FILES)
+        own = art["key"] == f"{base}/{ARTIFACT}" and required <= set(files) <= set(PLAIN_FILES)
+        own = own and all(files[n]["key"] == f"{base}/{n}" for n in names)
         step("release.layout", own, "the release points at objects of its own prefix")
         if expected is not None:
             signed = {k: str(rel["model"][k]) for k in ("name", "version")}
@@ -246,7 +253,7 @@ def verify_release(
             )
 
         plain: dict[str, bytes] = {}
-        for name in PLAIN_FILES:
+        for name in names:
             body = get_bytes(
                 client,
                 bucket=bucket,
@@ -257,7 +264,7 @@ def verify_release(
             if sha256_bytes(body) != files[name]["sha256"]:
                 step("release.files", False, f"{name} does not match its digest in the release")
             plain[name] = body
-        step("release.files", True, f"{', '.join(PLAIN_FILES)} match the release's digests")
+        step("release.files", True, f"{', '.join(names)} match the release's digests")
         statement = slsa.check_statement(
             verify(json.loads(plain[PROVENANCE]), public_key=public_key, payload_type=IN_TOTO_TYPE)
         )
@@ -274,8 +281,11 @@ def verify_release(
         made = slsa.byproduct_digests(statement)
         step(
             "provenance.byproducts",
-            all(made.get(n) == sha256_bytes(plain[n]) for n in (SBOM, REPORT)),
-            "the SBOM and the gate report are the ones the provenance names",
+            all(
+                n in plain and made.get(n) == sha256_bytes(plain[n])
+                for n in {SBOM, REPORT} | ({SECURITY_REPORT} & (set(made) | set(plain)))
+            ),
+            "the SBOM, the gate report (and its page) are the ones the provenance names",
         )
 
         try:
