@@ -208,7 +208,12 @@ def _robustness(gate: GateResult | None) -> str:
         ("accuracy vs eps (certified)", "curve" if certified else NOT_MEASURED),
         ("blocking threshold", _values(t)),
     ]
-    chart = svg.accuracy_chart(attack, certified, floor=floor, budget=eps) if attack else ""
+    joined = bool(svg.points(m.get("robustness_curve")))
+    chart = (
+        svg.accuracy_chart(attack, certified, floor=floor, budget=eps, joined=joined)
+        if attack or certified
+        else ""
+    )
     return (
         f'<div class="card" id="robustness"><h3>Robustness</h3>{_kv(rows)}{chart}'
         '<p class="note">Accuracy on test rows perturbed by at most eps standard deviations '
@@ -363,8 +368,8 @@ def render_security_report(
     body = "\n".join(
         (
             header,
-            _gate_table(gates, waived),
             f'<section id="evidence"><h2>Evidence</h2><div class="row">{evidence}</div></section>',
+            _gate_table(gates, waived),
         )
     )
     return (

@@ -174,12 +174,15 @@ def accuracy_chart(
     *,
     floor: float | None,
     budget: float | None,
+    joined: bool = True,
 ) -> str:
     """Accuracy (0..1) against eps (0..the largest eps drawn): the attack's line and
-    the certified line, a lone point drawn as a dot; `floor` (a minimum robust
-    accuracy) dashed across, `budget` (the attack eps the gate uses) marked."""
+    the certified line, each point a dot; `floor` (a minimum robust accuracy) dashed
+    across, `budget` (the attack eps the gate uses) marked. `joined` False: the attack's
+    points are separate measurements (clean, and at the gate's eps), not a curve, and
+    are drawn as dots only."""
     eps_max = max([x for x, _ in (*attack, *certified)] + [budget or 0.0, 1e-9])
-    eps_max = _nice(eps_max)
+    eps_max = _nice(eps_max * 1.2)  # room right of the largest eps for its label
 
     def sx(v: float) -> float:
         return _L + min(max(v, 0.0), eps_max) / eps_max * _PW
@@ -199,20 +202,20 @@ def accuracy_chart(
             f'text-anchor="end">{acc:.1f}</text>'
         )
     body, legend = [], []
-    for line, colour, dash, name in (
-        (attack, ATTACK_COLOUR, "", "under attack"),
-        (certified, CERTIFIED_COLOUR, "8 3", "certified"),
+    for line, colour, dash, name, join in (
+        (attack, ATTACK_COLOUR, "", "under attack", joined),
+        (certified, CERTIFIED_COLOUR, "8 3", "certified", True),
     ):
         if not line:
             continue
         xy = [(sx(x), sy(y)) for x, y in line]
         dashed = f' stroke-dasharray="{dash}"' if dash else ""
-        if len(xy) > 1:
+        if join and len(xy) > 1:
             body.append(
                 f'<path d="{_path(xy)}" fill="none" stroke="{colour}" stroke-width="2"{dashed}/>'
             )
         body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}"/>' for x, y in xy]
-        legend.append((colour, dash, name))
+        legend.append((colour, dash, name if join else f"{name} (points)"))
     if floor is not None:
         body.append(
             f'<line x1="{_L}" y1="{sy(floor):.1f}" x2="{_L + _PW}" y2="{sy(floor):.1f}" '
