@@ -87,6 +87,24 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def layout_ok(files: dict[str, Any], base: str) -> bool:
+    """The signed record's plain files are this release's own: every required one,
+    perhaps the optional ones, nothing else, each under the release's prefix `base`."""
+    required = set(PLAIN_FILES) - set(OPTIONAL_FILES)
+    return required <= set(files) <= set(PLAIN_FILES) and all(
+        files[n]["key"] == f"{base}/{n}" for n in files
+    )
+
+
+def byproducts_ok(made: dict[str, str], stored: dict[str, str]) -> bool:
+    """The SBOM, the gate report and (when either side has it) the security report
+    page are stored with the digests the provenance names (`made`: name -> sha256 in
+    the provenance; `stored`: name -> sha256 of the release's plain files). A page
+    the provenance names but the release lacks, or the reverse, is refused."""
+    names = {SBOM, REPORT} | ({SECURITY_REPORT} & (set(made) | set(stored)))
+    return all(n in stored and made.get(n) == stored[n] for n in names)
+
+
 @dataclass
 class VerifiedRelease:
     uri: str
@@ -236,9 +254,7 @@ def verify_release(
         base = release_key.rsplit("/", 1)[0]
         art, files = rel["artifact"], rel["files"]
         names = [n for n in PLAIN_FILES if n in files]  # the signed record lists them
-        required = set(PLAIN_FILES) - set(OPTIONAL_FILES)
-        own = art["key"] == f"{base}/{ARTIFACT}" and required <= set(files) <= set(PLAIN_FILES)
-        own = own and all(files[n]["key"] == f"{base}/{n}" for n in names)
+        own = art["key"] == f"{base}/{ARTIFACT}" and layout_ok(files, base)
         step("release.layout", own, "the release points at objects of its own prefix")
         if expected is not None:
             signed = {k: str(rel["model"][k]) for k in ("name", "version")}
@@ -281,10 +297,7 @@ def verify_release(
         made = slsa.byproduct_digests(statement)
         step(
             "provenance.byproducts",
-            all(
-                n in plain and made.get(n) == sha256_bytes(plain[n])
-                for n in {SBOM, REPORT} | ({SECURITY_REPORT} & (set(made) | set(plain)))
-            ),
+            byproducts_ok(made, {n: sha256_bytes(body) for n, body in plain.items()}),
             "the SBOM, the gate report (and its page) are the ones the provenance names",
         )
 

@@ -269,3 +269,60 @@ def test_the_page_stays_small_whatever_the_gates_say() -> None:
     assert len(page.encode()) < 1_000_000
     assert "more gates: see report.json" in page
     assert len(_render([*TODAY, *NEW]).encode()) < 60_000  # a realistic page: tens of kB
+
+
+def test_a_release_without_the_page_keeps_verifying_and_a_stripped_page_does_not() -> None:
+    from tasks.trust import release as rel
+
+    base = "models/m/1"
+    now = {n: {"key": f"{base}/{n}"} for n in rel.PLAIN_FILES}
+    before = {n: v for n, v in now.items() if n != rel.SECURITY_REPORT}  # an older release
+    assert rel.layout_ok(now, base) and rel.layout_ok(before, base)
+    assert not rel.layout_ok({**now, "notes.txt": {"key": f"{base}/notes.txt"}}, base)
+    assert not rel.layout_ok({n: v for n, v in now.items() if n != rel.REPORT}, base)
+    assert not rel.layout_ok({**now, rel.SECURITY_REPORT: {"key": "models/x/1/page"}}, base)
+
+    digests = {rel.SBOM: "s", rel.REPORT: "r", rel.SECURITY_REPORT: "p"}
+    old = {rel.SBOM: "s", rel.REPORT: "r"}
+    assert rel.byproducts_ok(digests, digests) and rel.byproducts_ok(old, old)
+    assert not rel.byproducts_ok(digests, old)  # the provenance names a page that is gone
+    assert not rel.byproducts_ok(old, digests)  # a page the provenance never named
+    assert not rel.byproducts_ok(digests, {**digests, rel.SECURITY_REPORT: "edited"})
+
+
+class _Bucket:
+    """`list_object_versions` pages of one release prefix (what `audit verify` reads)."""
+
+    def __init__(self, names: list[str]) -> None:
+        when = datetime(2026, 12, 5, tzinfo=UTC)
+        self.page = {
+            "Versions": [
+                {"Key": f"models/m/1/{n}", "VersionId": "v1", "LastModified": when} for n in names
+            ],
+            "DeleteMarkers": [],
+        }
+
+    def get_paginator(self, _: str) -> _Bucket:
+        return self
+
+    def paginate(self, **_: object) -> list[dict[str, object]]:
+        return [self.page]
+
+
+def test_audit_verify_accepts_an_older_release_without_the_page() -> None:
+    from tasks.trust import release as rel
+    from tasks.trust.versions import scan_release_histories
+
+    def scan(names: list[str]) -> list[str]:
+        return scan_release_histories(
+            _Bucket(names),
+            bucket="b",
+            prefix="models",
+            names=rel.OBJECTS,
+            optional=rel.OPTIONAL_FILES,
+        )
+
+    assert scan(list(rel.OBJECTS)) == []
+    assert scan([n for n in rel.OBJECTS if n != rel.SECURITY_REPORT]) == []
+    missing = scan([n for n in rel.OBJECTS if n != rel.REPORT])
+    assert missing == ["models/m/1/report.json: no version of it is stored"]
