@@ -46,6 +46,7 @@ from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_sett
 from tasks.common.signals import deferred
 from tasks.deploy import anchor_audit_task
 from tasks.report.page import FILE as SECURITY_REPORT
+from tasks.report.publish import signed_page, unsigned_page
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -295,12 +296,15 @@ def _artifacts(run: Run, kind: FlowKind, mlflow_run: str | None) -> None:
             key="mlflow-run", link=url, link_text="MLflow run", description="gates, report, model"
         )
     with contextlib.suppress(ValueError, OSError):  # no run directory: no page to link
-        page = run.ctx.run_dir / "release" / SECURITY_REPORT  # written by the sign stage
-        if kind is TRAINING and page.is_file():
+        signed, unsigned = signed_page(run.ctx), unsigned_page(run.ctx)
+        if kind is TRAINING and (signed.is_file() or unsigned.is_file()):
             create_link_artifact(
                 key="security-report",
-                link=page.as_uri(),
+                link=(signed if signed.is_file() else unsigned).as_uri(),
                 link_text="security report (HTML)",
                 description="the gates the release was signed on; signed with it, and in "
-                f"the MLflow run under release/{SECURITY_REPORT}",
+                f"the MLflow run under release/{SECURITY_REPORT}"
+                if signed.is_file()
+                else "the run's gates (not signed: the run stopped before the sign stage); "
+                f"in the MLflow run as {SECURITY_REPORT}",
             )

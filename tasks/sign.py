@@ -41,6 +41,7 @@ from tasks.common.files import sha256_bytes, sha256_file, write_atomic
 from tasks.common.gates import GateResult, check, failed, run_check
 from tasks.common.settings import PROJECT_ROOT
 from tasks.report import page as security_page
+from tasks.report.publish import run_page
 from tasks.train import TrainedModel
 from tasks.trust import modelsig
 from tasks.trust import provenance as slsa
@@ -116,17 +117,7 @@ def gate_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -
 def security_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -> bytes:
     """``security-report.html``: the gate results the release was signed on, as a
     self-contained page (`tasks.report.page`)."""
-    config = ctx.settings.config_file
-    html = security_page.render_security_report(
-        run_id=ctx.run_id,
-        model={"name": model.name, "version": model.version, "sha256": model.sha256},
-        estimator=ctx.settings.model.estimator,
-        gates=gates,
-        waivers=ctx.settings.active_waivers,
-        config={"name": config.name, "sha256": sha256_file(config)} if config else None,
-        dp_epsilon=model.params.get("dp_epsilon"),
-    )
-    return html.encode()
+    return run_page(ctx, gates, model).encode()
 
 
 def build_provenance(

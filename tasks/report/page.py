@@ -318,6 +318,7 @@ def render_security_report(
     config: Mapping[str, Any] | None = None,
     dp_epsilon: Any = None,
     generated: datetime | None = None,
+    status: str | None = None,
 ) -> str:
     """The run's security evidence as one self-contained HTML document.
 
@@ -331,6 +332,9 @@ def render_security_report(
         config: ``name`` and ``sha256`` of the config file, when there is one.
         dp_epsilon: The DP budget the model was trained with (None: not a DP model).
         generated: When (default: now, UTC).
+        status: The run's status when it stopped before the sign stage ("blocked",
+            "failed", "interrupted"): shown, with a note that the page is not signed.
+            None: a release's page, PASSED when every gate passed.
 
     Returns:
         A complete HTML document: inline CSS and SVG, no script, no URL.
@@ -350,6 +354,9 @@ def render_security_report(
     }
     title = f"Security report: {model.get('name')} version {model.get('version')}"
     word, badge = ("PASSED", "ok") if ok else ("BLOCKED", "fail")
+    if status is not None:  # a run that was never signed: its own ending, never green
+        word, badge = _text(status.upper(), 40), "fail"
+        facts["signed"] = "no: the run stopped before the sign stage"
     header = (
         f'<header><h1>{_text(title)} <span id="status" class="badge {badge}">{word}</span></h1>'
         '<dl class="facts" id="facts">'

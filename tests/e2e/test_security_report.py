@@ -73,3 +73,45 @@ def test_a_released_run_ships_its_signed_security_report(kept_up: Pipeline, tmp_
     )
     (link,) = [a for a in artifacts if a["key"] == "security-report"]
     assert f"runs/{flow_run_id}/release/{PAGE}" in json.dumps(link["data"])
+
+
+def test_a_blocked_run_leaves_its_unsigned_page(kept_up: Pipeline, tmp_path: Path) -> None:
+    """Blocked at validation (an undeclared column): no release, but the run's page,
+    in the run directory, in its MLflow run and linked from its Prefect run."""
+    import pandas as pd
+
+    from tests.conftest import BUNDLED_CSV
+
+    frame = pd.read_csv(BUNDLED_CSV)
+    frame["undeclared_note"] = "x"
+    data = tmp_path / "extra.csv"
+    frame.to_csv(data, index=False)
+    report_path = tmp_path / "r.json"
+    proc = kept_up.run("run", "--quiet", "--data", str(data), "--report", str(report_path))
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(report_path.read_text())
+    run_dir = kept_up.state_dir / "runs" / report["flow_run_id"]
+    assert not (run_dir / "release").exists()
+    page = run_dir / PAGE
+    text = visible_text(dump_dom(page.as_uri()))
+    assert "BLOCKED" in text and "no: the run stopped before the sign stage" in text
+    assert report["blocked_by"] in text and "PASSED" not in text
+
+    from tasks.common.tracking import mlflow_client
+
+    client = mlflow_client(kept_up.settings())
+    settings = kept_up.settings()
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    assert experiment is not None
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`prefect.flow_run_id` = '{report['flow_run_id']}'",
+    )
+    assert PAGE in {a.path for a in client.list_artifacts(run.info.run_id)}
+    artifacts = kept_up.prefect_api(
+        "POST",
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [report["flow_run_id"]]}}},
+    )
+    (link,) = [a for a in artifacts if a["key"] == "security-report"]
+    assert f"runs/{report['flow_run_id']}/{PAGE}" in json.dumps(link["data"])

@@ -295,7 +295,7 @@ class _Bucket:
 
     def __init__(self, names: list[str]) -> None:
         when = datetime(2026, 12, 5, tzinfo=UTC)
-        self.page = {
+        self.page: dict[str, object] = {
             "Versions": [
                 {"Key": f"models/m/1/{n}", "VersionId": "v1", "LastModified": when} for n in names
             ],
@@ -326,3 +326,11 @@ def test_audit_verify_accepts_an_older_release_without_the_page() -> None:
     assert scan([n for n in rel.OBJECTS if n != rel.SECURITY_REPORT]) == []
     missing = scan([n for n in rel.OBJECTS if n != rel.REPORT])
     assert missing == ["models/m/1/report.json: no version of it is stored"]
+
+
+def test_a_run_that_was_never_signed_says_so_and_is_never_green() -> None:
+    page = _render(TODAY, status="failed")  # every gate so far passed, then a crash
+    assert 'id="status" class="badge fail">FAILED' in page
+    assert "no: the run stopped before the sign stage" in page
+    blocked = _render([*TODAY, NEW[1]], status="blocked")
+    assert 'class="badge fail">BLOCKED' in blocked and "PASSED" not in blocked
