@@ -281,8 +281,8 @@ def _metrics(run: Run, kind: FlowKind) -> None:
 
 def _artifacts(run: Run, kind: FlowKind, mlflow_run: str | None) -> None:
     """The run's Prefect artifacts: the gate table (short digests, thresholds in
-    view), the markdown summary, a link to the MLflow run and, for a signed training
-    run, a link to its security report page."""
+    view), the markdown summary, a link to the MLflow run and, for a training run, a
+    link to its security report page (the release's, else the unsigned one)."""
     report = run.report
     create_table_artifact(
         key=f"secure-{kind.name}-gates", table=report.gate_rows(), description=report.reason

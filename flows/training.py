@@ -10,7 +10,8 @@ with the monitoring flow) then stops the run, writes a report naming the gate, a
 ends it in a Failed-type state named ``Blocked`` (its message names the gate, the
 measured value and the threshold; no traceback), while a crash ends ``Failed`` with
 its cause. Every gate is a line in the run's log, and the run's artifacts are the
-gate table, the report and a link to its MLflow run. The previous champion stays
+gate table, the report, a link to its MLflow run and one to its security report page
+(`tasks.report`). The previous champion stays
 deployed: nothing is published before every gate has passed and the deployed copy
 has been verified.
 """

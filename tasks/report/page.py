@@ -17,7 +17,8 @@ metrics can quote column names and category labels of the training data, so ever
 string is HTML-escaped (``/`` included), the page holds no script and no URL of any
 kind (inline CSS and SVG only), and its Content-Security-Policy lets the browser load
 nothing even if a value slipped through. Size: at most `MAX_GATES` gates, each text
-capped, curves capped at `svg.MAX_POINTS`: the page stays under about 200 kB.
+capped, curves capped at `svg.MAX_POINTS`: measured 19 kB for a real run, 180 kB for
+500 gates of long plain text, 680 kB when every character escapes to several bytes.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ def _robustness(gate: GateResult | None) -> str:
     m, t = gate.metrics, gate.threshold
     eps = svg.number(m.get("eps_std"))
     attack = svg.points(m.get("robustness_curve"))
+    joined = bool(attack)  # a measured curve; else separate points, not joined
     if not attack:  # one measured point: the gate's attack at its eps (and eps 0: clean)
         pairs = [(0.0, m.get("clean_accuracy")), (eps, m.get("robust_accuracy"))]
         attack = svg.points([[x, y] for x, y in pairs if x is not None])
@@ -204,11 +206,10 @@ def _robustness(gate: GateResult | None) -> str:
         ("accuracy under attack", _num(m.get("robust_accuracy"))),
         ("certified accuracy", _num(m.get("certified_accuracy"))),
         ("certified by", _text(method) if method else NOT_MEASURED),
-        ("accuracy vs eps (attack)", "curve" if m.get("robustness_curve") else NOT_MEASURED),
+        ("accuracy vs eps (attack)", "curve" if joined else NOT_MEASURED),
         ("accuracy vs eps (certified)", "curve" if certified else NOT_MEASURED),
         ("blocking threshold", _values(t)),
     ]
-    joined = bool(svg.points(m.get("robustness_curve")))
     chart = (
         svg.accuracy_chart(attack, certified, floor=floor, budget=eps, joined=joined)
         if attack or certified
@@ -217,9 +218,9 @@ def _robustness(gate: GateResult | None) -> str:
     return (
         f'<div class="card" id="robustness"><h3>Robustness</h3>{_kv(rows)}{chart}'
         '<p class="note">Accuracy on test rows perturbed by at most eps standard deviations '
-        "per numeric input: under the strongest attack run (an upper bound on what an "
-        "attacker can keep) and certified (a lower bound no attack within eps can "
-        "break). The dashed floor is what the gate requires at its eps.</p></div>"
+        "per numeric input: under the strongest attack run (an upper bound: a stronger "
+        "attack could only lower it) and certified (a lower bound no attack within eps "
+        "can break). The dashed floor is what the gate requires at its eps.</p></div>"
     )
 
 
