@@ -116,8 +116,13 @@ def gate_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -
 
 def security_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -> bytes:
     """``security-report.html``: the gate results the release was signed on, as a
-    self-contained page (`tasks.report.page`)."""
-    return run_page(ctx, gates, model).encode()
+    self-contained page (`tasks.report.page`). A page that cannot be drawn fails the
+    stage closed at ``sign.provenance`` (a ValueError), never signs a release without it."""
+    try:
+        return run_page(ctx, gates, model).encode()
+    except Exception as exc:  # noqa: BLE001 - named by type: a message may quote data
+        what = type(exc).__name__
+        raise ValueError(f"the security report page could not be drawn ({what})") from None
 
 
 def build_provenance(
