@@ -16,7 +16,7 @@ The kernel then guarantees, for every run of either flow:
 * the run's Prometheus metrics are written (`tasks.monitoring.metrics`: a textfile
   per flow, pushed to a Pushgateway when one is configured; never the verdict), the
   report is written (``--report``), and the run's Prefect artifacts are the gate
-  table, the report and a link to its MLflow run.
+  table, the report, a link to its MLflow run and one to its security report page.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from tasks.common.report import RunReport
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
 from tasks.common.signals import deferred
 from tasks.deploy import anchor_audit_task
+from tasks.report.page import FILE as SECURITY_REPORT
+from tasks.report.publish import signed_page, unsigned_page
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -279,7 +281,8 @@ def _metrics(run: Run, kind: FlowKind) -> None:
 
 def _artifacts(run: Run, kind: FlowKind, mlflow_run: str | None) -> None:
     """The run's Prefect artifacts: the gate table (short digests, thresholds in
-    view), the markdown summary, and a link to the MLflow run."""
+    view), the markdown summary, a link to the MLflow run and, for a training run, a
+    link to its security report page (the release's, else the unsigned one)."""
     report = run.report
     create_table_artifact(
         key=f"secure-{kind.name}-gates", table=report.gate_rows(), description=report.reason
@@ -292,3 +295,16 @@ def _artifacts(run: Run, kind: FlowKind, mlflow_run: str | None) -> None:
         create_link_artifact(
             key="mlflow-run", link=url, link_text="MLflow run", description="gates, report, model"
         )
+    with contextlib.suppress(ValueError, OSError):  # no run directory: no page to link
+        signed, unsigned = signed_page(run.ctx), unsigned_page(run.ctx)
+        if kind is TRAINING and (signed.is_file() or unsigned.is_file()):
+            create_link_artifact(
+                key="security-report",
+                link=(signed if signed.is_file() else unsigned).as_uri(),
+                link_text="security report (HTML)",
+                description="the gates the release was signed on; signed with it, and in "
+                f"the MLflow run under release/{SECURITY_REPORT}"
+                if signed.is_file()
+                else "the run's gates (not signed: the run stopped before the sign stage); "
+                f"in the MLflow run as {SECURITY_REPORT}",
+            )

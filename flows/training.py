@@ -10,7 +10,8 @@ with the monitoring flow) then stops the run, writes a report naming the gate, a
 ends it in a Failed-type state named ``Blocked`` (its message names the gate, the
 measured value and the threshold; no traceback), while a crash ends ``Failed`` with
 its cause. Every gate is a line in the run's log, and the run's artifacts are the
-gate table, the report and a link to its MLflow run. The previous champion stays
+gate table, the report, a link to its MLflow run and one to its security report page
+(`tasks.report`). The previous champion stays
 deployed: nothing is published before every gate has passed and the deployed copy
 has been verified.
 """
@@ -42,6 +43,7 @@ from tasks.evaluate import evaluate_task
 from tasks.governance.pause import wait_for_approval
 from tasks.ingest import ingest_task
 from tasks.localstack.stack import anchor_endpoint, role_endpoint, s3_service
+from tasks.report.publish import write_unsigned
 from tasks.screen import pii_task, screen_task
 from tasks.sign import SignedProvenance, sign_task
 from tasks.train import TrainedModel, train_task
@@ -231,6 +233,13 @@ def _settle(run: Run, made: _Made) -> None:
 
 
 def _record(run: Run, made: _Made) -> str | None:
+    # A run that stopped before signing still leaves its security report page (not
+    # signed); a signed run's page is in its release directory, logged with it.
+    page = (
+        write_unsigned(run.ctx, run.gates, made.model, status=run.report.status)
+        if made.signed is None
+        else None
+    )
     return record_outcome(
         run.ctx.settings,
         run.report,
@@ -238,4 +247,5 @@ def _record(run: Run, made: _Made) -> str | None:
         model_run_id=made.model.mlflow_run_id if made.model is not None else None,
         model_version=made.model.version if made.model is not None else None,
         release_dir=made.signed.directory if made.signed is not None else None,
+        files=[page] if page is not None else [],
     )

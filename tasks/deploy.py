@@ -33,7 +33,8 @@ from tasks.trust.signing import RELEASE_TYPE, Signer, canonical_json
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-RELEASE_OBJECTS = 6  # encrypted model, signature, provenance, SBOM, report, release record
+# encrypted model, signature, provenance, SBOM, report, its page, release record
+RELEASE_OBJECTS = 7
 
 
 def check_no_overwrite(existing_key: str | None) -> GateResult:

@@ -5,10 +5,12 @@ The stage writes the directory a consumer will fetch, ``<run>/release/``:
     model.skops            the trained model (what was evaluated, byte for byte)
     sbom.cdx.json          CycloneDX SBOM of the runtime packages that trained it
     report.json            every gate result so far (ingest to sign)
+    security-report.html   the same gates as a self-contained page people read
+                           (`tasks.report`): verdicts, ROC, accuracy vs eps, ...
     provenance.dsse.json   SLSA provenance v1 (in-toto Statement, DSSE, P-256): the
                            model's digest, the flow, its parameters and run, the
                            config, data, suite, profile and lock digests, the
-                           SBOM's and the report's digests, the waivers
+                           SBOM's, the report's and the page's digests, the waivers
     model.sig              OpenSSF model signature over all of the above
 
 Gate ``sign.provenance`` re-verifies all of it before anything is deployed; deploy
@@ -38,6 +40,8 @@ from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes, sha256_file, write_atomic
 from tasks.common.gates import GateResult, check, failed, run_check
 from tasks.common.settings import PROJECT_ROOT
+from tasks.report import page as security_page
+from tasks.report.publish import run_page
 from tasks.train import TrainedModel
 from tasks.trust import modelsig
 from tasks.trust import provenance as slsa
@@ -51,6 +55,7 @@ FLOW = "secure-training"
 MODEL_FILE = "model.skops"
 SBOM_FILE = "sbom.cdx.json"
 REPORT_FILE = "report.json"
+SECURITY_REPORT_FILE = security_page.FILE  # "security-report.html"
 PROVENANCE_FILE = "provenance.dsse.json"
 SIGNATURE_FILE = modelsig.SIGNATURE
 
@@ -109,6 +114,17 @@ def gate_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -
     return (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
+def security_report(ctx: RunContext, model: TrainedModel, gates: list[GateResult]) -> bytes:
+    """``security-report.html``: the gate results the release was signed on, as a
+    self-contained page (`tasks.report.page`). A page that cannot be drawn fails the
+    stage closed at ``sign.provenance`` (a ValueError), never signs a release without it."""
+    try:
+        return run_page(ctx, gates, model).encode()
+    except Exception as exc:  # noqa: BLE001 - named by type: a message may quote data
+        what = type(exc).__name__
+        raise ValueError(f"the security report page could not be drawn ({what})") from None
+
+
 def build_provenance(
     ctx: RunContext,
     *,
@@ -131,7 +147,11 @@ def build_provenance(
         slsa.resource(LOCK_FILE.name, sha256_file(LOCK_FILE)),
         {"name": "code", **({"digest": {"gitCommit": commit}} if commit else {})},
     ]
-    media = {SBOM_FILE: "application/vnd.cyclonedx+json", REPORT_FILE: "application/json"}
+    media = {
+        SBOM_FILE: "application/vnd.cyclonedx+json",
+        REPORT_FILE: "application/json",
+        SECURITY_REPORT_FILE: "text/html",
+    }
     return slsa.statement(
         subject={MODEL_FILE: model.sha256},
         external={
@@ -272,6 +292,7 @@ def write_release(
     byproducts = {
         SBOM_FILE: cyclonedx_sbom(LOCK_FILE, root_name=PROJECT, root_version=_version(PROJECT)),
         REPORT_FILE: gate_report(ctx, model, gates),
+        SECURITY_REPORT_FILE: security_report(ctx, model, gates),
     }
     for name, data in byproducts.items():
         write_atomic(out / name, data)

@@ -94,7 +94,7 @@ def audit_findings(settings: Settings, endpoint: S3Endpoint | None = None) -> Au
         return found
     from tasks.common.anchors import check_anchors
     from tasks.common.s3 import s3_client
-    from tasks.trust.release import OBJECTS, scan_releases
+    from tasks.trust.release import OBJECTS, OPTIONAL_FILES, scan_releases
     from tasks.trust.versions import scan_release_histories
 
     st = settings.storage
@@ -108,7 +108,7 @@ def audit_findings(settings: Settings, endpoint: S3Endpoint | None = None) -> Au
                 client, bucket=st.bucket, prefix=st.prefix
             )
             found.replaced = scan_release_histories(
-                client, bucket=st.bucket, prefix=st.prefix, names=OBJECTS
+                client, bucket=st.bucket, prefix=st.prefix, names=OBJECTS, optional=OPTIONAL_FILES
             )
             if settings.embedded_s3:
                 from tasks.localstack.bucket import policy_drift

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # The signed release's evidence that record_outcome copies to MLflow (tasks/sign.py
 # names them; the model file is logged with the model already, its signature is not
 # needed to read the run).
-RELEASE_ARTIFACTS = ("provenance.dsse.json", "sbom.cdx.json", "report.json")
+RELEASE_ARTIFACTS = ("provenance.dsse.json", "sbom.cdx.json", "report.json", "security-report.html")
 # MLflow run status per pipeline status (anything else, "blocked" too: FAILED).
 RUN_STATUS = {
     "deployed": "FINISHED",

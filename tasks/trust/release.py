@@ -9,6 +9,8 @@ file of the signed release directory (`tasks.sign`), the model encrypted:
     provenance.dsse.json   SLSA provenance v1 (DSSE)
     sbom.cdx.json          CycloneDX SBOM of the training environment
     report.json            the gate results the release was signed on
+    security-report.html   the same as a page people read (`tasks.report`); a
+                           release made before the page existed has none
     release.dsse.json      written last: signed pointer to the exact object
                            versions above; a release without it is incomplete
 
@@ -47,8 +49,11 @@ ARTIFACT = "model.skops.enc"
 PROVENANCE = "provenance.dsse.json"
 SBOM = "sbom.cdx.json"
 REPORT = "report.json"
+SECURITY_REPORT = "security-report.html"
 SIGNATURE = modelsig.SIGNATURE
-PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT)  # stored as they are (with SSE)
+# stored as they are (with SSE)
+PLAIN_FILES = (SIGNATURE, PROVENANCE, SBOM, REPORT, SECURITY_REPORT)
+OPTIONAL_FILES = (SECURITY_REPORT,)  # absent from releases made before it existed
 RELEASE = "release.dsse.json"
 OBJECTS = (ARTIFACT, *PLAIN_FILES, RELEASE)  # every object of a release, the record last
 
@@ -80,6 +85,24 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not key.endswith(RELEASE):
         key = key.rstrip("/") + "/" + RELEASE
     return bucket, key
+
+
+def layout_ok(files: dict[str, Any], base: str) -> bool:
+    """The signed record's plain files are this release's own: every required one,
+    perhaps the optional ones, nothing else, each under the release's prefix `base`."""
+    required = set(PLAIN_FILES) - set(OPTIONAL_FILES)
+    return required <= set(files) <= set(PLAIN_FILES) and all(
+        files[n]["key"] == f"{base}/{n}" for n in files
+    )
+
+
+def byproducts_ok(made: dict[str, str], stored: dict[str, str]) -> bool:
+    """The SBOM, the gate report and (when either side has it) the security report
+    page are stored with the digests the provenance names (`made`: name -> sha256 in
+    the provenance; `stored`: name -> sha256 of the release's plain files). A page
+    the provenance names but the release lacks, or the reverse, is refused."""
+    names = {SBOM, REPORT} | ({SECURITY_REPORT} & (set(made) | set(stored)))
+    return all(n in stored and made.get(n) == stored[n] for n in names)
 
 
 @dataclass
@@ -230,8 +253,8 @@ def verify_release(
         )
         base = release_key.rsplit("/", 1)[0]
         art, files = rel["artifact"], rel["files"]
-        own = art["key"] == f"{base}/{ARTIFACT}" and sorted(files) == sorted(PLAIN_FILES)
-        own = own and all(files[n]["key"] == f"{base}/{n}" for n in PLAIN_FILES)
+        names = [n for n in PLAIN_FILES if n in files]  # the signed record lists them
+        own = art["key"] == f"{base}/{ARTIFACT}" and layout_ok(files, base)
         step("release.layout", own, "the release points at objects of its own prefix")
         if expected is not None:
             signed = {k: str(rel["model"][k]) for k in ("name", "version")}
@@ -246,7 +269,7 @@ def verify_release(
             )
 
         plain: dict[str, bytes] = {}
-        for name in PLAIN_FILES:
+        for name in names:
             body = get_bytes(
                 client,
                 bucket=bucket,
@@ -257,7 +280,7 @@ def verify_release(
             if sha256_bytes(body) != files[name]["sha256"]:
                 step("release.files", False, f"{name} does not match its digest in the release")
             plain[name] = body
-        step("release.files", True, f"{', '.join(PLAIN_FILES)} match the release's digests")
+        step("release.files", True, f"{', '.join(names)} match the release's digests")
         statement = slsa.check_statement(
             verify(json.loads(plain[PROVENANCE]), public_key=public_key, payload_type=IN_TOTO_TYPE)
         )
@@ -274,8 +297,8 @@ def verify_release(
         made = slsa.byproduct_digests(statement)
         step(
             "provenance.byproducts",
-            all(made.get(n) == sha256_bytes(plain[n]) for n in (SBOM, REPORT)),
-            "the SBOM and the gate report are the ones the provenance names",
+            byproducts_ok(made, {n: sha256_bytes(body) for n, body in plain.items()}),
+            "the SBOM, the gate report (and its page) are the ones the provenance names",
         )
 
         try:

@@ -98,13 +98,15 @@ def check_release_versions(
 
 
 def scan_release_histories(
-    client: Any, *, bucket: str, prefix: str, names: tuple[str, ...]
+    client: Any, *, bucket: str, prefix: str, names: tuple[str, ...], optional: tuple[str, ...] = ()
 ) -> list[str]:
     """`audit verify`'s sweep: every release (a prefix holding a release record) whose
     objects were hidden, replaced or added to, with what happened to each.
 
     Args:
         names: The object names of a release (`tasks.trust.release`).
+        optional: Names a release made before they existed lacks (never stored is
+            fine; stored, then hidden or replaced, is named like any other).
     """
     record = names[-1]
     bases: dict[str, dict[str, dict[str, list[Any]]]] = {}
@@ -121,6 +123,7 @@ def scan_release_histories(
     for base, history in sorted(bases.items()):
         if record not in history:
             continue  # not a release (an incomplete one, a champion record, approvals)
-        problems = version_problems(history, dict.fromkeys(names))
+        kept = (n for n in names if n not in optional or n in history)
+        problems = version_problems(history, dict.fromkeys(kept))
         found += [f"{base}/{p}" for p in problems]
     return found

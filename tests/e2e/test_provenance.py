@@ -18,7 +18,14 @@ from tests.e2e.conftest import CLI, Pipeline
 pytestmark = pytest.mark.e2e
 MODEL_SIGNING = str(Path(CLI).with_name("model_signing"))
 CHAMPION = "models:/breast-cancer-classifier@champion"
-RELEASE_FILES = {"model.skops", "model.sig", "provenance.dsse.json", "sbom.cdx.json", "report.json"}
+RELEASE_FILES = {
+    "model.skops",
+    "model.sig",
+    "provenance.dsse.json",
+    "sbom.cdx.json",
+    "report.json",
+    "security-report.html",
+}
 
 
 def _openssf_verify(directory: Path, public_key: Path) -> subprocess.CompletedProcess[str]:

@@ -145,6 +145,7 @@ def test_model_run_gets_the_outcome_release_and_version_description(
     release.mkdir()
     for name in ("model.skops", "provenance.dsse.json", "sbom.cdx.json", "report.json"):
         (release / name).write_text("{}")
+    (release / "security-report.html").write_text("<!DOCTYPE html>")
     gates = [
         *DATA_GATES[:2],
         GateResult(name="train.artifact_roundtrip", passed=True, metrics={"mismatches": 0}),
@@ -185,6 +186,7 @@ def test_model_run_gets_the_outcome_release_and_version_description(
         "release/provenance.dsse.json",
         "release/sbom.cdx.json",
         "release/report.json",
+        "release/security-report.html",
     }
     description = client.get_model_version(registry.name, version).description
     assert description.startswith("Deployed: 5 of 5 gates passed")
