@@ -159,7 +159,7 @@ def _membership(gate: GateResult | None) -> str:
         return _absent(MEMBERSHIP, "Membership inference", "membership")
     m, t = gate.metrics, gate.threshold
     curve = svg.points(m.get("roc_curve"))
-    max_tpr = next((svg.number(v) for k, v in t.items() if "tpr_at_1pct" in k), None)
+    max_tpr = svg.number(t.get("max_tpr_at_low_fpr"))  # the gate's limit on TPR at 1% FPR
     max_adv = svg.number(t.get("max_advantage"))
     chart = (
         svg.roc_chart(curve, max_tpr=max_tpr, max_advantage=max_adv)

@@ -106,7 +106,7 @@ NEW = [
             "exposed_records": 12,
             "advantage": 0.04,
         },
-        threshold={"max_tpr_at_1pct_fpr": 0.015},
+        threshold={"max_tpr_at_low_fpr": 0.015},
         detail="the attack finds members at low FPR",
     ),
     GateResult(
