@@ -348,7 +348,7 @@ def test_quality_on_a_large_test_set_samples_unless_the_sample_could_tip_the_ver
     gate score every row, so the verdict is always the whole test set's."""
     from sklearn.dummy import DummyClassifier
 
-    import tasks.evaluate as ev
+    import tasks.checks.quality as ev
 
     n = 3 * ev.QUALITY_ROWS
     rng = np.random.default_rng(5)
