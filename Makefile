@@ -115,6 +115,24 @@ bench: $(STAMP) ## Speed and memory as ratios against baselines measured in the 
 bench-membership: $(STAMP) ## Cross-check the membership attack (TPR at 1% FPR, AUC)
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.membership_crosscheck
 
+# sacroml's LiRA (an independent implementation) against ours, in a tool venv of its own
+# (.venv-sacroml/, ~2.2 GB with torch's CPU build) from a hash-pinned lock; the project
+# venv builds the models and runs our attack, the tool venv only sacroml's (see
+# benchmarks/membership_sacroml.py). Not part of `make test`.
+SACROML_VENV  := .venv-sacroml
+SACROML_STAMP := $(SACROML_VENV)/.installed
+
+$(SACROML_STAMP): requirements-sacroml.lock
+	@test -x $(SACROML_VENV)/bin/python || $(PYTHON) -m venv $(SACROML_VENV)
+	$(SACROML_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps \
+		-r requirements-sacroml.lock
+	@touch $(SACROML_STAMP)
+
+.PHONY: bench-sacroml
+bench-sacroml: $(STAMP) $(SACROML_STAMP) ## Cross-check the membership attack against sacroml's LiRA
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.membership_sacroml \
+		--sacroml-python $(SACROML_VENV)/bin/python
+
 .PHONY: clean
 clean: ## Remove the venvs and the local state directory
 	rm -rf $(VENV) $(CHECKOV_VENV) .secure-pipeline infra/terraform/.terraform
