@@ -135,7 +135,7 @@ bench-sacroml: $(STAMP) $(SACROML_STAMP) ## Cross-check the membership attack ag
 
 .PHONY: clean
 clean: ## Remove the venvs and the local state directory
-	rm -rf $(VENV) $(CHECKOV_VENV) .secure-pipeline infra/terraform/.terraform
+	rm -rf $(VENV) $(CHECKOV_VENV) $(SACROML_VENV) .secure-pipeline infra/terraform/.terraform
 
 # --- Infrastructure as code (infra/terraform/) -------------------------------------------
 # checkov lives in a tool venv of its own, from its own hash-pinned lock (never the runtime
