@@ -183,6 +183,11 @@ def _membership(gate: GateResult | None) -> str:
     )
 
 
+def _eps_points(points: list[tuple[float, float]]) -> str:
+    """A measured curve as text beside its chart: ``0.05: 0.95, 0.1: 0.90``."""
+    return ", ".join(f"{x:.3g}: {y:.3f}" for x, y in points)
+
+
 def _robustness(gate: GateResult | None) -> str:
     if gate is None:
         return _absent(ADVERSARIAL, "Robustness", "robustness")
@@ -206,8 +211,8 @@ def _robustness(gate: GateResult | None) -> str:
         ("accuracy under attack", _num(m.get("robust_accuracy"))),
         ("certified accuracy", _num(m.get("certified_accuracy"))),
         ("certified by", _text(method) if method else NOT_MEASURED),
-        ("accuracy vs eps (attack)", "curve" if joined else NOT_MEASURED),
-        ("accuracy vs eps (certified)", "curve" if certified else NOT_MEASURED),
+        ("accuracy vs eps (attack)", _eps_points(attack) if joined else NOT_MEASURED),
+        ("accuracy vs eps (certified)", _eps_points(certified) if certified else NOT_MEASURED),
         ("blocking threshold", _values(t)),
     ]
     chart = (
@@ -289,9 +294,7 @@ def _privacy(gate: GateResult | None, dp_epsilon: Any) -> str:
         return f'{head}<p id="dp-verdict">{esc(text)}.</p></div>'
     m = gate.metrics
     if m.get("applies") is False:
-        return (
-            f'{head}<p id="dp-verdict">not a DP model: {_text(gate.detail, MAX_DETAIL)}</p></div>'
-        )
+        return f'{head}<p id="dp-verdict">{_text(gate.detail, MAX_DETAIL)}</p></div>'
     rows = [
         ("epsilon claimed", _num(m.get("epsilon_claimed", dp_epsilon), ".3g")),
         ("epsilon audited (lower bound)", _num(m.get("epsilon_audited"), ".3g")),

@@ -186,6 +186,7 @@ def test_new_keys_draw_the_roc_the_curves_and_the_dp_audit() -> None:
     assert 'id="status" class="badge fail">BLOCKED' in page
     assert 'class="failed" data-gate="evaluate.membership_inference"' in page
     assert "epsilon audited (lower bound)" in page and ">0.7<" in page
+    assert "0.05: 0.900, 0.1: 0.810" in page  # the measured curve as text beside its chart
     assert page.count("<circle") >= len(ROC) + 4 + 3  # ROC points, attack, certified (no None)
 
 
@@ -200,9 +201,14 @@ def test_a_waived_gate_is_named_waived_with_its_reason() -> None:
 
 def test_a_non_dp_audit_result_and_a_claimed_epsilon_without_audit() -> None:
     na = GateResult(
-        name="evaluate.dp_audit", passed=True, metrics={"applies": False}, detail="not DP: logreg"
+        name="evaluate.dp_audit",
+        passed=True,
+        metrics={"applies": False},
+        detail="not a DP model (logreg): nothing to audit",
     )
-    assert "not a DP model: not DP: logreg" in _render([*TODAY, na])
+    page = _render([*TODAY, na])
+    assert "not a DP model (logreg): nothing to audit" in page
+    assert "not a DP model: not a DP model" not in page
     assert "epsilon claimed 1.5: not audited" in _render(TODAY, dp_epsilon=1.5)
 
 
