@@ -30,12 +30,12 @@ run: $(STAMP) ## One full secure training run on the bundled dataset
 # first: xdist's default order, most tests first, left them for the end).
 # `make test TEST_WORKERS=0` runs the suite serially, in one process.
 # FORK: match your CI machine's cores; tests marked `alone` still run with no neighbour.
-# tests/infra (Terraform applied to moto) runs in `make infra-check`, not here.
+# tests/infra (Terraform applied to moto) runs here too; without terraform it skips.
 TEST_WORKERS ?= 2
 
 .PHONY: test
 test: $(STAMP) browser prometheus postgres ## Run the whole test suite (unit, integration, end to end)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/infra
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The browser tests drive Debian's chromium headless (no playwright, no selenium).
 CHROMIUM := /usr/bin/chromium
@@ -165,7 +165,9 @@ checkov: $(CHECKOV_STAMP) ## Scan infra/terraform with checkov (offline, its own
 # with zero failed checks, then tests/infra: the configuration applied to moto, the deploy
 # gate's posture check and a KMS-wrapped release round trip run against what it created.
 # Without terraform the Terraform steps and the apply are skipped with a message (checkov
-# still runs); INFRA_REQUIRE_TERRAFORM=1 (CI) turns the skip into a failure.
+# still runs); INFRA_REQUIRE_TERRAFORM=1 (CI) turns the skip into a failure. `make test`
+# runs tests/infra too; INFRA_TESTS=no leaves them to it (.ci/run: each runs once).
+INFRA_TESTS ?= yes
 TF_ENV := CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_CLI_CONFIG_FILE=/dev/null
 
 .PHONY: infra-check
@@ -183,5 +185,6 @@ infra-check: $(STAMP) $(CHECKOV_STAMP) ## Terraform fmt/validate, checkov, then 
 		echo "terraform not found: fmt, validate and the apply to moto are skipped; install Terraform >= 1.5 and the hashicorp/aws 5.x provider (TF_PLUGIN_DIR)" >&2; \
 	fi
 	$(MAKE) --no-print-directory checkov
-	TF_PLUGIN_DIR=$(TF_PLUGIN_DIR) TERRAFORM=$(TERRAFORM) OMP_NUM_THREADS=1 \
-		$(BIN)/python -m pytest -p no:cacheprovider tests/infra
+	@if [ "$(INFRA_TESTS)" != no ]; then \
+		TF_PLUGIN_DIR=$(TF_PLUGIN_DIR) TERRAFORM=$(TERRAFORM) OMP_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -p no:cacheprovider tests/infra; fi
