@@ -43,7 +43,7 @@ from tasks.common.gates import GateFailed, GateResult
 from tasks.common.outcome import run_url
 from tasks.common.report import RunReport
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
-from tasks.common.signals import deferred
+from tasks.common.signals import deferred, raise_if_pending, remembered
 from tasks.deploy import anchor_audit_task
 from tasks.report.page import FILE as SECURITY_REPORT
 from tasks.report.publish import signed_page, unsigned_page
@@ -79,7 +79,10 @@ class Run:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time stage `name` into the report, say on the terminal that a long one still
-        runs, and remember it as the running stage (the one a block or crash names)."""
+        runs, and remember it as the running stage (the one a block or crash names).
+        A signal whose exception was dropped on the way (see `tasks.common.signals`)
+        stops the run here, before the stage starts."""
+        raise_if_pending()
         self.current[:] = [name]
         with self.report.stage(name), progress.running(name):
             yield
@@ -181,10 +184,12 @@ def execute(
     run = Run(ctx=ctx, report=report)
     interrupted: BaseException | None = None
     mlflow_run: str | None = None
+    lost: list[int] = []  # signals noted in the body whose exception never surfaced
     with contextlib.ExitStack() as recording:
         with contextlib.ExitStack() as resources:
             try:
-                body(run, resources)
+                with remembered() as lost:
+                    body(run, resources)
             except GateFailed as exc:
                 report.status, report.blocked_by = kind.gate_status, exc.gate.name
                 if not isinstance(exc, Verdict):
@@ -226,6 +231,8 @@ def execute(
         _artifacts(run, kind, mlflow_run)
     if interrupted is not None:
         raise interrupted  # the signal still ends the command (after the record is written)
+    if lost:  # it landed after the last stage began and was dropped: deliver it now
+        signal.raise_signal(lost[0])
     if report.status == kind.gate_status:  # a verdict, not a crash: no traceback, its name
         return Failed(name=kind.gate_state, message=report.reason)
     if report.status == "awaiting_approval":  # a verdict: it waits for people
