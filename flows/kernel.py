@@ -39,7 +39,7 @@ from prefect.states import Completed, Failed, State
 from tasks.common import progress
 from tasks.common.context import RunContext
 from tasks.common.errors import explain, signal_number
-from tasks.common.gates import GateFailed, GateResult
+from tasks.common.gates import GateFailed, GateResult, collecting_seconds
 from tasks.common.outcome import run_url
 from tasks.common.report import RunReport
 from tasks.common.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
@@ -188,7 +188,7 @@ def execute(
     with contextlib.ExitStack() as recording:
         with contextlib.ExitStack() as resources:
             try:
-                with remembered() as lost:
+                with remembered() as lost, collecting_seconds(report.checks):
                     body(run, resources)
             except GateFailed as exc:
                 report.status, report.blocked_by = kind.gate_status, exc.gate.name

@@ -44,7 +44,7 @@ from tasks.checks.probes import (
 )
 from tasks.checks.quality import QUALITY, check_quality
 from tasks.common.context import RunContext, StageGates, stage_task
-from tasks.common.gates import GateResult, run_check
+from tasks.common.gates import GateResult, run_check, timed
 from tasks.common.registry import ModelRegistry
 from tasks.common.settings import EvaluateConfig
 from tasks.common.tracking import mlflow_client
@@ -217,7 +217,8 @@ def evaluate(
     """
     gates = StageGates(ctx)
     estimator = str(model.params.get("estimator", ctx.settings.model.estimator))
-    champion = load_champion(ctx.settings, s3, candidate=model.pipeline)
+    with timed("evaluate.champion"):  # fetched, verified, scored: not a gate of its own
+        champion = load_champion(ctx.settings, s3, candidate=model.pipeline)
     results = evaluate_checks(
         ctx.settings.evaluate,
         pipeline=model.pipeline,
@@ -232,7 +233,8 @@ def evaluate(
         champion=champion,
         reference=reference,
     )
-    _record(ctx, model, results)
+    with timed("evaluate.mlflow"):
+        _record(ctx, model, results)
     gates.enforce(*results)  # logs each gate's line to the run log
     out: dict[str, float] = {}
     for r in results:

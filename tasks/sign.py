@@ -38,7 +38,7 @@ from tasks.checks.supply_chain import (
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes, sha256_file, write_atomic
-from tasks.common.gates import GateResult, check, failed, run_check
+from tasks.common.gates import GateResult, check, failed, run_check, timed
 from tasks.common.settings import PROJECT_ROOT
 from tasks.report import page as security_page
 from tasks.report.publish import run_page
@@ -340,13 +340,14 @@ def sign(
         run_check(DEPENDENCIES, check_environment, ctx.settings.state_dir / "cache"),
     )
     try:
-        signed = write_release(
-            ctx,
-            dataset=dataset,
-            model=model,
-            suite_sha256=suite_sha256,
-            gates=gates + stage.results,
-        )
+        with timed("sign.provenance"):  # writing the release; checked below, same gate
+            signed = write_release(
+                ctx,
+                dataset=dataset,
+                model=model,
+                suite_sha256=suite_sha256,
+                gates=gates + stage.results,
+            )
     except (PipelineError, OSError, ValueError) as exc:  # fails closed at this stage's gate
         stage.enforce(
             failed(

@@ -33,7 +33,7 @@ from tasks.checks.suite_signature import SuiteSignatureError, steward_arguments,
 from tasks.checks.validation_page import render_validation_page
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.files import read_capped, sha256_bytes, write_atomic, write_json
-from tasks.common.gates import GateFailed, GateResult, check, failed, run_check
+from tasks.common.gates import GateFailed, GateResult, check, failed, run_check, timed
 from tasks.common.report import cell
 from tasks.common.settings import DatasetConfig
 from tasks.trust.signing import PublicKey
@@ -286,14 +286,15 @@ def validate(ctx: RunContext, dataset: Dataset) -> tuple[ValidationOutput, list[
     try:
         suite = json.loads(raw)
         expected = len(suite["expectations"])
-        result = run_suite(
-            dataset.frame,
-            suite,
-            max_rows=ds.max_rows,
-            docs_dir=out_dir / DOCS_DIR,
-            run_name=ctx.run_id,
-            batch_id=f"sha256-{dataset.sha256[:16]}",
-        )
+        with timed("validate.expectations"):  # the suite's run, beside its verdict below
+            result = run_suite(
+                dataset.frame,
+                suite,
+                max_rows=ds.max_rows,
+                docs_dir=out_dir / DOCS_DIR,
+                run_name=ctx.run_id,
+                batch_id=f"sha256-{dataset.sha256[:16]}",
+            )
     except Exception as exc:  # noqa: BLE001 - a suite that cannot run is a failed gate
         error = type(exc).__name__
     result_path = out_dir / RESULT_FILE

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from flows.cli.common import EXIT_BLOCKED, EXIT_OK
-from flows.cli.run import _data_arg, run_flow
+from flows.cli.run import _data_arg, preload, run_flow
 from tasks.common import environment
 from tasks.common.settings import Settings
 from tasks.localstack import stack
@@ -31,7 +31,11 @@ metrics file <state>/metrics/secure_pipeline_monitoring.prom, and an MLflow run.
 def cmd_monitor(settings: Settings, args: argparse.Namespace) -> int:
     data, data_root = _data_arg(args.data)
     os.umask(0o077)  # reports, logs and MLflow's store: the operator's alone
-    with run_api(settings, stack.prefect_api_url(settings)) as api:
+    with run_api(
+        settings,
+        stack.prefect_api_url(settings),
+        while_starting=preload(settings, args, "flows.monitoring"),
+    ) as api:
         environment.configure(settings, prefect_api_url=api, quiet_console=not args.verbose)
         from flows.monitoring import secure_monitoring
         from flows.training import run_tags

@@ -11,12 +11,42 @@ its stage runs. The README's gate table is tested against it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+
+# Where `timed` adds each check's wall seconds while a run collects them (the run
+# report's ``checks``). A task submitted to a worker thread gets a copy of the context,
+# which holds the same dict, so the screens running beside validation are counted too.
+_SECONDS: ContextVar[dict[str, float] | None] = ContextVar("check_seconds", default=None)
+
+
+@contextmanager
+def collecting_seconds(seconds: dict[str, float]) -> Iterator[dict[str, float]]:
+    """Add the seconds of every check timed inside this block to `seconds` (by name)."""
+    token = _SECONDS.set(seconds)
+    try:
+        yield seconds
+    finally:
+        _SECONDS.reset(token)
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Add the block's wall seconds to check `name` when a run collects them."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds = _SECONDS.get()
+        if seconds is not None:
+            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 3)
 
 
 class GateResult(BaseModel):
@@ -113,7 +143,8 @@ def run_check_with(
         The result, and the value only if the gate passed (else None).
     """
     try:
-        result, value = fn(*args, **kwargs)
+        with timed(name):
+            result, value = fn(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - fail closed on anything
         return failed(name, detail=f"check raised {type(exc).__name__}; failing closed"), None
     if not isinstance(result, GateResult) or result.name != name:

@@ -38,6 +38,10 @@ class RunReport(BaseModel):
     waivers: list[dict[str, Any]] = Field(default_factory=list)
     # Wall seconds per stage, in the order they ran (a blocked stage included).
     stages: dict[str, float] = Field(default_factory=dict)
+    # Wall seconds per check, by gate name, and per step of a stage that is no gate
+    # (``evaluate.champion``: the champion fetched and scored; ``evaluate.mlflow``):
+    # what a stage's time is made of. `make bench` reports them.
+    checks: dict[str, float] = Field(default_factory=dict)
     # A monitoring run's measurements: champion, drift, quality, its page.
     monitor: dict[str, Any] | None = None
     # Where the run's Prometheus metrics went: the textfile, pushed or why not.

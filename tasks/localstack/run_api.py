@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -81,12 +81,22 @@ def _argv(port: int) -> list[str]:
 
 
 @contextmanager
-def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
+def run_api(
+    settings: Settings,
+    kept_up: str | None,
+    *,
+    while_starting: Callable[[str], object] | None = None,
+) -> Iterator[str]:
     """Yield the Prefect API URL for one run, starting a temporary server if needed.
 
     Args:
         settings: The run's settings (state dir: the server's home and log).
         kept_up: The API of a server `local up` keeps running, if any: used as it is.
+        while_starting: Called with the API URL once the temporary server is spawned,
+            before waiting for it: the server takes about 7 s to answer, time the CLI
+            spends importing the flow (about 5 s) on the other core. The URL is the
+            one yielded (a retry reuses the port), so Prefect can be configured and
+            imported here. Not called for a kept-up server.
 
     Raises:
         StackError: the temporary server did not answer within
@@ -104,7 +114,7 @@ def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
     # (scheduler, late runs) in a server that lives for one run.
     env |= {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1"}
     env |= {"PREFECT__SERVER_FINAL": "1"}
-    child, url = _start(settings, env)
+    child, url = _start(settings, env, while_starting)
     try:
         yield f"{url}/api"
     finally:
@@ -113,17 +123,20 @@ def run_api(settings: Settings, kept_up: str | None) -> Iterator[str]:
         child.wait()
 
 
-def _start(settings: Settings, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the server and wait until it answers; on a busy machine, once more on a
-    new port. Whatever happens (a signal included), a server not handed back is stopped.
+def _start(
+    settings: Settings, env: dict[str, str], while_starting: Callable[[str], object] | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the server and wait until it answers; on a busy machine, once more on the
+    same port (`while_starting` may have configured Prefect with its URL). Whatever
+    happens (a signal included), a server not handed back is stopped.
 
     Raises:
         StackError: it did not answer twice; the message says what to do.
     """
     log_path = log_file(settings, "prefect-api")
     timeout = float(os.environ.get(PREFECT_START_TIMEOUT) or 120)
+    port = _free_port()
     for attempt in (1, 2):
-        port = _free_port()
         child = spawn(
             _argv(port),
             env=env,
@@ -133,6 +146,8 @@ def _start(settings: Settings, env: dict[str, str]) -> tuple[subprocess.Popen[by
         )
         url = f"http://127.0.0.1:{port}"
         try:
+            if attempt == 1 and while_starting is not None:
+                while_starting(f"{url}/api")
             wait_until_healthy(
                 "the temporary Prefect API",
                 partial(ui_servers.healthy, "prefect", url),

@@ -28,6 +28,12 @@ def test_cold_run_deploys_then_verifies(cold: Pipeline, tmp_path: Path) -> None:
     assert err.strip().startswith("deployed s3://"), err
     assert set(report["stages"]) == STAGES | {"pii"}  # seconds per stage, every stage timed
     assert all(seconds > 0 for seconds in report["stages"].values())
+    # ... and what each stage's time is made of: every gate's check, the screens' too
+    # (they run on a worker thread), the suite's run and the evaluate stage's steps.
+    gates = {g["name"] for g in report["gates"]}
+    assert gates <= set(report["checks"]), gates - set(report["checks"])
+    assert {"evaluate.champion", "evaluate.mlflow"} <= set(report["checks"])
+    assert report["checks"]["validate.expectations"] > 0
 
     verified = cold.run("verify", report["deployment"]["uri"])
     assert verified.returncode == 0, verified.stderr
