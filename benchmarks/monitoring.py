@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.verdict import MARGIN, Target, table
+
 if TYPE_CHECKING:
     from benchmarks.run import Bench
 
@@ -309,26 +311,24 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def targets(s: dict[str, Any]) -> list[tuple[str, float, str, bool]]:
-    """(what, measured, target, met), as `benchmarks.run.targets`."""
+def targets(s: dict[str, Any]) -> list[Target]:
+    """The section's targets (`benchmarks.verdict`)."""
     ours, theirs = set(s["ours"]["moved"]), set(s["evidently"]["moved"])
     seen = set(UNSEEN_BY_EVIDENTLY)
     differ = (ours - seen) ^ (theirs - seen)
     wrong = ours ^ set(s["injected"])
     rows = f"{s['rows']:,} rows"
     return [
-        (f"monitoring wall time, ours / Evidently, {rows}", s["wall_ratio"], "<= 0.5",
-         s["wall_ratio"] <= 0.5),
-        (f"monitoring peak RSS, ours / pandas read, {rows}", s["rss_ratio"], "<= 1.5",
-         s["rss_ratio"] <= 1.5),
-        ("monitoring: columns flagged by only one of ours and Evidently (missing-rate drift "
-         "left out: Evidently drops missing cells)", len(differ), "= 0", not differ),
-        ("monitoring: injected drifts ours missed + clean columns ours flagged", len(wrong),
-         "= 0", not wrong),
+        Target(f"monitoring wall time, ours / Evidently, {rows}", s["wall_ratio"], "<=", 0.5),
+        Target(f"monitoring peak RSS, ours / pandas read, {rows}", s["rss_ratio"], "<=", 1.5),
+        Target("monitoring: columns flagged by only one of ours and Evidently (missing-rate "
+               "drift left out: Evidently drops missing cells)", len(differ), "=", 0),
+        Target("monitoring: injected drifts ours missed + clean columns ours flagged",
+               len(wrong), "=", 0),
     ]  # fmt: skip
 
 
-def markdown(s: dict[str, Any], checks: list[tuple[str, float, str, bool]]) -> str:
+def markdown(s: dict[str, Any], checks: list[Target], margin: float = MARGIN) -> str:
     def cell(kind: str, key: str) -> str:
         return f"{s[kind][key]:.2f} s" if key in s[kind] else "-"
 
@@ -355,10 +355,8 @@ def markdown(s: dict[str, Any], checks: list[tuple[str, float, str, bool]]) -> s
         f"- Evidently flagged: {', '.join(s['evidently']['moved']) or 'none'}",
         f"- load average (1, 5, 15 min) at the start, then at the end: {s.get('load')}",
         "",
-        "| target | measured | bound | |",
-        "|---|---|---|---|",
+        *table(checks, margin),
     ]
-    lines += [f"| {w} | {v:.2f} | {t} | {'met' if ok else 'MISSED'} |" for w, v, t, ok in checks]
     return "\n".join(lines) + "\n"
 
 
