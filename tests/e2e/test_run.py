@@ -240,7 +240,7 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
         text=True,
     )
     try:
-        deadline, found = time.monotonic() + 90, []
+        deadline, found = time.monotonic() + 180, []  # a busy machine: serve imports the flows
         while time.monotonic() < deadline and not found:
             time.sleep(2)
             found = [
