@@ -107,7 +107,7 @@ def skip_decimal_scan_on_typed_columns() -> None:
 # `pandas_data_fingerprint` batch marker. We never read it (the run's batch id is the
 # dataset's SHA-256), and GX itself leaves it out above `HASH_THRESHOLD` bytes, so no
 # consumer can rely on it: at 1M rows it cost 0.35 s. GX offers no option to skip it;
-# setting the threshold to 0 does. Applied once, the first time a suite runs.
+# setting the threshold to 0 does (idempotent; every suite run sets it).
 def skip_batch_fingerprint() -> None:
     from great_expectations.execution_engine import pandas_execution_engine as engine
 
@@ -221,15 +221,19 @@ def _validate_narrow(
     by_id: dict[str, Any] = {}
     first: Any = None
     for plan in plans:
+        batch_frame = frame if plan.columns is None else frame[list(plan.columns)]
         part = Validator(
             batch_definition=definition,
-            batch_parameters={"dataframe": frame if plan.columns is None else frame[list(plan.columns)]},
+            batch_parameters={"dataframe": batch_frame},
             result_format=result_format,
         ).validate_expectation_suite(
             ExpectationSuite(name=gx_suite.name, expectations=[configs[i] for i in plan.indices])
         )
         first = part if first is None else first
-        by_id.update((r.expectation_config.id, r) for r in part.results)
+        for outcome in part.results:
+            config = outcome.expectation_config
+            if config is not None and config.id is not None:
+                by_id[config.id] = outcome
     # An expectation GX did not evaluate stays missing: the count check fails closed.
     results = [by_id[c.id] for c in configs if c.id in by_id]
     stats = calc_validation_statistics(results)
