@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.checks.keys import label_keyed
 from tasks.checks.poisoning import category_keys, feature_values, label_keys
 
 BINS = 20  # equal-count bins per numeric input: 5% of the reference rows each
 
 
 def _class_index(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    return pd.Categorical(label_keys(labels), categories=classes).codes.astype(np.int64)
+    return label_keyed(labels).positions(classes)  # -1: a class not in `classes`
 
 
 def _count(groups: np.ndarray, cls: np.ndarray, n_groups: int, n_classes: int) -> np.ndarray:
