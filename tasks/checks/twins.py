@@ -20,13 +20,15 @@ twin radius? And the encoding bounds where such a row can be:
 `nearest_other` therefore searches each query's group only (rows grouped by one sort
 of an integer key made of the codes; a group is searched in chunks of its rows, so one
 huge group, such as a table with one category, stays bounded in memory: ``CHUNK_CELLS``).
-The query itself is left out; an exact duplicate is another row, at distance 0. When
-the radius is not below w, or there is no categorical input, the caller keeps the
-brute search over all rows (`brute_nearest_other`). Only the count of queries within
-the radius is used: the distance reported past the radius may differ (the nearest row
-of the group rather than of the table), never which side of the radius it lies on.
-Distances are Euclidean as sklearn's brute search computes them, so the two agree up
-to floating-point rounding of a row exactly on the radius.
+The query itself is left out; an exact duplicate is another row, at distance 0. Within
+a group the one-hot blocks are equal, so only the numeric columns are compared. When the
+radius is not below w (less ``MARGIN``, far above the rounding of a distance), or there
+is no categorical input, `nearest_other` keeps the brute search over all rows
+(`brute_nearest_other`). Only the count of queries within the radius is used: past the
+radius the distance reported may differ (the nearest row of the group rather than of
+the table), never which side of the radius it lies on. Both searches compute distances
+the same way (|q|^2 - 2 q.m + |m|^2), so they agree up to the rounding of a row lying
+exactly on the radius (tests/unit/test_twins_and_keys.py compares them).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from sklearn.neighbors import NearestNeighbors
 
 CHUNK_CELLS = 4_000_000  # FORK: query x member distances held at once (8 B each)
 _KEY_LIMIT = 2**62
+# The brute search computes a distance of exactly w as w - 1e-16 or so (one matrix
+# product): grouping is used only when the radius is below w by far more than that.
+MARGIN = 1e-6
 
 
 def code_groups(codes: Sequence[np.ndarray], rows: int) -> np.ndarray:
@@ -74,7 +79,9 @@ def brute_nearest_other(z: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return dist[:, 0]
 
 
-def _nearest_in(block: np.ndarray, rows: np.ndarray, q: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def _nearest_in(
+    block: np.ndarray, rows: np.ndarray, q: np.ndarray, queries: np.ndarray
+) -> np.ndarray:
     """Nearest row of `block` (the encoded `rows` of one group) other than each query
     itself (inf when there is none): squared distances as sklearn's brute search makes
     them (|q|^2 - 2 q.m + |m|^2, one matrix product, clipped at 0 by the caller), in
@@ -132,6 +139,6 @@ def nearest_other(
     categorical `codes` (over the first `numeric` columns of `z`, the only ones where
     rows of one group differ) when the radius is below `category_weight`, else among
     all rows."""
-    if not codes or not radius < category_weight:
+    if not codes or not radius < category_weight * (1 - MARGIN):
         return brute_nearest_other(z, queries)
     return grouped_nearest_other(z[:, :numeric], queries, code_groups(codes, len(z)))
