@@ -12,6 +12,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from tasks.checks import twins
+from tasks.checks.conditional import bin_index
 from tasks.checks.counts import Counts
 from tasks.checks.keys import MISSING_LABEL, FrameKeys, category_codes, label_key, label_keys
 from tasks.checks.poisoning import (
@@ -227,3 +228,16 @@ def test_counts_match_the_per_value_conversion() -> None:
     codes, missing = counts.codes("colour", cats)
     assert codes.tolist() == old_category_codes(frame["colour"], cats).tolist()
     assert missing.tolist() == frame["colour"].isna().tolist()
+
+
+def test_bin_index_matches_a_binary_search() -> None:
+    """`bin_index` counts edges one at a time; it gives the binary search's bins."""
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        edges = np.unique(rng.choice(np.round(rng.standard_normal(30), 1), rng.integers(1, 25)))
+        values = np.round(rng.standard_normal(400), 1)  # many values equal to an edge
+        values[::7], values[::11], values[::13] = np.nan, np.inf, -np.inf
+        inner = edges[1:-1]
+        expected = np.searchsorted(inner, values, side="right")
+        expected[~np.isfinite(values)] = -1
+        assert bin_index(edges, values).tolist() == expected.tolist()
