@@ -128,9 +128,6 @@ def tail_label_shares(mask: np.ndarray, labels: pd.Series) -> dict[str, float]:
     return {str(k): float(v) / len(labels) for k, v in counts.items()}
 
 
-ENCODE_BLOCK_ROWS = 32_768
-
-
 def _codes(
     frame: pd.DataFrame, profile: Mapping[str, Any], keys: FrameKeys | None
 ) -> dict[str, np.ndarray]:
@@ -153,30 +150,34 @@ def encoded(
     Numeric inputs in reference std units (NaN becomes the reference median), then for
     each categorical input a one-hot block over its reference categories, weighted by
     ``category_weight`` (a missing or unseen category is all zeros: one coordinate away
-    from every known one). Filled block by block of rows into one preallocated matrix
-    (column writes over a whole 1M-row matrix were 4x slower than the neighbour search
-    needed them to be). `keys`: the frame's converted columns, if already made."""
+    from every known one). A few whole-column operations, not many small ones: beside
+    validation, each NumPy call gives up the GIL and waits up to the switch interval to
+    get it back (32k-row blocks cost 0.9 s at 1M rows there, 0.4 s alone). The numeric
+    inputs are scaled in place as rows of their own (contiguous) and written into the
+    matrix in one transposed copy. `keys`: the frame's converted columns, if made."""
     features = profile["features"]
     categorical = {c: sorted(st["shares"]) for c, st in profile.get("categorical", {}).items()}
-    columns = [
-        (feature_values(frame, col), st["median"], st["mean"], st["std"] or 1.0)
-        for col, st in features.items()
-    ]
     by_col = codes if codes is not None else _codes(frame, profile, keys)
     codes_ = [by_col[col] for col in categorical]
     offsets = np.cumsum([len(features), *(len(c) for c in categorical.values())])[:-1]
     weight = profile["params"].get("category_weight", 1.0)
     z = np.zeros((len(frame), len(features) + sum(len(c) for c in categorical.values())))
-    for start in range(0, len(frame), ENCODE_BLOCK_ROWS):
-        rows = slice(start, start + ENCODE_BLOCK_ROWS)
-        block = z[rows]
-        for j, (values, median, mean, std) in enumerate(columns):
-            v = values[rows]
-            block[:, j] = (np.where(np.isnan(v), median, v) - mean) / std
-        for offset, code in zip(offsets, codes_, strict=True):
-            c = code[rows]
-            hit = np.flatnonzero(c >= 0)
-            block[hit, offset + c[hit]] = weight
+    if features:
+        values = np.empty((len(features), len(frame)))
+        for j, col in enumerate(features):
+            values[j] = feature_values(frame, col)
+        stats = [(st["median"], st["mean"], st["std"] or 1.0) for st in features.values()]
+        median, mean, std = (
+            np.array(s, dtype=np.float64)[:, None] for s in zip(*stats, strict=True)
+        )
+        np.copyto(values, np.broadcast_to(median, values.shape), where=np.isnan(values))
+        values -= mean
+        values /= std
+        z[:, : len(features)] = values.T
+        del values
+    for offset, code in zip(offsets, codes_, strict=True):
+        hit = np.flatnonzero(code >= 0)
+        z[hit, offset + code[hit]] = weight
     return z, len(features) + len(categorical)
 
 
