@@ -101,6 +101,8 @@ def evaluate_checks(
     test_proba: np.ndarray | None = None,
     champion: Champion | None = None,
     reference: Mapping[str, Any] | None = None,
+    input_ranges: Mapping[str, tuple[float, float]] | None = None,
+    baselines: Mapping[str, float] | None = None,
 ) -> list[GateResult]:
     """The six gates' results, in catalog order (no MLflow, nothing enforced).
 
@@ -111,7 +113,8 @@ def evaluate_checks(
     applied here too); `champion`: the current champion (None: no comparison).
     `reference`: the reference profile the screen stage verified (its label counts by
     value tell the backdoor probe a real effect from a trigger); None: the probe
-    falls back to its benign controls.
+    falls back to its benign controls. `input_ranges` / `baselines`: what the train
+    stage made of every training row (`TrainedModel`); None: read here.
     """
     cfg = cfg.for_estimator(estimator)
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
@@ -128,6 +131,7 @@ def evaluate_checks(
         pred=test_pred,
         proba=test_proba,
         champion=champion,
+        baselines=baselines,
     )
     adversarial = run_check(
         ADVERSARIAL,
@@ -140,6 +144,7 @@ def evaluate_checks(
         config=cfg,
         seed=seed,
         champion=champion,
+        ranges=input_ranges,
     )
     membership = run_check(
         MEMBERSHIP,
@@ -232,6 +237,8 @@ def evaluate(
         test_proba=model.test_proba,
         champion=champion,
         reference=reference,
+        input_ranges=model.input_ranges,
+        baselines=model.baselines,
     )
     with timed("evaluate.mlflow"):
         _record(ctx, model, results)

@@ -31,6 +31,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from tasks.checks.baselines import trivial_baselines
+from tasks.checks.evasion import training_ranges
 from tasks.common.context import Dataset, RunContext, StageGates, stage_task
 from tasks.common.errors import PipelineError
 from tasks.common.files import hash_tree
@@ -42,6 +44,7 @@ from tasks.common.tracking import configure_mlflow, mlflow_client, redact_uri
 from tasks.models import (
     fit_pipeline,
     model_params,
+    numeric_layout,
     pip_requirements,
     resolve_data_norm,
 )
@@ -77,6 +80,11 @@ class TrainedModel:
     # compares the logged file's against them and the quality gate scores them.
     test_pred: np.ndarray | None = None
     test_proba: np.ndarray | None = None
+    # What the evaluate stage would otherwise read of every row: the numeric inputs'
+    # training (min, max) (the attack's range) and the trivial baselines' accuracies
+    # (the quality gate). Made here, where every row is read anyway.
+    input_ranges: dict[str, tuple[float, float]] | None = None
+    baselines: dict[str, float] | None = None
 
 
 def split(
@@ -441,8 +449,21 @@ def train(
         y_train=y_train,
         test_pred=test_pred,
         test_proba=test_proba,
+        input_ranges=_input_ranges(pipeline, x_train),
+        baselines=trivial_baselines(y_train, y_test),
     )
     return model, gates.results
+
+
+def _input_ranges(
+    pipeline: Pipeline, x_train: pd.DataFrame
+) -> dict[str, tuple[float, float]] | None:
+    """The numeric inputs' training ranges; None if they cannot be read here (the
+    evaluate stage then reads them itself, and fails closed if it cannot either)."""
+    try:
+        return training_ranges(x_train, numeric_layout(pipeline).columns)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # The Prefect task is the pure function itself, with the options every stage needs.

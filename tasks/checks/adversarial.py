@@ -33,6 +33,7 @@ from tasks.checks.evasion import (
     LINEAR_TWINS,
     Adversarial,
     NoAttack,
+    Ranges,
     adversarial_examples,
     attack_clip,
     attack_rows,
@@ -80,6 +81,7 @@ def check_adversarial(
     seed: int,
     champion: Champion | None = None,
     curves: bool = True,
+    ranges: Ranges | None = None,
 ) -> GateResult:
     """Robustness of `pipeline` on rows `x` under the configured evasion attack.
 
@@ -95,6 +97,8 @@ def check_adversarial(
         pipeline: A fitted pipeline of `tasks.models.build_pipeline`.
         estimator: Its estimator name (``model.estimator``): decides what "auto" runs.
         x_train: The training inputs (their range bounds the attack).
+        ranges: Their numeric inputs' (min, max), if the train stage made them
+            (`training_ranges`); else read from `x_train`.
         x: The attacked rows (`attack_rows`), with labels `y` (any label type).
         config: The ``[evaluate]`` settings (attack, eps, limits, iterations).
         seed: Seeds the black-box attack's random search.
@@ -126,6 +130,7 @@ def check_adversarial(
         "champion": champion.label,
     }
     attack_kw = {"x_train": x_train, "x": x, "y": y, "config": config, "seed": seed}
+    attack_kw["ranges"] = ranges
     try:
         adv = adversarial_examples(pipeline=pipeline, estimator=estimator, **attack_kw)
     except NoAttack as exc:
@@ -176,7 +181,7 @@ def check_adversarial(
         y=y,
         eps_values=curve_eps,
         seconds=config.certify_seconds,
-        clip=_clip64(attack_clip(pipeline, x, x_train)) if len(x) else None,
+        clip=_clip64(attack_clip(pipeline, x, x_train, ranges)) if len(x) else None,
     )
     log.info("certified %d rows in %.3f s (%s)", cert.rows_verified, cert.seconds, cert.method)
     certified = cert.accuracy(round(eps, 6))

@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,20 +178,37 @@ def _as_float(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values).to_numpy(np.float64, na_value=np.nan)
 
 
+Ranges = Mapping[str, tuple[float, float]]
+
+
+def training_ranges(
+    x_train: pd.DataFrame, columns: Iterable[str]
+) -> dict[str, tuple[float, float]]:
+    """(min, max) of each numeric input over every training row (NaN: an all-missing
+    column). The train stage computes them once, where it reads every row anyway, so
+    the evaluate stage's cost does not grow with the rows."""
+    out: dict[str, tuple[float, float]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no range
+        for c in columns:
+            v = _as_float(x_train[c])  # column by column: pandas' min/max copied all rows
+            out[c] = (float(np.nanmin(v)), float(np.nanmax(v)))
+    return out
+
+
 def _clip_range(
-    layout: NumericLayout, z: np.ndarray, x_train: pd.DataFrame
+    layout: NumericLayout, z: np.ndarray, x_train: pd.DataFrame, ranges: Ranges | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per transformed column: the training range of each numeric input (scaled),
     widened to the attacked rows; the attacked rows' own range elsewhere (one-hot
-    positions are never perturbed). Always min < max, as ART requires."""
+    positions are never perturbed). Always min < max, as ART requires. `ranges`: the
+    training ranges if already made (`training_ranges`)."""
     lo, hi = z.min(0), z.max(0)
     if len(layout.columns):
-        # Column by column on the arrays (pandas' min/max copied all training rows).
-        cols = [_as_float(x_train[c]) for c in layout.columns]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no range
-            tr_lo = (np.array([np.nanmin(v) for v in cols]) - layout.mean) / layout.scale
-            tr_hi = (np.array([np.nanmax(v) for v in cols]) - layout.mean) / layout.scale
+        if ranges is None or not all(c in ranges for c in layout.columns):
+            ranges = training_ranges(x_train, layout.columns)
+        tr_lo = (np.array([ranges[c][0] for c in layout.columns]) - layout.mean) / layout.scale
+        tr_hi = (np.array([ranges[c][1] for c in layout.columns]) - layout.mean) / layout.scale
         pos = layout.positions
         lo[pos] = np.fmin(lo[pos], tr_lo)  # fmin: a column all NaN in training has no range
         hi[pos] = np.fmax(hi[pos], tr_hi)
@@ -200,11 +217,11 @@ def _clip_range(
 
 
 def attack_clip(
-    pipeline: Pipeline, x: pd.DataFrame, x_train: pd.DataFrame
+    pipeline: Pipeline, x: pd.DataFrame, x_train: pd.DataFrame, ranges: Ranges | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The attack's range per transformed column for rows `x` (see `_clip_range`)."""
     z = np.asarray(pipeline.named_steps["prep"].transform(x), dtype=np.float64)
-    return _clip_range(numeric_layout(pipeline), z, x_train)
+    return _clip_range(numeric_layout(pipeline), z, x_train, ranges)
 
 
 def _corner(
@@ -259,13 +276,15 @@ def adversarial_examples(
     config: EvaluateConfig,
     seed: int,
     eps: float | None = None,
+    ranges: Ranges | None = None,
 ) -> Adversarial:
     """Attack rows `x` (labels `y`) of `pipeline` under the module's threat model.
 
     Every attack of `attacks_to_run` runs on the same rows; each row keeps the first
     adversarial version the pipeline misclassifies (the per-row worst case).
     `eps`: the budget (standard deviations of each numeric input), default
-    ``config.attack_eps`` (the robustness curve asks for others).
+    ``config.attack_eps`` (the robustness curve asks for others). `ranges`: the
+    training ranges of the numeric inputs, if made (else read from `x_train`).
 
     Raises:
         NoAttack: the configured attack does not fit this model (the reason, in words).
@@ -292,7 +311,7 @@ def adversarial_examples(
     idx = class_indices(classes, y.to_numpy())
     idx = np.where(idx >= 0, idx, class_indices(classes, clean_pred))  # unknown: wrong anyway
     onehot = np.eye(len(classes), dtype=np.float32)[idx]
-    clip = _clip_range(layout, z, x_train)
+    clip = _clip_range(layout, z, x_train, ranges)
     truth = y.to_numpy()
     found: list[tuple[pd.DataFrame, int, bool]] = []
     broken: list[np.ndarray] = []

@@ -11,6 +11,7 @@ verdict), so the cost is flat in the table's size.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,7 @@ def check_quality(
     pred: np.ndarray | None = None,
     proba: np.ndarray | None = None,
     champion: Champion | None = None,
+    baselines: Mapping[str, float] | None = None,
 ) -> GateResult:
     """Quality relative to baselines on the same test rows; labels of any type.
 
@@ -139,7 +141,9 @@ def check_quality(
     if total > QUALITY_ROWS:
         rows = np.sort(np.random.default_rng(0).choice(total, size=QUALITY_ROWS, replace=False))
     sample = rows
-    base = trivial_baselines(y if y_train is None else y_train, y)
+    # `baselines`: `trivial_baselines(y_train, y)` if the train stage made them (it
+    # reads every label anyway; here they would grow the stage's cost with the rows).
+    base = baselines or trivial_baselines(y if y_train is None else y_train, y)
     truth, guess = _class_codes(classes, y.iloc[rows], np.asarray(pred)[rows])
     accuracy = float(np.mean(truth == guess)) if len(rows) else 0.0
     ci = _accuracy_ci(accuracy, len(rows), total) if len(rows) < total else 0.0

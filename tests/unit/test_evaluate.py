@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from tasks.checks.adversarial import (
     ADVERSARIAL,
     adversarial_examples,
+    attack_clip,
     attack_rows,
     check_adversarial,
 )
@@ -368,3 +369,34 @@ def test_quality_on_a_large_test_set_samples_unless_the_sample_could_tip_the_ver
         near = check_quality(pipeline=model, x=x, y=y, min_accuracy=floor, pred=pred)
         assert near.metrics["accuracy_rows"] == n and near.metrics["accuracy"] == whole
         assert near.passed == (whole >= floor)
+
+
+def test_the_train_stage_hands_evaluate_what_it_read_of_every_row(trained):
+    """The training ranges and the trivial baselines are made once in the train stage;
+    the gates give the same verdict and metrics with them as when they read every row
+    themselves (so the evaluate stage's cost does not grow with the rows)."""
+    ctx, model = trained
+    assert model.input_ranges is not None and model.baselines is not None
+    col = numeric_layout(model.pipeline).columns[0]
+    assert model.input_ranges[col] == (model.x_train[col].min(), model.x_train[col].max())
+    cfg = ctx.settings.evaluate
+    x, y = attack_rows(model.x_test, model.y_test, samples=cfg.attack_samples, seed=0)
+    kw = {"pipeline": model.pipeline, "estimator": "logistic_regression", "x_train": model.x_train}
+    kw |= {"x": x, "y": y, "config": cfg, "seed": 0, "curves": False}
+    given = check_adversarial(**kw, ranges=model.input_ranges)
+    read = check_adversarial(**kw)
+    assert given.model_dump() == read.model_dump()
+    # Other ranges change the attack's clip: the argument is really used.
+    off = {c: (lo - 100.0, hi + 100.0) for c, (lo, hi) in model.input_ranges.items()}
+    same = attack_clip(model.pipeline, x, model.x_train, model.input_ranges)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(same, attack_clip(model.pipeline, x, model.x_train), strict=True)
+    )
+    wider = attack_clip(model.pipeline, x, model.x_train, off)
+    assert (wider[0] <= same[0]).all() and (wider[0] < same[0]).any()
+    qkw = {"pipeline": model.pipeline, "x": model.x_test, "y": model.y_test}
+    qkw |= {"y_train": model.y_train, "pred": model.test_pred, "proba": model.test_proba}
+    assert check_quality(**qkw, baselines=model.baselines).model_dump() == (
+        check_quality(**qkw).model_dump()
+    )
