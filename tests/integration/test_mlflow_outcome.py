@@ -23,7 +23,7 @@ from tasks.common.registry import ModelRegistry
 from tasks.common.report import RunReport
 from tasks.common.settings import Settings, load_settings
 from tasks.common.tracking import EXPERIMENT_KIND, configure_mlflow, mlflow_client
-from tasks.train import EXAMPLE_ROWS, input_example
+from tasks.mlflow_model import EXAMPLE_ROWS, input_example
 
 pytestmark = pytest.mark.integration
 NAME = re.compile(r"^breast_cancer-breast-cancer-classifier-\d{8}-\d{6}$")

@@ -3,7 +3,7 @@
 Plain skops names objects and array files after memory addresses and stamps zip
 entries with the clock; hist gradient boosting records the thread count. Each test
 here fails without the matching fix (tasks/trust/modelio.py `canonical_skops`,
-tasks/models.py `fit_pipeline`, tasks/train.py `_skops_dump_through_modelio`).
+tasks/models.py `fit_pipeline`, tasks/mlflow_model.py `_skops_dump_through_modelio`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from tasks.common.context import RunContext
 from tasks.common.errors import PipelineError
 from tasks.common.files import sha256_bytes, sha256_file
 from tasks.common.settings import ModelConfig, Settings
+from tasks.mlflow_model import _skops_dump_through_modelio
 from tasks.models import ESTIMATORS, fit_pipeline
-from tasks.train import _skops_dump_through_modelio, train
+from tasks.train import train
 from tasks.trust.modelio import canonical_skops, dumps_model, load_model_bytes
 from tests.conftest import bundled_dataset
 from tests.mixed_table import CATEGORICAL, NUMERIC, mixed_config, mixed_table
