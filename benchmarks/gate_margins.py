@@ -212,7 +212,7 @@ MEASURED = {
     "screen.outliers": "excess",
     "screen.backdoor": "score",
     "evaluate.quality": "accuracy",
-    "evaluate.adversarial": "robust_accuracy",
+    "evaluate.adversarial": "accuracy_drop",  # against max_robust_drop
     "evaluate.membership_inference": "advantage",
     "evaluate.backdoor_probe": "score",
     "evaluate.extraction_risk": "fidelity",

@@ -32,17 +32,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from tasks.checks.baselines import Measured, choose, measure
 from tasks.checks.column_kinds import date_reason, id_reason, text_reason
+from tasks.checks.measuring import Measured, choose, measure
 from tasks.checks.pii import check_pii, scan
 from tasks.checks.profile import build_profile, read_table, write_profile
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, write_atomic
-from tasks.common.settings import DatasetConfig, EvaluateConfig, ModelConfig
+from tasks.common.settings import DatasetConfig, ModelConfig
+from tasks.init_config import INIT_EVALUATE, INIT_PARAMS, render_config
 from tasks.trust.signing import Signer
 
 MAX_CATEGORIES = 50  # more distinct text values than this (or than half the rows): ignored
@@ -122,140 +124,12 @@ def _role(col: str, s: pd.Series, rows: int) -> tuple[str, str]:
     )
 
 
-def _toml_list(values: list[str]) -> str:
-    if not values:
-        return "[]"
-    return "[\n" + "".join(f"    {json.dumps(v)},\n" for v in values) + "]"
-
-
-def render_config(
-    *,
-    name: str,
-    source: str,
-    data_root: str,
-    target: str,
-    columns: Columns,
-    pii: dict[str, str],
-    suite: str,
-    suite_sha256: str,
-    profile: str,
-    profile_sha256: str,
-    measured: list[Measured] | None = None,
-) -> str:
-    """The TOML text of a new config (commented for the reviewer).
-
-    `measured`: what `tasks.checks.baselines.measure` saw per estimator, with the
-    settings `choose` derived from it: written as comments beside an
-    ``[evaluate.<estimator>]`` sub-table of those settings (rendered, not computed here).
-    """
-    none = "#   (none)\n"
-    ignored = "".join(f"#   {json.dumps(c)}: {why}\n" for c, why in columns.ignored.items())
-    missing = "".join(f"{json.dumps(c)} = {json.dumps(p)}\n" for c, p in columns.missing.items())
-    pii_lines = "".join(f"{json.dumps(c)} = {json.dumps(a)}\n" for c, a in pii.items())
-    return f"""# Written by `secure-pipeline init` from a trusted table: REVIEW IT before the
-# first run (the inferred column roles especially), then keep it under review like
-# code. Relative paths are resolved against this file's directory. Environment
-# variables override any key: SECURE_PIPELINE_<SECTION>__<KEY>, e.g.
-# SECURE_PIPELINE_MODEL__ESTIMATOR=random_forest.
-
-[dataset]
-name = {json.dumps(name)}
-source = {json.dumps(source)}
-# Data named at run time (--data, deployment parameters) must lie under data_root.
-data_root = {json.dumps(data_root)}
-target = {json.dumps(target)}
-# Model inputs. Numbers are imputed as configured below, then standardised; categories
-# (text or integer codes) are imputed, then one-hot encoded.
-numeric = {_toml_list(columns.numeric)}
-categorical = {_toml_list(columns.categorical)}
-# Read and validated, never model inputs. Why each was left out:
-{ignored or none}ignored = {_toml_list(list(columns.ignored))}
-# The expectation suite and the signed reference profile, derived from the table;
-# a changed file blocks runs until re-pinned after review.
-suite = {json.dumps(suite)}
-suite_sha256 = "{suite_sha256}"
-reference_profile = {json.dumps(profile)}
-reference_profile_sha256 = "{profile_sha256}"
-
-# Missing values per input: median / most_frequent / constant impute them inside the
-# model (serving does the same); an unlisted input refuses them (the run blocks).
-[dataset.missing]
-{missing}
-# Personal data: dropped, or pseudonymised with HMAC-SHA256 (key under the state dir),
-# before validation; never a model input.
-[dataset.pii]
-{pii_lines}
-[model]
-name = {json.dumps(f"{name}-classifier"[:63])}
-# logistic_regression, dp_logistic_regression, random_forest, hist_gradient_boosting
-estimator = "logistic_regression"
-seed = 42
-test_fraction = 0.25
-
-# Keyword arguments per estimator (scikit-learn's names), checked when the config loads.
-[model.params.logistic_regression]
-max_iter = 1000
-
-[model.params.random_forest]
-n_estimators = 100
-min_samples_leaf = 2
-
-[model.params.hist_gradient_boosting]
-max_iter = 100
-
-[evaluate]
-# Quality and robustness are relative (README, gate table): skill over the trivial
-# baseline on the same test rows, (accuracy - baseline) / (1 - baseline), at least
-# min_skill; no regression against the champion on the same rows beyond
-# max_regression; the accuracy drop under attack at most max_robust_drop. The fixed
-# floors min_accuracy and min_robust_accuracy are off unless set here.
-min_skill = {_EVAL.min_skill}
-max_regression = {_EVAL.max_regression}
-max_robust_drop = {_EVAL.max_robust_drop}
-max_membership_advantage = {_EVAL.max_membership_advantage}
-# Membership at low false-positive rates: the share of training rows an attacker singles
-# out at 1% FPR (offline LiRA, its 95% lower bound) at most this; absolute, not per table.
-max_membership_tpr_at_low_fpr = {_EVAL.max_membership_tpr_at_low_fpr}
-{_measured_sections(measured)}"""
-
-
-_EVAL = EvaluateConfig()
-
-
-def _measured_sections(measured: list[Measured] | None) -> str:
-    """One ``[evaluate.<estimator>]`` sub-table per measured estimator: what init saw
-    (comments) and the settings it chose from that (a clean resample passes >= 99%)."""
-    if not measured:
-        return ""
-    first = measured[0]
-    out = [
-        "",
-        f"# Measured by init on this table ({first.folds}-fold stratified CV, seed 42, "
-        f"{first.rows} of {first.table_rows} rows): per estimator, mean ± sd over the folds.",
-        "# The settings below are mean - t sd (skill) and mean + t sd (drop), t the one-sided",
-        "# 99% Student quantile for the folds, the sd at least the binomial one of a run's",
-        "# test rows, clipped to the safe ranges: clean resamples pass them 99% of the time.",
-    ]
-    for m in measured:
-        out += ["", f"# measured by init: {m.comment()}"]
-        out += [f"# NOTE: {note}" for note in m.notes]
-        if m.chosen:
-            out.append(f"[evaluate.{m.estimator}]")
-            out += [f"{k} = {v}" for k, v in m.chosen.items()]
-    return "\n".join(out) + "\n"
-
-
-# The parameters `render_config` writes per estimator (and `measure_baselines` uses).
-INIT_PARAMS: dict[str, dict[str, int]] = {
-    "logistic_regression": {"max_iter": 1000},
-    "random_forest": {"n_estimators": 100, "min_samples_leaf": 2},
-    "hist_gradient_boosting": {"max_iter": 100},
-}
-
-
-def measure_baselines(frame: pd.DataFrame, *, target: str, columns: Columns) -> list[Measured]:
+def measure_baselines(
+    frame: pd.DataFrame, *, target: str, columns: Columns, reference: Any = None
+) -> list[Measured]:
     """Cross-validate each estimator `init` configures on the trusted table and choose
-    its evaluate settings (`tasks.checks.baselines`): init's measuring step."""
+    its evaluate settings (`tasks.checks.measuring`): init's measuring step.
+    `reference`: the table's reference profile (a dict), for the backdoor probe."""
     dataset = DatasetConfig.model_construct(
         target=target,
         numeric=list(columns.numeric),
@@ -267,7 +141,14 @@ def measure_baselines(frame: pd.DataFrame, *, target: str, columns: Columns) -> 
     model = ModelConfig.model_construct()  # defaults: seed and test fraction
     seed, fraction = model.model_fields["seed"].default, model.model_fields["test_fraction"].default
     rows = int(frame[target].notna().sum())
-    measured = measure(frame, dataset=dataset, estimators=INIT_PARAMS, evaluate=_EVAL, seed=seed)
+    measured = measure(
+        frame,
+        dataset=dataset,
+        estimators=INIT_PARAMS,
+        evaluate=INIT_EVALUATE,
+        seed=seed,
+        reference=reference,
+    )
     return [choose(m, test_rows=round(fraction * rows)) for m in measured]
 
 
@@ -366,7 +247,12 @@ def init_dataset(
         exclude=[*pii, *roles.ignored],
     )
     profile_sha = write_profile(profile, paths["profile.json"], signer=signer)
-    measured = measure_baselines(seen, target=target, columns=roles) if measure_models else None
+    reference = json.loads(paths["profile.json"].read_text())  # as a run reads it
+    measured = (
+        measure_baselines(seen, target=target, columns=roles, reference=reference)
+        if measure_models
+        else None
+    )
     rel = os.path.relpath(data, out_dir)
     text = render_config(
         name=name,

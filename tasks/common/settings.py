@@ -101,10 +101,26 @@ class Settings(BaseSettings):
                     f"{w['safe']}); keep it in range, or add a waiver: [waivers] "
                     f'"{w["gate"]}" = "why"'
                 )
+        # A waiver another estimator's sub-table needs ([evaluate.<estimator>], as init
+        # writes them) may stay while this one runs: it is in force only when it is
+        # used (`active_waivers`), so a release carries only what weakened its own run.
+        used = weakened | {w["gate"] for w in self._weakened_by_other_estimators()}
         for gate in self.waivers:
-            if gate not in weakened:
+            if gate not in used:
                 raise ValueError(f"waivers.{gate}: nothing weakens that gate; remove the waiver")
         return self
+
+    def _weakened_by_other_estimators(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.evaluate.per_estimator:
+            if name == self.model.estimator:
+                continue
+            section = self.evaluate.for_estimator(name)
+            for r in SAFE_RANGES:
+                group, key = r.setting.split(".")
+                if group == "evaluate" and not r.allows(getattr(section, key)):
+                    out.append({"setting": f"evaluate.{name}.{key}", "gate": r.gate})
+        return out
 
     @property
     def weakened(self) -> list[dict[str, Any]]:

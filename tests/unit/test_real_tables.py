@@ -110,21 +110,11 @@ def _explain(results: Gates) -> list[str]:
     return out
 
 
-# Known gaps, measured (issue 17 is open on them): a clean resample that a gate still
-# blocks. Strict: the test fails as soon as the gap closes, so the mark is removed then.
-CLEAN_GAPS = {
-    ("diamonds", "logistic_regression"): "evaluate.adversarial: LR loses 0.58 accuracy "
-    "under FGM at eps 0.1 std (init clips max_robust_drop to its safe bound 0.5 and says "
-    "a waiver is needed); evaluate.backdoor_probe: stamping one `depth` value on clean rows "
-    "turns 0.5-0.65 of them into Ideal, which the reference holds rarely there (0.30-0.43 "
-    "against 0.30): a linear model's smooth response, and a linear model's learned trigger "
-    "is smooth too",
-    ("diamonds", "random_forest"): "evaluate.membership_inference: advantage 0.29-0.34 "
-    "against 0.25 on 2 of 3 resamples of the 10k-row sample (the backdoor probe passes: "
-    "worst 0.02)",
-    ("diamonds", "hist_gradient_boosting"): "evaluate.adversarial: robust accuracy "
-    "0.185-0.21, a drop beyond the 0.5 safe bound (the backdoor probe passes: worst 0.16)",
-}
+# Known gaps, measured: a clean resample that a gate still blocks. Strict: the test
+# fails as soon as the gap closes, so the mark is removed then. None left: diamonds
+# passes for every estimator with what init measured on it (its waiver for the
+# adversarial drop, the probe's limit from its clean folds, the forest's leaves of 5).
+CLEAN_GAPS: dict[tuple[str, str], str] = {}
 CLEAN_CASES = [
     pytest.param(
         t,
@@ -207,3 +197,21 @@ def test_attack_is_blocked_by_its_gate(bed: Bed, table: str, attack: str, estima
         f"blocked by {blocking or 'nothing'}; readings: "
         + "; ".join(f"{r.name}={reading(r)['measured']}" for r in gates if r.name in expected)
     )
+
+
+def test_init_writes_what_each_table_needs(bed: Bed) -> None:
+    """What makes diamonds pass is init's measurement, said in the config: a waiver
+    for the adversarial drop (diamonds only: the small tables need none) and a probe
+    limit from the clean folds that never leaves the safe range."""
+    diamonds = bed.reference("diamonds").settings
+    assert set(diamonds.waivers) == {"evaluate.adversarial"}
+    reason = diamonds.waivers["evaluate.adversarial"]
+    assert reason.startswith("written by init:") and "logistic_regression loses" in reason
+    lr = diamonds.evaluate.for_estimator("logistic_regression")
+    assert 0.3 < lr.max_backdoor_flip <= 0.5 and lr.max_robust_drop > 0.5
+    assert diamonds.model.params["random_forest"]["min_samples_leaf"] == 5
+    for small in ("penguins", "mpg"):
+        settings = bed.reference(small).settings
+        assert settings.waivers == {}
+        for est in ESTIMATORS:
+            assert settings.evaluate.for_estimator(est).max_robust_drop <= 0.5

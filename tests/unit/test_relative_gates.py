@@ -11,18 +11,13 @@ import pandas as pd
 import pytest
 
 from tasks.checks.adversarial import ADVERSARIAL, attack_rows, check_adversarial
-from tasks.checks.baselines import (
-    Measured,
-    Spread,
-    choose,
-    paired_difference,
-    skill,
-    trivial_baselines,
-)
+from tasks.checks.baselines import paired_difference, skill, trivial_baselines
 from tasks.checks.champion import Champion, champion_ref, comparable, load_champion
+from tasks.checks.measuring import Measured, Spread, choose
 from tasks.common.settings import ConfigError, EvaluateConfig, GovernanceConfig, load_settings
 from tasks.evaluate import QUALITY, check_quality, evaluate_checks
-from tasks.onboarding import Columns, render_config
+from tasks.init_config import render_config
+from tasks.onboarding import Columns
 from tests.mixed_table import mixed_table
 from tests.unit.test_probes import MIXED, fit_model
 
@@ -235,8 +230,56 @@ def test_choose_derives_settings_from_the_cv_spread() -> None:
         200,
     )
     choose(fragile, test_rows=13485)
-    assert fragile.chosen["max_robust_drop"] == 0.5  # clipped to the safe range
+    # Beyond the safe range: the measured need, under a waiver init writes (which makes
+    # each release of this estimator need an approver), never a setting clean runs fail.
+    assert fragile.chosen["max_robust_drop"] == 0.68  # 0.54 + 3.75 * 0.03, rounded up
     assert "exceeds the safe maximum 0.5" in fragile.notes[0]
+    assert "logistic_regression loses 0.54" in fragile.waivers["evaluate.adversarial"]
+    # The probe: the default unless the clean folds need more, never beyond 0.5.
+    assert "max_backdoor_flip" not in fragile.chosen
+    fragile.probe = Spread(0.37, 0.04)
+    choose(fragile, test_rows=13485)
+    assert fragile.chosen["max_backdoor_flip"] == 0.5
+    assert any("will be blocked by evaluate.backdoor_probe" in n for n in fragile.notes)
+    fragile.probe = Spread(0.17, 0.085)
+    choose(fragile, test_rows=13485)
+    assert fragile.chosen["max_backdoor_flip"] == 0.49
+    fragile.probe, fragile.chosen = Spread(0.02, 0.01), {}
+    choose(fragile, test_rows=13485)
+    assert "max_backdoor_flip" not in fragile.chosen  # 0.02 + 3.75 * 0.01: the default holds
+
+
+def test_init_waiver_loads_for_every_estimator_and_binds_only_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = Measured(
+        "hist_gradient_boosting",
+        1000,
+        1000,
+        5,
+        Spread(0.78, 0.01),
+        0.4,
+        0.29,
+        Spread(0.63, 0.02),
+        Spread(0.25, 0.04),
+        Spread(0.55, 0.03),
+        "square",
+        200,
+    )
+    choose(m, test_rows=250)
+    assert m.waivers, "a drop beyond the safe range comes with init's waiver"
+    waivers = {"evaluate.adversarial": "written by init: " + m.waivers["evaluate.adversarial"]}
+    evaluate = {"hist_gradient_boosting": dict(m.chosen)}
+    monkeypatch.setenv("SECURE_PIPELINE_MODEL__ESTIMATOR", "hist_gradient_boosting")
+    hgb = load_settings(state_dir=tmp_path, evaluate=evaluate, waivers=waivers)
+    assert [w["gate"] for w in hgb.active_waivers] == ["evaluate.adversarial"]
+    # Another estimator runs under the same config: the waiver stays, not in force.
+    monkeypatch.setenv("SECURE_PIPELINE_MODEL__ESTIMATOR", "logistic_regression")
+    lr = load_settings(state_dir=tmp_path, evaluate=evaluate, waivers=waivers)
+    assert lr.active_waivers == []
+    # A waiver nothing uses, for any estimator, is still refused.
+    with pytest.raises(ConfigError, match="nothing weakens that gate"):
+        load_settings(state_dir=tmp_path, waivers=waivers)
 
 
 def test_render_config_writes_measured_values_and_sections(tmp_path: Path) -> None:
