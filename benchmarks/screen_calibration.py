@@ -8,9 +8,8 @@ screened against the profile of the whole table; ``half``: a random half profile
 other half screened. Attacks (issue 17, `realtables.attacks_for`): each screened
 against the profile of the clean table, one seed per run. Prints one line per (table,
 draw kind or attack): the share of runs each gate blocked. The real tables and their
-attack generators come from the tables branch (`--real`, default
-/work/wt/tables/tests/realtables.py); without them only the bundled and the
-synthetic tables are measured.
+attack generators come from `tests/realtables.py` (`--real`, default: this
+repository's); without them only the bundled and the synthetic tables are measured.
 
 Only the count-based gates run here (pure functions, milliseconds); the neighbour
 gates (label_noise, near_duplicates, outliers) are measured by the unit tests.
@@ -41,7 +40,7 @@ from tasks.checks.relative import (
 from tasks.common.settings import ScreenConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = Path("/work/wt/tables/tests/realtables.py")
+REAL = ROOT / "tests" / "realtables.py"
 GATES = ("label_distribution", "missingness", "category_shares", "duplicates", "backdoor")
 
 

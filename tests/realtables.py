@@ -103,6 +103,17 @@ SPECS: dict[str, TableSpec] = {
         band_column="carat",
         category_column="clarity",
     ),
+    "hpc_data": TableSpec(
+        name="hpc_data",
+        target="class",
+        numeric=("compounds", "input_fields", "iterations", "num_pending", "hour"),
+        categorical=("protocol", "day"),
+        missing_column="compounds",
+        missing_policy={"compounds": "median"},  # no gap in the table: init sets no policy
+        tail_column="compounds",
+        band_column="hour",
+        category_column="protocol",
+    ),
     "breast_cancer": TableSpec(
         name="breast_cancer",
         target="target",
@@ -112,7 +123,9 @@ SPECS: dict[str, TableSpec] = {
         band_column="mean texture",
     ),
 }
-REAL = ("penguins", "mpg", "diamonds")  # the three tables
+# The three tables, and a fourth with enough rows (4,331) and a small class (6%)
+# for its 1.5% triggers to be measurable, as on diamonds.
+REAL = ("penguins", "mpg", "diamonds", "hpc_data")
 
 
 # --- loading and writing ------------------------------------------------------------------

@@ -151,6 +151,27 @@ def _not_null(column: str, series: pd.Series, *, policy: str, min_rows: int) -> 
     return {"type": "expect_column_values_to_not_be_null", "kwargs": kwargs}
 
 
+QUARTILES = (0.25, 0.5, 0.75)
+
+
+def _quartile_bands(
+    s: pd.Series, q: list[float], iqr: float, *, min_rows: int
+) -> list[list[float]]:
+    """Each quartile's band: +-1 IQR; with no IQR (values piled up: a column 76% zero
+    has all three quartiles at 0), the values between the quantiles 4 standard errors
+    (at `min_rows`) below and above it instead. The band [0, 0] failed clean 80%
+    resamples whose 75th percentile was the first non-zero value."""
+    if iqr > 0:
+        return [outward(v - iqr, v + iqr, margin=iqr) for v in q]
+    bands = []
+    for share in QUARTILES:
+        step = 4 * math.sqrt(share * (1 - share) / max(min_rows, 1))
+        wanted = [max(0.0, share - step), min(1.0, share + step)]
+        below, above = (float(x) for x in s.quantile(wanted))
+        bands.append(outward(below, above, margin=above - below))
+    return bands
+
+
 def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> list[dict[str, Any]]:
     try:
         s = series.astype("float64")
@@ -159,7 +180,7 @@ def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> l
             f"numeric column {column!r} holds text: declare it categorical or ignored"
         ) from None
     lo, hi, mean, sd = float(s.min()), float(s.max()), float(s.mean()), float(s.std())
-    q = [float(v) for v in s.quantile([0.25, 0.5, 0.75])]
+    q = [float(v) for v in s.quantile(QUARTILES)]
     iqr = q[2] - q[0]
     bounds = _value_range(lo, hi)
     if not math.isfinite(sd):  # one row: no spread to measure
@@ -181,8 +202,8 @@ def _numeric(column: str, series: pd.Series, *, policy: str, min_rows: int) -> l
             "kwargs": {
                 "column": column,
                 "quantile_ranges": {
-                    "quantiles": [0.25, 0.5, 0.75],
-                    "value_ranges": [outward(v - iqr, v + iqr, margin=iqr) for v in q],
+                    "quantiles": list(QUARTILES),
+                    "value_ranges": _quartile_bands(s, q, iqr, min_rows=min_rows),
                 },
             },
         },
@@ -230,7 +251,8 @@ def derive_suite(
     missing values are allowed), missing values, values in [min - |min|/2,
     max + |max|/2] (half the range beyond each end if it crosses zero), mean within
     +-0.5 sd (5 standard errors at `min_rows`), sd in [sd/3, 3 sd], quartiles within
-    +-1 IQR; missing values are skipped by each. Every bound is rounded outward (the
+    +-1 IQR (with no IQR: between the quantiles 4 standard errors away,
+    `_quartile_bands`); missing values are skipped by each. Every bound is rounded outward (the
     lower one down, the upper one up) at a hundredth of its margin (`outward`), so it
     holds the observed value however large the column's magnitude is.
     Per categorical input: type, missing values, values in the observed categories

@@ -20,6 +20,7 @@ from flows.cli import main
 from tasks.checks.expectations import run_suite
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tests.mixed_table import CATEGORICAL, MISSING, NUMERIC, mixed_table
+from tests.realtables import load, subsample
 
 TARGET = "segment"
 ROLES: dict[str, Any] = {
@@ -201,3 +202,34 @@ def test_large_narrow_table_passes_its_suite_and_a_shift_fails() -> None:
         ("expect_column_mean_to_be_between", "price"),
         ("expect_column_quantile_values_to_be_between", "price"),  # year: within 1 IQR
     }
+
+
+def test_quartile_band_of_a_column_mostly_zero_holds_a_clean_resample() -> None:
+    """hpc_data's num_pending is 76% zero: every quartile and the IQR are 0, and the old
+    +-1 IQR band [0, 0] failed 2 of 100 clean 80% resamples (seeds 1000 and 1027: their
+    75th percentile is the first non-zero value). The band now reaches the quantiles 4
+    standard errors away (columns with an IQR keep +-1 IQR: the bundled suite is
+    unchanged)."""
+    table = load("hpc_data")
+    suite = derive_suite(
+        table,
+        name="hpc_data",
+        target="class",
+        notes="test",
+        numeric=["compounds", "input_fields", "iterations", "num_pending", "hour"],
+        categorical=["protocol", "day"],
+    )
+    (quartiles,) = [
+        e["kwargs"]["quantile_ranges"]["value_ranges"]
+        for e in suite["expectations"]
+        if e["type"] == "expect_column_quantile_values_to_be_between"
+        and e["kwargs"]["column"] == "num_pending"
+    ]
+    assert quartiles[0] == [0.0, 0.0] and quartiles[2][1] > 0
+    highest = max(subsample(table, s)["num_pending"].quantile(0.75) for s in range(1000, 1100))
+    assert 0 < highest <= quartiles[2][1]
+    once_failing = subsample(table, 1000)
+    assert once_failing["num_pending"].quantile(0.75) > 0  # outside the old [0, 0]
+    result = run_suite(once_failing, suite, max_rows=1_000_000)
+    failing = [r["expectation_config"]["type"] for r in result["results"] if not r["success"]]
+    assert result["success"], failing
