@@ -240,24 +240,20 @@ def test_serve_registers_the_scheduled_deployment(kept_up: Pipeline) -> None:
         text=True,
     )
     try:
-        deadline, found = time.monotonic() + 180, []  # a busy machine: serve imports the flows
-        while time.monotonic() < deadline and not found:
+        # A busy machine: serve imports the flows, then registers its deployments one
+        # after the other (monitoring a moment after nightly): wait for both.
+        deadline, found, watch = time.monotonic() + 180, [], []
+        while time.monotonic() < deadline and not (found and watch):
             time.sleep(2)
-            found = [
-                d
-                for d in kept_up.prefect_api("POST", "/deployments/filter", {})
-                if d["name"] == "nightly"
-            ]
+            deployments = kept_up.prefect_api("POST", "/deployments/filter", {})
+            found = [d for d in deployments if d["name"] == "nightly"]
+            watch = [d for d in deployments if d["name"] == "monitoring"]
         assert found, "the deployment was not registered"
+        assert watch, "the monitoring deployment was not registered"
         schedules = [s["schedule"].get("cron") for s in found[0]["schedules"]]
         assert schedules == ["15 3 * * *"]
         assert found[0]["global_concurrency_limit"]["limit"] == 1  # one training at a time
         assert found[0]["concurrency_options"]["collision_strategy"] == "ENQUEUE"
-        watch = [
-            d
-            for d in kept_up.prefect_api("POST", "/deployments/filter", {})
-            if d["name"] == "monitoring"
-        ]
         assert [s["schedule"].get("cron") for s in watch[0]["schedules"]] == ["0 * * * *"]
     finally:
         proc.send_signal(signal.SIGTERM)
