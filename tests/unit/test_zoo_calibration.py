@@ -9,9 +9,8 @@ is too tight shows before it blocks honest runs.
 
     ZOO_RESAMPLES=20 .venv/bin/python -m pytest tests/unit/test_zoo_calibration.py -s
 
-N defaults to 6 (each draw runs all six evaluate gates per estimator: about 20 s for
-boosting, 10 s for the DP model on its 50 000-row tables, on a quiet 2-core machine);
-the calibration itself is measured with ``ZOO_RESAMPLES=20``.
+N defaults to 6 draws per estimator (the suite's share); the calibration itself is
+measured with ``ZOO_RESAMPLES=20``.
 
 Exception, a documented choice: the DP model (epsilon 5) trains on 50 000 rows
 instead of 1 500: diffprivlib's noise shrinks as 1 / (rows * epsilon). (It needed
