@@ -39,7 +39,7 @@ import pandas as pd
 from tasks.checks.column_kinds import date_reason, id_reason, text_reason
 from tasks.checks.measuring import Measured, choose, measure
 from tasks.checks.pii import check_pii, scan
-from tasks.checks.profile import build_profile, read_table, write_profile
+from tasks.checks.profile import build_profile, profile_text, read_table, write_profile
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, write_atomic
@@ -247,7 +247,7 @@ def init_dataset(
         exclude=[*pii, *roles.ignored],
     )
     profile_sha = write_profile(profile, paths["profile.json"], signer=signer)
-    reference = json.loads(paths["profile.json"].read_text())  # as a run reads it
+    reference = json.loads(profile_text(profile))  # the signed text, as a run reads it
     measured = (
         measure_baselines(seen, target=target, columns=roles, reference=reference)
         if measure_models

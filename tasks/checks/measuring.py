@@ -48,7 +48,6 @@ def spread_factor(folds: int) -> float:
 
 MIN_DROP_SETTING = 0.05  # a chosen max_robust_drop is never tighter than this
 PROBE_SECONDS = 15.0  # per estimator: folds are probed while within this budget
-PROBE_BLOCK_ROWS = 200  # the fewest clean rows the probe stamps per candidate
 
 
 @dataclass(frozen=True)
@@ -323,11 +322,12 @@ def _choose_probe(m: Measured, probe: Spread, factor: float, ceiling: float) -> 
     score needs more (a real effect the reference cannot tell from a trigger, e.g. a
     linear model's smooth response to one input), never beyond the safe maximum: a
     probe that must pass a clean flip of 0.5 could not block a trigger."""
+    from tasks.checks.backdoor_probe import MIN_BLOCK_ROWS
     from tasks.common.sections import EvaluateConfig
 
     default = EvaluateConfig().max_backdoor_flip
     p = min(max(probe.mean, 0.0), 1.0)
-    binomial = math.sqrt(p * (1 - p) / PROBE_BLOCK_ROWS)
+    binomial = math.sqrt(p * (1 - p) / MIN_BLOCK_ROWS)  # the probe's fewest rows per value
     want = probe.mean + factor * max(probe.sd, binomial)
     if want <= default:
         return
