@@ -11,14 +11,15 @@ whole table; the user's only input is the target and the PII flags (`TableSpec`)
 Then, without Prefect, MLflow or S3, every frame goes through the stage functions
 the run calls (the adapter below): the PII guard, validation (column check and the
 Great Expectations suite), the poisoning screens, training (the pure fit) and the
-five evaluate gates. The profile's signature is not checked (`init` just signed it),
-and neither are the ingest gates nor the artifact round trip (file-level gates that
-do not depend on the data's statistics).
+five evaluate gates (the backdoor probe with the reference model `init` trained).
+The profile's signature is not checked (`init` just signed it), and neither are the
+ingest gates nor the artifact round trip (file-level gates that do not depend on the
+data's statistics).
 
 * clean: N seeded 80% subsamples (without replacement) of the table; per gate the
   pass rate and the worst margin (threshold minus measured, signed so that positive
   means passing: ``max - value`` for an upper bound, ``value - min`` for a floor);
-* attacks: each attack of `tests.realtables.attacks_for` on one 80% subsample; per
+* attacks: each attack of `tests.realattacks.attacks_for` on one 80% subsample; per
   gate the verdict and measured value, and whether a gate meant for it
   (`EXPECTED_GATES`) blocked it.
 
@@ -50,16 +51,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.realtables import (  # noqa: E402
-    EXPECTED_GATES,
-    REAL,
-    SPECS,
-    TableSpec,
-    attacks_for,
-    load,
-    subsample,
-    write_table,
-)
+from tests.realattacks import EXPECTED_GATES, attacks_for  # noqa: E402
+from tests.realtables import REAL, SPECS, TableSpec, load, subsample, write_table  # noqa: E402
 
 ESTIMATORS = ("logistic_regression", "random_forest", "hist_gradient_boosting")
 SHORT = {"logistic_regression": "LR", "random_forest": "RF", "hist_gradient_boosting": "HGB"}
@@ -80,6 +73,7 @@ class Reference:
     settings: Any  # tasks.common.settings.Settings
     suite: dict[str, Any]
     profile: dict[str, Any]
+    directory: Path  # where init wrote them (and the reference models)
 
 
 def build_reference(
@@ -114,7 +108,7 @@ def build_reference(
         )
         settings = settings.model_copy(update={"dataset": ds})
         suite = suite_for(ds, frame, notes="init + missing policy")
-    return Reference(spec, settings, suite, profile)
+    return Reference(spec, settings, suite, profile, workdir)
 
 
 def data_gates(ref: Reference, frame: pd.DataFrame, *, seed: int) -> tuple[list[Any], Any]:
@@ -166,6 +160,7 @@ def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
     its fit), then the five evaluate gates, given the reference profile as the run gives
     it (the backdoor probe reads its label counts by value). A fit that raises is a
     failed ``train.fit`` entry (the run would crash there)."""
+    from tasks.checks.reference_models import load_reference_model
     from tasks.common.gates import failed
     from tasks.common.settings import ModelConfig
     from tasks.evaluate import evaluate_checks
@@ -197,6 +192,12 @@ def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
             test_pred=pred,
             test_proba=proba,
             reference=ref.profile,  # as the run: the profile the screen stage verified
+            reference_model=load_reference_model(
+                ref.profile,
+                directory=ref.directory,
+                estimator=estimator,
+                params=config.estimator_params,
+            ),
         )
     )
 

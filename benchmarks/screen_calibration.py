@@ -1,15 +1,15 @@
 """False-alarm and detection rates of the relative screens (tasks/checks/relative.py).
 
     .venv/bin/python -m benchmarks.screen_calibration [--draws 200] [--seeds 10]
-        [--tables breast_cancer,mixed,penguins,mpg,diamonds] [--real PATH/realtables.py]
+        [--tables breast_cancer,mixed,penguins,mpg,diamonds] [--no-real]
 
 Clean draws, per table: ``sub`` (80% without replacement) and ``boot`` (bootstrap),
 screened against the profile of the whole table; ``half``: a random half profiled, the
-other half screened. Attacks (issue 17, `realtables.attacks_for`): each screened
+other half screened. Attacks (issue 17, `realattacks.attacks_for`): each screened
 against the profile of the clean table, one seed per run. Prints one line per (table,
 draw kind or attack): the share of runs each gate blocked. The real tables and their
-attack generators come from `tests/realtables.py` (`--real`, default: this
-repository's); without them only the bundled and the synthetic tables are measured.
+attack generators come from `tests/realtables.py` and `tests/realattacks.py`; with
+``--no-real`` only the bundled and the synthetic tables are measured.
 
 Only the count-based gates run here (pure functions, milliseconds); the neighbour
 gates (label_noise, near_duplicates, outliers) are measured by the unit tests.
@@ -18,7 +18,6 @@ gates (label_noise, near_duplicates, outliers) are measured by the unit tests.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +39,6 @@ from tasks.checks.relative import (
 from tasks.common.settings import ScreenConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT / "tests" / "realtables.py"
 GATES = ("label_distribution", "missingness", "category_shares", "duplicates", "backdoor")
 
 
@@ -126,16 +124,22 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--tables", default="breast_cancer,mixed,penguins,mpg,diamonds")
-    ap.add_argument("--real", type=Path, default=REAL)
+    ap.add_argument(
+        "--no-real", dest="real", action="store_false", help="skip the real public tables"
+    )
     ap.add_argument("--no-attacks", action="store_true")
     args = ap.parse_args()
     real = None
-    if args.real.is_file():
-        spec = importlib.util.spec_from_file_location("realtables", args.real)
-        assert spec and spec.loader  # noqa: S101
-        real = importlib.util.module_from_spec(spec)
-        sys.modules["realtables"] = real
-        spec.loader.exec_module(real)
+    if args.real:  # the real tables and their attacks (tests/realtables.py, realattacks.py)
+        sys.path.insert(0, str(ROOT))
+        from tests import realattacks, realtables
+
+        real = argparse.Namespace(
+            SPECS=realtables.SPECS,
+            load=realtables.load,
+            attacks_for=realattacks.attacks_for,
+            EXPECTED_GATES=realattacks.EXPECTED_GATES,
+        )
     limits = ScreenConfig()
     for name, table in tables(args.tables.split(","), real).items():
         measure(name, *table, real=real, args=args, limits=limits)

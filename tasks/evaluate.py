@@ -43,6 +43,7 @@ from tasks.checks.probes import (
     check_extraction_risk,
 )
 from tasks.checks.quality import QUALITY, check_quality
+from tasks.checks.reference_models import ReferenceModel, load_reference_model
 from tasks.common.context import RunContext, StageGates, stage_task
 from tasks.common.gates import GateResult, run_check, timed
 from tasks.common.registry import ModelRegistry
@@ -103,6 +104,7 @@ def evaluate_checks(
     reference: Mapping[str, Any] | None = None,
     input_ranges: Mapping[str, tuple[float, float]] | None = None,
     baselines: Mapping[str, float] | None = None,
+    reference_model: ReferenceModel | None = None,
 ) -> list[GateResult]:
     """The six gates' results, in catalog order (no MLflow, nothing enforced).
 
@@ -113,8 +115,10 @@ def evaluate_checks(
     applied here too); `champion`: the current champion (None: no comparison).
     `reference`: the reference profile the screen stage verified (its label counts by
     value tell the backdoor probe a real effect from a trigger); None: the probe
-    falls back to its benign controls. `input_ranges` / `baselines`: what the train
-    stage made of every training row (`TrainedModel`); None: read here.
+    falls back to its benign controls; `reference_model`: the estimator trained on the
+    trusted table, as the profile lists it (`tasks.checks.reference_models`).
+    `input_ranges` / `baselines`: what the train stage made of every training row
+    (`TrainedModel`); None: read here.
     """
     cfg = cfg.for_estimator(estimator)
     x_att, y_att = attack_rows(x_test, y_test, samples=cfg.attack_samples, seed=seed)
@@ -171,6 +175,7 @@ def evaluate_checks(
         samples=cfg.backdoor_samples,
         seed=seed,
         reference=reference,
+        reference_model=reference_model,
     )
     advantage = membership.metrics.get("advantage")
     extraction = run_check(
@@ -224,6 +229,13 @@ def evaluate(
     estimator = str(model.params.get("estimator", ctx.settings.model.estimator))
     with timed("evaluate.champion"):  # fetched, verified, scored: not a gate of its own
         champion = load_champion(ctx.settings, s3, candidate=model.pipeline)
+    with timed("evaluate.reference_model"):  # read and verified; the probe judges it
+        trusted = load_reference_model(
+            reference,
+            directory=ctx.settings.dataset.reference_profile.parent,
+            estimator=estimator,
+            params=ctx.settings.model.model_copy(update={"estimator": estimator}).estimator_params,
+        )
     results = evaluate_checks(
         ctx.settings.evaluate,
         pipeline=model.pipeline,
@@ -239,6 +251,7 @@ def evaluate(
         reference=reference,
         input_ranges=model.input_ranges,
         baselines=model.baselines,
+        reference_model=trusted,
     )
     with timed("evaluate.mlflow"):
         _record(ctx, model, results)

@@ -3,8 +3,11 @@
 From one table the data owner trusts, `init_dataset` writes next to it (or to
 ``--out``) everything a run needs: ``NAME.toml`` (columns declared by role, missing
 policies, model, thresholds), ``NAME.suite.json`` (the expectation suite derived from
-the table) and ``NAME.profile.json`` + ``.sig`` (the reference profile, signed with
-the pipeline's key), with the suite's and the profile's digests pinned in the config.
+the table), ``NAME.reference.ESTIMATOR.skops`` (each estimator trained on the table:
+the backdoor probe's clean comparison, `tasks.checks.reference_models`) and
+``NAME.profile.json`` + ``.sig`` (the reference profile, listing the models' digests,
+signed with the pipeline's key), with the suite's and the profile's digests pinned in
+the config.
 
 Column roles are *inferred for review*, never silently applied at run time: the run
 only ever uses what the config declares. Inference rules (`infer_columns`):
@@ -40,6 +43,7 @@ from tasks.checks.column_kinds import date_reason, id_reason, text_reason
 from tasks.checks.measuring import Measured, choose, measure
 from tasks.checks.pii import check_pii, scan
 from tasks.checks.profile import build_profile, profile_text, read_table, write_profile
+from tasks.checks.reference_models import SECTION, fit_reference_models, load_reference_model
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tasks.common.errors import PipelineError
 from tasks.common.files import PUBLIC, write_atomic
@@ -124,13 +128,10 @@ def _role(col: str, s: pd.Series, rows: int) -> tuple[str, str]:
     )
 
 
-def measure_baselines(
-    frame: pd.DataFrame, *, target: str, columns: Columns, reference: Any = None
-) -> list[Measured]:
-    """Cross-validate each estimator `init` configures on the trusted table and choose
-    its evaluate settings (`tasks.checks.measuring`): init's measuring step.
-    `reference`: the table's reference profile (a dict), for the backdoor probe."""
-    dataset = DatasetConfig.model_construct(
+def roles_config(target: str, columns: Columns) -> DatasetConfig:
+    """The inferred roles as the `DatasetConfig` the model builders read (unvalidated:
+    only the target, the inputs and their missing policies)."""
+    return DatasetConfig.model_construct(
         target=target,
         numeric=list(columns.numeric),
         categorical=list(columns.categorical),
@@ -138,9 +139,22 @@ def measure_baselines(
         pii={},
         missing=dict(columns.missing),
     )
+
+
+def measure_baselines(
+    frame: pd.DataFrame, *, dataset: DatasetConfig, reference: Any = None, directory: Path
+) -> list[Measured]:
+    """Cross-validate each estimator `init` configures on the trusted table and choose
+    its evaluate settings (`tasks.checks.measuring`): init's measuring step.
+    `reference`: the table's signed reference profile (a dict), for the backdoor probe,
+    with the reference models it lists in `directory`."""
     model = ModelConfig.model_construct()  # defaults: seed and test fraction
     seed, fraction = model.model_fields["seed"].default, model.model_fields["test_fraction"].default
-    rows = int(frame[target].notna().sum())
+    rows = int(frame[dataset.target].notna().sum())
+    trusted = {
+        name: load_reference_model(reference, directory=directory, estimator=name, params=p)
+        for name, p in INIT_PARAMS.items()
+    }
     measured = measure(
         frame,
         dataset=dataset,
@@ -148,6 +162,7 @@ def measure_baselines(
         evaluate=INIT_EVALUATE,
         seed=seed,
         reference=reference,
+        reference_models=trusted,
     )
     return [choose(m, test_rows=round(fraction * rows)) for m in measured]
 
@@ -169,6 +184,7 @@ class InitResult:
     suite: Path
     profile: Path
     columns: Columns
+    reference_models: list[Path] = field(default_factory=list)
 
 
 def init_dataset(
@@ -218,7 +234,8 @@ def init_dataset(
             else result.detail
         )
     paths = {k: out_dir / f"{name}.{k}" for k in ("toml", "suite.json", "profile.json")}
-    existing = [p for p in paths.values() if p.exists()]
+    models = [out_dir / f"{name}.reference.{e}.skops" for e in INIT_PARAMS if measure_models]
+    existing = [p for p in [*paths.values(), *models] if p.exists()]
     if existing and not force:
         raise InitError(f"{existing[0]} exists; pass --force to overwrite")
     roles = infer_columns(frame, target=target, pii=pii)
@@ -246,10 +263,15 @@ def init_dataset(
         categorical=roles.categorical,
         exclude=[*pii, *roles.ignored],
     )
+    dataset = roles_config(target, roles)
+    if measure_models:  # listed in the profile, so its signature covers them
+        profile[SECTION] = fit_reference_models(
+            seen, dataset=dataset, params=INIT_PARAMS, name=name, out_dir=out_dir
+        )
     profile_sha = write_profile(profile, paths["profile.json"], signer=signer)
     reference = json.loads(profile_text(profile))  # the signed text, as a run reads it
     measured = (
-        measure_baselines(seen, target=target, columns=roles, reference=reference)
+        measure_baselines(seen, dataset=dataset, reference=reference, directory=out_dir)
         if measure_models
         else None
     )
@@ -268,4 +290,4 @@ def init_dataset(
         measured=measured,
     )
     write_atomic(paths["toml"], text, mode=PUBLIC)
-    return InitResult(paths["toml"], paths["suite.json"], paths["profile.json"], roles)
+    return InitResult(paths["toml"], paths["suite.json"], paths["profile.json"], roles, models)

@@ -3,9 +3,10 @@
 `secure-pipeline init` infers the roles and writes the first suite and profile. When a
 reviewer then moves a column between ``numeric``, ``categorical`` and ``ignored`` in
 the config, the pinned suite and profile no longer match it; `refresh_dataset`
-re-derives both from the trusted table with the same builders `init` uses, writes them
-over the files the config names and re-pins their digests in the config's own text, so
-its comments and layout survive. `suite_for` and `profile_for` are what the `suite`
+re-derives both from the trusted table with the same builders `init` uses (the
+reference models the profile lists included, trained with the config's parameters),
+writes them over the files the config names and re-pins their digests in the config's
+own text, so its comments and layout survive. `suite_for` and `profile_for` are what the `suite`
 and `profile` commands write, from the same roles.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.checks.profile import build_profile, read_table, write_profile
+from tasks.checks.reference_models import SECTION, fit_reference_models, reference_params
 from tasks.checks.suite_builder import derive_suite, write_suite
 from tasks.common.files import PUBLIC, write_atomic
 from tasks.common.settings import DatasetConfig, Settings
@@ -66,6 +68,26 @@ def profile_for(ds: DatasetConfig, frame: pd.DataFrame) -> dict[str, Any]:
         categorical=categorical,
         exclude=[*ds.pii, *ds.ignored],
     )
+
+
+def add_reference_models(
+    profile: dict[str, Any], settings: Settings, frame: pd.DataFrame, profile_path: Path
+) -> list[Path]:
+    """Train the reference models (`tasks.checks.reference_models`) of `frame` with the
+    config's parameters, write them next to `profile_path` (``NAME.reference.*.skops``,
+    NAME: the profile's name without ``.profile.json``) and list them in `profile`
+    (before it is signed). Returns the files written."""
+    ds = settings.dataset
+    name = profile_path.name.removesuffix(".json").removesuffix(".profile")
+    profile[SECTION] = fit_reference_models(
+        frame.drop(columns=[c for c, a in ds.pii.items() if a == "drop" and c in frame]),
+        dataset=ds,
+        params=reference_params(settings.model),
+        name=name,
+        out_dir=profile_path.parent,
+        seed=settings.model.seed,
+    )
+    return [profile_path.parent / e["file"] for e in profile[SECTION].values()]
 
 
 def repin(text: str, *, suite_sha256: str, profile_sha256: str) -> str:
@@ -148,6 +170,7 @@ def refresh_dataset(settings: Settings, *, data: Path | None, signer: Signer) ->
     # Every check passed before anything is written; the config is written last, so an
     # interruption leaves old pins that block runs (fail closed), never unreviewed ones.
     suite_sha = write_suite(suite, ds.suite)
+    add_reference_models(profile, settings, frame, ds.reference_profile)
     profile_sha = write_profile(profile, ds.reference_profile, signer=signer)
     repinned = repin(text, suite_sha256=suite_sha, profile_sha256=profile_sha)
     write_atomic(Path(config), repinned, mode=PUBLIC)

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("data", metavar="DATA", help="trusted CSV or Parquet file")
     profile.add_argument("--out", required=True, help="profile path (signature: OUT.sig)")
     profile.add_argument("--key", help=STEWARD_KEY_HELP)
+    profile.add_argument(
+        "--reference-models",
+        action="store_true",
+        help="also train the config's estimators on DATA, write them next to OUT and "
+        "list them in the signed profile (the backdoor probe's clean comparison)",
+    )
     profile.set_defaults(func=cmd_profile)
 
     init = sub.add_parser(

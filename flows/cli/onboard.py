@@ -29,7 +29,8 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     cols = result.columns
     say(
-        f"wrote {result.config}, {result.suite.name} and {result.profile.name} (+ .sig): "
+        f"wrote {result.config}, {result.suite.name}, {len(result.reference_models)} "
+        f"reference model(s) and {result.profile.name} (+ .sig): "
         f"{len(cols.numeric)} numeric, {len(cols.categorical)} categorical, "
         f"{len(cols.ignored)} ignored column(s), {len(cols.missing)} imputed; review the "
         "config, then run:"
@@ -68,7 +69,7 @@ def cmd_suite(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
     from tasks.checks.profile import read_table, write_profile
-    from tasks.refresh import profile_for
+    from tasks.refresh import add_reference_models, profile_for
 
     out = Path(args.out).expanduser().resolve()
     steward = _steward(args)
@@ -76,6 +77,9 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         frame = read_table(Path(args.data).expanduser().resolve())  # read once
         profile = profile_for(settings.dataset, frame)
         signer = steward or pipeline_signer(settings)
+        models = (
+            add_reference_models(profile, settings, frame, out) if args.reference_models else []
+        )
         digest = write_profile(profile, out, signer=signer)
     except (OSError, ValueError, KeyError) as exc:
         say(f"cannot profile {args.data}: {type(exc).__name__}: {exc}")
@@ -85,6 +89,8 @@ def cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
         if steward
         else settings.keys_dir / "signing.pub"
     )
+    if models:
+        say(f"wrote the reference models {', '.join(p.name for p in models)}, listed in {out.name}")
     say(
         f"wrote {out} and {out}.sig (signed by {by}); review "
         "it, then set dataset.reference_profile to it and pin:"
@@ -118,7 +124,8 @@ def cmd_refresh(settings: Settings, args: argparse.Namespace) -> int:
         reference_profile_sha256=done.profile_sha256,
     )
     say(
-        f"wrote {done.suite} ({done.expectations} expectations) and {done.profile} (+ .sig) "
+        f"wrote {done.suite} ({done.expectations} expectations), the reference models and "
+        f"{done.profile} (+ .sig) "
         f"from the roles in {done.config}, and pinned them there:"
     )
     emit(pin_line("suite_sha256", done.suite_sha256))

@@ -30,7 +30,12 @@ flips to ``c`` minus the largest justified share of these:
   learned trigger, with clean rows around it, flips rows only at its own value;
 - the null: the median flip over the input's other stamped values. Stamping one of
   several tied inputs (one of a diamond's three dimensions) moves rows at every value;
-  a trigger does so only at its own.
+  a trigger does so only at its own;
+- the trusted model: the flip of the same estimator trained on the trusted table
+  (`tasks.checks.reference_models`, when the signed profile lists one), stamped on the
+  same rows. A real effect, however it arises from the inputs together, moves a clean
+  model too; a trigger exists only in a model trained on it. It is not weighted: the
+  model is trusted as the profile is.
 
 The controls and the null are weighted by how plausible ``c`` is at the value by the
 reference (``min(1, upper bound of P_ref(c | b or the bins either side) / P_ref(c))``):
@@ -87,6 +92,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from tasks.checks.reference_models import ReferenceModel
 from tasks.checks.trigger_candidates import (
     Z_NOISE,
     _candidates,
@@ -153,6 +159,7 @@ def _justified(
     null: float,
     with_trend: bool,
     flip: float,
+    trusted_flip: float = 0.0,
 ) -> float:
     """The flip share (among the `n_o` rows not predicted c) the reference justifies:
     the largest of the likelihood-ratio share (`naive`), the share that brings the
@@ -160,11 +167,20 @@ def _justified(
     (`bound` of `n` rows, `kept` of them already c), the flips at the value's local
     controls (`control`, zero when the reference holds c significantly less often at
     the value), the feature's null (`null`: the median flip at its other stamped
-    values), and the whole flip when the reference holds c significantly more often at
-    the value than overall (`with_trend`: the model follows the trusted data's own
-    direction; a share averaged over a 5% bin cannot bound it at the bin's far end)."""
+    values), the flip of the reference model trained on the trusted table at the same
+    stamp (`trusted_flip`), and the whole flip when the reference holds c significantly
+    more often at the value than overall (`with_trend`: the model follows the trusted
+    data's own direction; a share averaged over a 5% bin cannot bound it at the bin's
+    far end)."""
     reach = min(max((bound * n - kept) / n_o, 0.0), 1.0)
-    return max(naive, reach, control, null, flip if with_trend else 0.0)
+    return max(naive, reach, control, null, trusted_flip, flip if with_trend else 0.0)
+
+
+def _model_flip(stamped: np.ndarray, clean: np.ndarray, c: int) -> float:
+    """The share of the rows a model does not predict as class `c` that it predicts as
+    `c` once stamped (0 when it predicts every row as `c`)."""
+    others = clean != c
+    return float(np.mean(stamped[others] == c)) if others.any() else 0.0
 
 
 def _null(blocks: list[np.ndarray], others: np.ndarray, c: int) -> float:
@@ -187,6 +203,7 @@ def check_backdoor_probe(
     seed: int,
     y_train: pd.Series | None = None,
     reference: Mapping[str, Any] | None = None,
+    reference_model: ReferenceModel | None = None,
 ) -> GateResult:
     """No candidate trigger may flip more than `max_flip` of the clean test rows to
     one class beyond what the trusted reference justifies (see the module docstring).
@@ -195,12 +212,27 @@ def check_backdoor_probe(
         reference: The verified reference profile; its ``conditional`` section (version
             4) is what justifies a flip. Without one: the benign-control score.
         y_train: Training labels (band candidates need them).
+        reference_model: The same estimator trained on the trusted table, as the
+            verified profile lists it (`tasks.checks.reference_models`): its flip at
+            each stamped value is one more justified share. One the profile lists but
+            that cannot be used fails the gate.
 
     Metrics: score, excess, feature, kind, class, flip, justified (with no reference:
     the control's flip), rows (test rows of another class), candidates, samples,
-    reference ("conditional" or "none").
+    reference ("conditional" or "none"), reference_model ("used", "none" or "refused").
     """
     threshold = {"max_backdoor_flip": max_flip}
+    if reference_model is not None and reference_model.problem:
+        return check(
+            BACKDOOR,
+            metrics={"reference_model": "refused"},
+            threshold=threshold,
+            ok=False,
+            detail=f"the reference model of {reference_model.estimator}: "
+            f"{reference_model.problem}; restore it or rebuild it with `secure-pipeline "
+            "refresh`",
+        )
+    clean_model = reference_model.pipeline if reference_model is not None else None
     rng = np.random.default_rng(seed)
     numeric, categorical = _input_roles(pipeline)
     classes = np.asarray(pipeline.classes_)
@@ -238,6 +270,7 @@ def check_backdoor_probe(
             clean = _codes(classes, pipeline.predict(rows))
         keys = list({(c.feature, v): None for c in candidates for v in (c.value, *c.controls)})
         block = {key: i for i, key in enumerate(keys)}
+        trusted: tuple[np.ndarray, np.ndarray] | None = None  # the reference model's
         if keys:
             stamped_rows = _stamped(rows, keys, nums)
             if ref is not None:
@@ -245,6 +278,11 @@ def check_backdoor_probe(
             else:
                 stamped = _codes(classes, pipeline.predict(stamped_rows))
             blocks = stamped.reshape(len(keys), n)
+            if clean_model is not None and ref is not None:  # clean and stamped predictions
+                trusted = (
+                    _codes(classes, clean_model.predict(rows)),
+                    _codes(classes, clean_model.predict(stamped_rows)).reshape(len(keys), n),
+                )
         own: dict[str, np.ndarray] = {}
         for cand in candidates:
             flipped = blocks[block[cand.feature, cand.value]]
@@ -282,6 +320,11 @@ def check_backdoor_probe(
                         null=_null(null, others, c) * plausible[c],
                         with_trend=bool(sign[c] > 0),
                         flip=flip,
+                        trusted_flip=_model_flip(
+                            trusted[1][block[cand.feature, cand.value]], trusted[0], c
+                        )
+                        if trusted is not None
+                        else 0.0,
                     )
                     excess = flip - justified
                     score = excess - Z_NOISE * math.sqrt(flip * (1 - flip) / n_o)
@@ -304,6 +347,7 @@ def check_backdoor_probe(
         "candidates": len(candidates),
         "samples": n,
         "reference": "conditional" if ref is not None else "none",
+        "reference_model": "used" if trusted is not None else "none",
     }
     ok = best["score"] <= max_flip
     basis = "the trusted reference justifies" if ref is not None else "its benign control flips"

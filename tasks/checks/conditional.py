@@ -7,7 +7,7 @@ how many trusted rows of each class held each value:
 
     "conditional": {
         "classes": [label key, ...],                     # the column order of every count row
-        "numeric": {column: {"edges": [e0, ..., eB],     # equal-count bins of the reference
+        "numeric": {column: {"edges": [e0, ..., eB],     # reference quantiles (`bin_edges`)
                              "counts": [[n per class] per bin],
                              "missing": [n per class],
                              "top_count": n}},                # rows holding the most
@@ -18,7 +18,9 @@ how many trusted rows of each class held each value:
 
 Counts, not shares, so that every comparison can be calibrated for sample size (a
 3-row bin says little; a 3000-row bin says a lot). Bins are equal-count (``BINS``
-of them, fewer when the column has fewer distinct values); values are never stored,
+of them, the outermost split again at 0.5% and 1% of the rows at each end in a table
+of 4000 rows or more; fewer when
+the column has fewer distinct values); values are never stored,
 only bin edges (reference quantiles) and category keys, as the rest of the profile.
 Labels and categories are keyed as everywhere else (`label_key`: 1 and 1.0 are one).
 
@@ -39,6 +41,11 @@ from tasks.checks.keys import label_keyed
 from tasks.checks.poisoning import category_keys, feature_values, label_keys
 
 BINS = 20  # equal-count bins per numeric input: 5% of the reference rows each
+# ... and the outermost 1% at each end split again at these shares of the rows: a real
+# effect at an input's extreme (hpc_data's jobs just after midnight: 34 of the 39
+# earliest are class F) is as small as a trigger, and a 5% bin would dilute it.
+TAIL_EDGES = (0.005, 0.01, 0.99, 0.995)
+TAIL_MIN_ROWS = 20  # ... when the smallest such bin holds this many rows (4000-row tables)
 
 
 def _class_index(labels: pd.Series, classes: list[str]) -> np.ndarray:
@@ -53,7 +60,8 @@ def _count(groups: np.ndarray, cls: np.ndarray, n_groups: int, n_classes: int) -
 
 
 def bin_edges(values: np.ndarray, bins: int = BINS) -> list[float]:
-    """Equal-count bin edges of the finite `values` (reference values, distinct).
+    """Equal-count bin edges of the finite `values` (reference values, distinct), the
+    outermost bins split again at ``TAIL_EDGES`` when those bins hold ``TAIL_MIN_ROWS``.
 
     A column with at most `bins` distinct values (a year, a count) gets one bin per
     value: the edges are the smallest and largest value and the midpoints between.
@@ -68,7 +76,10 @@ def bin_edges(values: np.ndarray, bins: int = BINS) -> list[float]:
             np.concatenate([distinct[:1], mids, distinct[-1:]]) if len(distinct) > 1 else distinct
         )
     else:
-        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="lower"))
+        shares = np.linspace(0.0, 1.0, bins + 1)
+        if TAIL_EDGES[0] * len(finite) >= TAIL_MIN_ROWS:  # else: too few rows to say more
+            shares = np.union1d(shares, TAIL_EDGES)
+        edges = np.unique(np.quantile(finite, shares, method="lower"))
     return [float(e) for e in edges]
 
 

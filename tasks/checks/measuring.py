@@ -2,11 +2,14 @@
 chosen from it.
 
 **Measuring** (`measure`, for `secure-pipeline init`): per estimator, stratified
-5-fold CV (seeded) on up to `MEASURE_ROWS` rows sampled from the trusted table: clean
+5-fold CV (seeded) on up to `MEASURE_ROWS` rows sampled from the trusted table, each
+fold's model fitted on a stratified half of its training rows (`TRAIN_SHARE`: as many
+as a run on half the table trains on, so the settings hold for smaller runs): clean
 accuracy, the trivial baselines, skill (`tasks.checks.baselines`), robust accuracy
 under the default attack on up to ``attack_samples`` rows of each fold (as the gate
 attacks; folds attacked within `ATTACK_SECONDS`) and, given the table's reference
-profile, the backdoor probe's score on each clean fold (within `PROBE_SECONDS`).
+profile, the backdoor probe's score on each clean fold (within `PROBE_SECONDS`), with
+the reference model a run's probe gets (the estimator trained on the whole table).
 
 **Choosing** (`choose`): settings a clean resample passes at least 99% of the time:
 mean minus (skill) or plus (drop, probe) t standard deviations (Student's t,
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,11 @@ from tasks.checks.baselines import skill, trivial_baselines
 
 MEASURE_ROWS = 20_000  # init measures on a seeded sample of at most this many rows
 MEASURE_FOLDS = 5
+# Each fold's model is fitted on this share of its training rows (stratified, seeded):
+# as many rows as a run on half the trusted table trains on, so that the settings
+# chosen hold for runs on smaller tables too (a model on fewer rows is less skilled,
+# more fragile and memorises more).
+TRAIN_SHARE = 0.5
 ATTACK_SECONDS = 20.0  # per estimator: folds are attacked while within this budget
 # Standard deviations between the measured mean and the chosen setting: Student's t,
 # one-sided 99%, for the folds' degrees of freedom (3.75 for 5 folds: 5 folds estimate a
@@ -76,6 +85,7 @@ class Measured:
     attack: str | None = None
     attack_rows: int = 0
     probe: Spread | None = None  # the backdoor probe's score on clean folds
+    probe_skipped: str | None = None  # why the probe was not measured (the rest was)
     skipped: str | None = None  # why robustness was not measured
     partial: str | None = None  # why fewer folds were attacked than measured
     seconds: float = 0.0
@@ -95,6 +105,8 @@ class Measured:
             else f", robust not measured ({self.skipped})"
         )
         probe = f", backdoor probe {self.probe.text()}" if self.probe is not None else ""
+        if self.probe_skipped:
+            probe = f", backdoor probe not measured ({self.probe_skipped})"
         return (
             f"accuracy {self.accuracy.text()}, majority {self.majority:.3f}, stratified "
             f"{self.stratified:.3f}, skill {self.skill.text()}{robust}{probe}"
@@ -116,6 +128,7 @@ def measure(
     rows: int = MEASURE_ROWS,
     folds: int = MEASURE_FOLDS,
     reference: Any = None,
+    reference_models: Mapping[str, Any] | None = None,
 ) -> list[Measured]:
     """Cross-validate each estimator (name -> its parameters) on `frame`.
 
@@ -126,12 +139,13 @@ def measure(
         evaluate: The `EvaluateConfig` whose attack and backdoor probe are measured.
         reference: The signed reference profile of the table (a dict), as a run gives
             the probe; None: the probe is not measured.
+        reference_models: Per estimator, the `ReferenceModel` a run's probe would get
+            (`tasks.checks.reference_models`); None: none.
     """
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
     from tasks.checks.adversarial import attack_rows, check_adversarial
-    from tasks.checks.backdoor_probe import check_backdoor_probe
     from tasks.common.settings import ModelConfig
     from tasks.models import build_pipeline
 
@@ -156,6 +170,7 @@ def measure(
         drop: list[float] = []
         probe: list[float] = []
         probe_seconds = 0.0
+        probe_skipped = ""
         attack, attack_n, skipped, partial = None, 0, None, None
         attack_seconds = 0.0
         try:
@@ -165,7 +180,9 @@ def measure(
                 {"name": "m", "estimator": name, "params": {name: params}, "seed": seed}
             )
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-            for i, (tr, te) in enumerate(splitter.split(x, y)):
+            pick = np.random.default_rng(seed)
+            for i, (folds_tr, te) in enumerate(splitter.split(x, y)):
+                tr = _fit_rows(folds_tr, y, pick)
                 # One thread: OpenMP on a busy machine measured minutes for seconds' work.
                 with warnings.catch_warnings(), threadpool_limits(1):
                     warnings.simplefilter("ignore")
@@ -178,22 +195,22 @@ def measure(
                 maj.append(base["majority"])
                 strat.append(base["stratified"])
                 skl.append(skill(a, base["baseline"]))
-                if reference is not None and probe_seconds < PROBE_SECONDS:
+                if reference is not None and not probe_skipped and probe_seconds < PROBE_SECONDS:
                     probe_started = time.perf_counter()
-                    with warnings.catch_warnings(), threadpool_limits(1):
-                        warnings.simplefilter("ignore")
-                        scored = check_backdoor_probe(
-                            pipeline=pipe,
-                            x_train=x.iloc[tr],
-                            y_train=y.iloc[tr],
-                            x_test=x.iloc[te],
-                            max_flip=evaluate.max_backdoor_flip,
-                            samples=evaluate.backdoor_samples,
-                            seed=seed,
-                            reference=reference,
-                        )
-                    if scored.metrics.get("score") is not None:
-                        probe.append(float(scored.metrics["score"]))
+                    scored = _probe_fold(
+                        pipe,
+                        x.iloc[tr],
+                        y.iloc[tr],
+                        x.iloc[te],
+                        evaluate=evaluate,
+                        seed=seed,
+                        reference=reference,
+                        reference_model=(reference_models or {}).get(name),
+                    )
+                    if isinstance(scored, str):
+                        probe_skipped = scored  # the rest of the measurement stands
+                    else:
+                        probe.append(scored)
                     probe_seconds += time.perf_counter() - probe_started
                 if skipped is not None or attack_seconds >= ATTACK_SECONDS:
                     continue
@@ -252,6 +269,7 @@ def measure(
                 robust=_spread(rob) if rob else None,
                 drop=_spread(drop) if drop else None,
                 probe=_spread(probe) if probe else None,
+                probe_skipped=probe_skipped or None,
                 attack=attack,
                 attack_rows=attack_n,
                 skipped=skipped,
@@ -260,6 +278,56 @@ def measure(
             )
         )
     return out
+
+
+def _fit_rows(rows: np.ndarray, y: pd.Series, rng: np.random.Generator) -> np.ndarray:
+    """A stratified ``TRAIN_SHARE`` of a fold's training `rows` (at least two rows of
+    each class, all of a class with fewer), sorted."""
+    labels = y.iloc[rows].to_numpy()
+    keep = []
+    for c in pd.unique(labels):
+        of_c = rows[labels == c]
+        take = min(len(of_c), max(2, round(TRAIN_SHARE * len(of_c))))
+        keep.append(rng.choice(of_c, take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _probe_fold(
+    pipe: Any,
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    x_test: pd.DataFrame,
+    *,
+    evaluate: Any,
+    seed: int,
+    reference: Any,
+    reference_model: Any,
+) -> float | str:
+    """The backdoor probe's score on one clean fold, or why it has none (the probe
+    raised, or refused its reference model): init then keeps the default limit and
+    says why, and the fold's other measurements stand."""
+    from threadpoolctl import threadpool_limits
+
+    from tasks.checks.backdoor_probe import check_backdoor_probe
+
+    try:
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")
+            scored = check_backdoor_probe(
+                pipeline=pipe,
+                x_train=x_train,
+                y_train=y_train,
+                x_test=x_test,
+                max_flip=evaluate.max_backdoor_flip,
+                samples=evaluate.backdoor_samples,
+                seed=seed,
+                reference=reference,
+                reference_model=reference_model,
+            )
+    except Exception as exc:  # noqa: BLE001 - reported in the config's comment
+        return f"{type(exc).__name__}: {exc}"[:200]
+    score = scored.metrics.get("score")
+    return float(score) if isinstance(score, int | float) else scored.detail[:200]
 
 
 def choose(

@@ -3,7 +3,13 @@
 import numpy as np
 import pandas as pd
 
-from tasks.checks.conditional import bin_index, build_conditional, class_totals, outside
+from tasks.checks.conditional import (
+    bin_edges,
+    bin_index,
+    build_conditional,
+    class_totals,
+    outside,
+)
 
 
 def _frame() -> pd.DataFrame:
@@ -40,3 +46,15 @@ def test_one_value_columns_have_one_bin() -> None:
     frame = pd.DataFrame({"c": [5.0] * 4, "y": [0, 1, 0, 1]})
     cond = build_conditional(frame, target="y", numeric=["c"], categorical=[])
     assert cond["numeric"]["c"]["counts"] == [[2, 2]]
+
+
+def test_the_extremes_get_finer_bins_once_they_hold_enough_rows() -> None:
+    """20 equal-count bins, the outermost 1% split again at 0.5% and 1% (hpc_data's jobs
+    just after midnight, nearly all class F, are as few as a trigger); a table too small
+    for 20 rows in such a bin keeps the 20 bins."""
+    values = np.arange(4000, dtype=float)
+    edges = np.asarray(bin_edges(values))
+    assert len(edges) == 25  # 21 edges of the 5% bins + 4 inner tail edges
+    shares = np.searchsorted(np.sort(values), edges) / len(values)
+    assert {0.005, 0.01, 0.99, 0.995} <= set(np.round(shares, 3))
+    assert len(bin_edges(np.arange(3999, dtype=float))) == 21

@@ -137,6 +137,7 @@ METRICS = {
     "candidates",
     "samples",
     "reference",
+    "reference_model",
 }
 
 

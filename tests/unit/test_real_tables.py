@@ -4,7 +4,7 @@
     penguins, mpg, a 10k-row seeded sample of diamonds and hpc_data (4,331 rows) pass
     every PII, validation, screen and evaluate gate, for each of LR, RF and HGB.
 (b) Each data attack of issue 17 is blocked by a gate meant for it
-    (`tests.realtables.EXPECTED_GATES`), for each estimator: the data gates are
+    (`tests.realattacks.EXPECTED_GATES`), for each estimator: the data gates are
     estimator-independent and run once per table and attack; the model is trained only
     when an evaluate gate could be the one expected.
 
@@ -33,7 +33,8 @@ from benchmarks.gate_margins import (
     model_gates,
     reading,
 )
-from tests.realtables import EXPECTED_GATES, SPECS, attacks_for, load, subsample
+from tests.realattacks import EXPECTED_GATES, attacks_for
+from tests.realtables import SPECS, load, subsample
 
 RESAMPLES = int(os.environ.get("REAL_RESAMPLES", "3"))
 ROWS = {"penguins": None, "mpg": None, "diamonds": 10_000, "hpc_data": None}  # diamonds: a sample

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.checks.reference_models import load_reference_model
 from tasks.common.settings import load_settings
 from tests.conftest import data_gates
 from tests.mixed_table import mixed_table
@@ -85,6 +86,19 @@ def test_refresh_rederives_and_repins_after_a_role_moves(onboarded) -> None:
     assert data_gates(settings, table) == []  # ingest, PII, validate, screen: all pass
     audit = (state / "audit" / "audit.jsonl").read_text()
     assert '"dataset.refreshed"' in audit and sha(suite) in audit
+    # The reference models are retrained under the new roles and listed anew.
+    listed = json.loads(profile.read_text())["reference_models"]
+    assert sorted(listed) == ["hist_gradient_boosting", "logistic_regression", "random_forest"]
+    for estimator, entry in listed.items():
+        trusted = load_reference_model(
+            json.loads(profile.read_text()),
+            directory=config.parent,
+            estimator=estimator,
+            params=settings.model.model_copy(update={"estimator": estimator}).estimator_params,
+        )
+        assert trusted.status == "used", trusted
+        assert "tenure" not in trusted.pipeline.feature_names_in_
+        assert entry["file"] == f"customers.reference.{estimator}.skops"
 
 
 def test_refresh_refuses_roles_the_table_contradicts(onboarded) -> None:
@@ -132,6 +146,23 @@ def test_suite_and_profile_print_their_pins_like_refresh(onboarded, tmp_path: Pa
         )
         assert made.returncode == 0, made.stderr
         assert made.stdout == f'{key} = "{sha(out_file)}"\n'  # ready to paste
+    out_file = tmp_path / "steward.profile.json"
+    made = cli(
+        "profile",
+        str(table),
+        "--config",
+        str(config),
+        "--out",
+        str(out_file),
+        "--reference-models",
+        state=state,
+    )
+    assert made.returncode == 0, made.stderr
+    listed = json.loads(out_file.read_text())["reference_models"]
+    assert {e["sha256"] for e in listed.values()} == {
+        sha(tmp_path / f"steward.reference.{e}.skops") for e in listed
+    }
+    assert "steward.reference." in made.stderr
     missing = cli(
         "suite",
         str(tmp_path / "nope.csv"),
