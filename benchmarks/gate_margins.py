@@ -160,7 +160,7 @@ def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
     its fit), then the five evaluate gates, given the reference profile as the run gives
     it (the backdoor probe reads its label counts by value). A fit that raises is a
     failed ``train.fit`` entry (the run would crash there)."""
-    from tasks.checks.reference_models import load_reference_model
+    from tasks.checks.reference_models import load_reference_model, model_inputs
     from tasks.common.gates import failed
     from tasks.common.settings import ModelConfig
     from tasks.evaluate import evaluate_checks
@@ -197,6 +197,7 @@ def model_gates(ref: Reference, dataset: Any, estimator: str) -> list[Any]:
                 directory=ref.directory,
                 estimator=estimator,
                 params=config.estimator_params,
+                inputs=model_inputs(s.dataset, list(x_train.columns)),
             ),
         )
     )

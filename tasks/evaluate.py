@@ -43,7 +43,7 @@ from tasks.checks.probes import (
     check_extraction_risk,
 )
 from tasks.checks.quality import QUALITY, check_quality
-from tasks.checks.reference_models import ReferenceModel, load_reference_model
+from tasks.checks.reference_models import ReferenceModel, load_reference_model, model_inputs
 from tasks.common.context import RunContext, StageGates, stage_task
 from tasks.common.gates import GateResult, run_check, timed
 from tasks.common.registry import ModelRegistry
@@ -235,6 +235,7 @@ def evaluate(
             directory=ctx.settings.dataset.reference_profile.parent,
             estimator=estimator,
             params=ctx.settings.model.model_copy(update={"estimator": estimator}).estimator_params,
+            inputs=model_inputs(ctx.settings.dataset, list(model.x_train.columns)),
         )
     results = evaluate_checks(
         ctx.settings.evaluate,

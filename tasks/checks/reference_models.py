@@ -13,13 +13,16 @@ trusted table with the config's parameters, write each as
 `tasks.trust.modelio`) and list it in the profile's ``reference_models`` section::
 
     "reference_models": {"random_forest": {"file": "NAME.reference.random_forest.skops",
-                                           "sha256": "...", "params": {...}, "rows": n}}
+                                           "sha256": "...", "params": {...}, "rows": n,
+                                           "inputs": {"numeric": [...], "categorical": [...],
+                                                      "missing": {column: policy}}}}
 
 The section is signed with the profile, so whoever may sign the profile (the
 pipeline's key, or the data steward's when ``[trust] signers`` is pinned) vouches for
 the models: no new key and no new pin. A run reads the model of its estimator only
 through `tasks.trust.modelio` (digest first, then skops with the pinned type
-allow-list), and uses it only when it was trained with the run's parameters; a
+allow-list), and uses it only when it was trained with the run's parameters, inputs
+and missing-value policies; a
 listed model that is missing, altered or unreadable fails the probe closed. A
 profile without the section (the `profile` command, the bundled one) leaves the probe
 to the label counts.
@@ -116,6 +119,7 @@ def fit_reference_models(
             "sha256": sha256_bytes(blob),
             "params": dict(kwargs),
             "rows": len(x),
+            "inputs": model_inputs(dataset, list(x.columns)),
         }
     return section
 
@@ -128,11 +132,29 @@ def reference_params(model: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+def model_inputs(dataset: Any, columns: list[str]) -> dict[str, Any]:
+    """What a model's preprocessing is built from (besides its parameters): the inputs
+    by role and their missing-value policies, for a table with these `columns`."""
+    numeric, categorical = dataset.inputs([c for c in columns if c != dataset.target])
+    return {
+        "numeric": list(numeric),
+        "categorical": list(categorical),
+        "missing": {c: dataset.missing_policy(c) for c in [*numeric, *categorical]},
+    }
+
+
 def load_reference_model(
-    profile: Mapping[str, Any] | None, *, directory: Path, estimator: str, params: Mapping[str, Any]
+    profile: Mapping[str, Any] | None,
+    *,
+    directory: Path,
+    estimator: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, Any] | None = None,
 ) -> ReferenceModel:
     """The reference model the verified `profile` lists for `estimator`, read from
-    `directory` (the profile's), if it was trained with `params`.
+    `directory` (the profile's), if it was trained with `params` and (when given) the
+    run's `inputs` (`model_inputs`: a model without the imputer a policy added cannot
+    predict the run's gaps).
 
     Never raises: what goes wrong is the returned model's `problem`.
     """
@@ -149,6 +171,12 @@ def load_reference_model(
             estimator,
             skipped=f"{file} was trained with other parameters than the config's "
             "(`secure-pipeline refresh` retrains it)",
+        )
+    if inputs is not None and entry.get("inputs") != dict(inputs):
+        return ReferenceModel(
+            estimator,
+            skipped=f"{file} was trained with other inputs or missing-value policies than "
+            "the config's (`secure-pipeline refresh` retrains it)",
         )
     path = Path(directory) / file
     try:

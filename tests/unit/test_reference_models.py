@@ -17,6 +17,7 @@ from tasks.checks.reference_models import (
     ReferenceModel,
     fit_reference_models,
     load_reference_model,
+    model_inputs,
 )
 from tasks.common.files import sha256_bytes
 from tasks.onboarding import init_dataset
@@ -64,7 +65,11 @@ def test_the_same_table_gives_the_same_bytes(trusted, tmp_path) -> None:
 def test_a_listed_model_with_the_runs_parameters_is_used(trusted) -> None:
     out, profile = trusted
     got = load_reference_model(
-        profile, directory=out, estimator="random_forest", params=FOREST["random_forest"]
+        profile,
+        directory=out,
+        estimator="random_forest",
+        params=FOREST["random_forest"],
+        inputs=model_inputs(MIXED, list(mixed_table(50, seed=3).columns)),
     )
     assert got.status == "used" and not got.problem
     assert list(got.pipeline.classes_) == sorted(mixed_table(50, seed=3)["segment"].unique())
@@ -76,6 +81,20 @@ def test_other_parameters_or_no_entry_leave_the_probe_to_the_label_counts(truste
         profile, directory=out, estimator="random_forest", params={"n_estimators": 100}
     )
     assert other.status == "none" and "refresh" in other.skipped
+    # A missing-value policy added after init: the model has no imputer for the gaps.
+    inputs = model_inputs(MIXED, list(mixed_table(50, seed=3).columns))
+    column = inputs["numeric"][0]
+    edited = {**inputs, "missing": {**inputs["missing"], column: "median"}}
+    if inputs["missing"][column] == "median":
+        edited["missing"][column] = "refuse"
+    policy = load_reference_model(
+        profile,
+        directory=out,
+        estimator="random_forest",
+        params=FOREST["random_forest"],
+        inputs=edited,
+    )
+    assert policy.status == "none" and "missing-value policies" in policy.skipped
     none = load_reference_model(
         profile, directory=out, estimator="hist_gradient_boosting", params={}
     )
