@@ -54,3 +54,7 @@ def test_init_then_run_deploys(
     ]
     assert report.get("status") == "deployed", (report.get("blocked_by"), blocked, err[-2000:])
     assert code == 0
+    # The backdoor probe compared the model with the reference model `init` trained on
+    # the trusted table (listed in the signed profile, read through the model loader).
+    probe = next(g for g in report["gates"] if g["name"] == "evaluate.backdoor_probe")
+    assert probe["metrics"]["reference_model"] == "used", probe
