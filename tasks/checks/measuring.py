@@ -180,9 +180,9 @@ def measure(
                 {"name": "m", "estimator": name, "params": {name: params}, "seed": seed}
             )
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-            pick = np.random.default_rng(seed)
+            halves = np.random.default_rng(seed)
             for i, (folds_tr, te) in enumerate(splitter.split(x, y)):
-                tr = _fit_rows(folds_tr, y, pick)
+                tr = _fit_rows(folds_tr, y, halves)
                 # One thread: OpenMP on a busy machine measured minutes for seconds' work.
                 with warnings.catch_warnings(), threadpool_limits(1):
                     warnings.simplefilter("ignore")
