@@ -205,13 +205,16 @@ def test_attack_is_blocked_by_its_gate(bed: Bed, table: str, attack: str, estima
 def test_init_writes_what_each_table_needs(bed: Bed) -> None:
     """What makes diamonds pass is init's measurement, said in the config: a waiver
     for the adversarial drop (diamonds only: the small tables need none) and a probe
-    limit from the clean folds that never leaves the safe range."""
+    limit from the clean folds that never leaves the safe range (with the reference
+    models init trained, listed in the signed profile, the default holds)."""
     diamonds = bed.reference("diamonds").settings
     assert set(diamonds.waivers) == {"evaluate.adversarial"}
     reason = diamonds.waivers["evaluate.adversarial"]
     assert reason.startswith("written by init:") and "logistic_regression loses" in reason
     lr = diamonds.evaluate.for_estimator("logistic_regression")
-    assert 0.3 < lr.max_backdoor_flip <= 0.5 and lr.max_robust_drop > 0.5
+    assert 0.3 <= lr.max_backdoor_flip <= 0.5 and lr.max_robust_drop > 0.5
+    listed = bed.reference("diamonds").profile["reference_models"]
+    assert sorted(listed) == sorted(ESTIMATORS)
     assert diamonds.model.params["random_forest"]["min_samples_leaf"] == 5
     for small in ("penguins", "mpg"):
         settings = bed.reference(small).settings
