@@ -213,9 +213,9 @@ MEASURED = {
     "screen.near_duplicates": "excess",
     "screen.outliers": "excess",
     "screen.backdoor": "score",
-    "evaluate.quality": "accuracy",
+    "evaluate.quality": "skill",  # against min_skill (the first bound)
     "evaluate.adversarial": "accuracy_drop",  # against max_robust_drop
-    "evaluate.membership_inference": "advantage",
+    "evaluate.membership_inference": "advantage_lower_95",  # what the gate compares
     "evaluate.backdoor_probe": "score",
     "evaluate.extraction_risk": "fidelity",
 }
