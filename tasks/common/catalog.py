@@ -226,7 +226,9 @@ GATES: tuple[Gate, ...] = (
         "share of clean test rows flipped to one class by a stamped candidate trigger "
         "(repeated extreme value, a value from each reference bin's most label-anomalous "
         "band, rare category, category absent from the reference), beyond what the signed "
-        "reference's label counts at that value justify (and beyond nearby values); "
+        "reference's label counts at that value justify (and beyond nearby values, and "
+        "beyond what the same estimator trained on the trusted table flips, when the "
+        "profile lists one); "
         'without label counts (profile v2/3): beyond a benign control, `reference: "none"`',
         "0.30",
         "tasks.evaluate:check_backdoor_probe",
