@@ -160,11 +160,16 @@ def load_reference_model(
     """
     from tasks.trust.modelio import load_model_bytes
 
-    entry = (profile or {}).get(SECTION, {}).get(estimator) if profile else None
+    section = (profile or {}).get(SECTION)
+    entry = section.get(estimator) if isinstance(section, Mapping) else section
     if entry is None:
         return ReferenceModel(estimator, skipped="the profile lists no reference model")
-    file = str(entry.get("file", ""))
-    if not _FILE.match(file) or not isinstance(entry.get("sha256"), str):
+    file = str(entry.get("file", "")) if isinstance(entry, Mapping) else ""
+    if (
+        not _FILE.match(file)
+        or not isinstance(entry.get("sha256"), str)
+        or not isinstance(entry.get("params", {}), Mapping)
+    ):  # never raises here: the stage reads it outside any gate
         return ReferenceModel(estimator, problem="the profile's entry is malformed")
     if dict(entry.get("params", {})) != dict(params):
         return ReferenceModel(

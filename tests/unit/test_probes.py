@@ -112,6 +112,7 @@ def _probe(split: Split, **kw: Any):
         samples=kw.pop("samples", 500),
         seed=42,
         reference=kw.pop("reference", None),
+        reference_model=kw.pop("reference_model", None),
     )
 
 

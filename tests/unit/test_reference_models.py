@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tasks.checks.probes import check_backdoor_probe
 from tasks.checks.profile import signature_path, verify_profile
 from tasks.checks.reference_models import (
     SECTION,
@@ -24,6 +23,7 @@ from tasks.onboarding import init_dataset
 from tasks.trust.signing import Signer
 from tests.mixed_table import mixed_table
 from tests.unit.test_probes import MIXED, PARAMS, fit_model, poisoned, reference
+from tests.unit.test_probes import _probe as probe
 
 LR = {"logistic_regression": {"C": 1.0, "max_iter": 1000}}
 FOREST = {"random_forest": {"n_estimators": 30, "min_samples_leaf": 5}}
@@ -124,22 +124,12 @@ def test_a_missing_altered_or_misnamed_model_is_refused(trusted, tmp_path) -> No
     assert altered.status == "refused" and "digest" in altered.problem
     escape = load({**entry, "file": "../" + entry["file"]})
     assert escape.status == "refused" and "malformed" in escape.problem
+    assert "malformed" in load("not an entry").problem  # type: ignore[arg-type]
 
 
 def _probe(split: Any, profile: Any, model: ReferenceModel | None, **kw: Any) -> Any:
-    """The probe on a `fit_model` split (0.30, 300 rows, seed 1 unless given)."""
-    pipeline, x_train, x_test, y_train, _ = split
-    return check_backdoor_probe(
-        pipeline=pipeline,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        max_flip=kw.get("max_flip", 0.3),
-        samples=kw.get("samples", 300),
-        seed=kw.get("seed", 1),
-        reference=profile,
-        reference_model=model,
-    )
+    """`tests.unit.test_probes._probe` with a reference model (300 rows unless given)."""
+    return probe(split, reference=profile, reference_model=model, samples=300, **kw)
 
 
 def test_a_refused_model_fails_the_probe_closed_and_says_why(trusted) -> None:
@@ -180,7 +170,7 @@ def test_a_trigger_the_trusted_model_never_saw_is_still_blocked(trusted, estimat
     )
     frame = poisoned(mixed_table(1500, seed=3), "age", 500.0, "high")
     split = fit_model(estimator, frame, MIXED, params=params)
-    result = _probe(split, profile, ref_model, samples=500, seed=42)
+    result = probe(split, reference=profile, reference_model=ref_model)
     m = result.metrics
     assert not result.passed and m["reference_model"] == "used"
     assert (m["feature"], m["class"]) == ("age", "high") and m["score"] > 0.5, m
